@@ -433,7 +433,10 @@ mod tests {
     fn decode_rejects_inconsistent_encodings() {
         let m = Metainfo::from_bytes(&vec![1u8; 300 << 10]);
         let enc = m.encode();
-        assert_eq!(Metainfo::decode(&enc[..enc.len() - 1]), Err(MetainfoError::Truncated));
+        assert_eq!(
+            Metainfo::decode(&enc[..enc.len() - 1]),
+            Err(MetainfoError::Truncated)
+        );
         let mut extra = enc.clone();
         extra.push(0);
         assert_eq!(Metainfo::decode(&extra), Err(MetainfoError::Trailing(1)));
@@ -451,7 +454,9 @@ mod tests {
 
     #[test]
     fn file_and_streaming_agree_with_memory() {
-        let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3u32 << 20) + 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let expected = Metainfo::from_bytes(&data);
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();
