@@ -104,7 +104,9 @@ impl Sources {
                 .collect();
             env.sort();
             for (name, value) in env {
-                let key = name[self.env_prefix.len()..].to_lowercase().replace("__", ".");
+                let key = name[self.env_prefix.len()..]
+                    .to_lowercase()
+                    .replace("__", ".");
                 if let Err(p) = set_path(&mut table, &key, &value) {
                     problems.push(format!("environment {name}: {p}"));
                 }
@@ -195,7 +197,10 @@ fn deserialize<T: DeserializeOwned>(table: toml::Table, problems: &mut Vec<Strin
             None
         }
     };
-    problems.splice(0..0, unknown.into_iter().map(|k| format!("unknown key `{k}`")));
+    problems.splice(
+        0..0,
+        unknown.into_iter().map(|k| format!("unknown key `{k}`")),
+    );
     parsed
 }
 
@@ -284,7 +289,9 @@ mod tests {
 
     #[test]
     fn defaults_without_any_source() {
-        let c: Conf = Sources::new(None, "SHOAL_T_").load_with_env(vec![]).unwrap();
+        let c: Conf = Sources::new(None, "SHOAL_T_")
+            .load_with_env(vec![])
+            .unwrap();
         assert_eq!(c, Conf::default());
     }
 

@@ -215,9 +215,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(d) => {
                 ApiError::new(ErrorCode::BlobUnknown, format!("blob {d} is unknown"))
             }
-            StoreError::DigestMismatch(m) => {
-                ApiError::new(ErrorCode::DigestInvalid, m.to_string())
-            }
+            StoreError::DigestMismatch(m) => ApiError::new(ErrorCode::DigestInvalid, m.to_string()),
             StoreError::SizeMismatch { .. } => ApiError::new(ErrorCode::SizeInvalid, e.to_string()),
             StoreError::RangeNotSatisfiable { length, .. } => {
                 ApiError::new(ErrorCode::RangeInvalid, "requested range not satisfiable")
@@ -283,7 +281,10 @@ mod tests {
             res.headers()[http::header::WWW_AUTHENTICATE],
             "Basic realm=\"shoal\""
         );
-        assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            res.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let env: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
@@ -306,7 +307,10 @@ mod tests {
     #[test]
     fn store_errors_map_to_client_codes() {
         let d = crate::Digest::sha256_of(b"a");
-        assert_eq!(ApiError::from(StoreError::NotFound(d)).code, ErrorCode::BlobUnknown);
+        assert_eq!(
+            ApiError::from(StoreError::NotFound(d)).code,
+            ErrorCode::BlobUnknown
+        );
         let e = ApiError::from(StoreError::RangeNotSatisfiable {
             start: 5,
             end: 9,

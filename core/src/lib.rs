@@ -6,6 +6,7 @@
 //! - [`store`]: the content-addressed blob store on disk.
 //! - [`ring`]: rendezvous placement of blobs and tags on origins.
 //! - [`peer`]: peer ids and the tracker's announce messages.
+//! - [`origin_client`]: the client of the origins' HTTP API (`origin/API.md`).
 //! - [`error`]: the OCI error envelope and the HTTP error type of every server.
 //! - [`range`]: HTTP `Range` requests on blobs.
 //! - [`config`], [`units`], [`cli`]: layered config loading with human units; common flags.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod metainfo;
+pub mod origin_client;
 pub mod peer;
 pub mod range;
 pub mod reference;

@@ -77,14 +77,19 @@ pub fn parse(header: Option<&str>, length: u64) -> Result<RangeRequest, Unsatisf
 
 /// The `Content-Range` value for a 206 answer.
 pub fn content_range(range: &Range<u64>, length: u64) -> String {
-    format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), length)
+    format!(
+        "bytes {}-{}/{}",
+        range.start,
+        range.end.saturating_sub(1),
+        length
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use RangeRequest::*;
+    use proptest::prelude::*;
 
     #[test]
     fn forms() {
@@ -95,11 +100,27 @@ mod tests {
         assert_eq!(parse(Some("bytes=5-100"), 10), Ok(Partial(5..10)));
         assert_eq!(parse(Some("bytes=-3"), 10), Ok(Partial(7..10)));
         assert_eq!(parse(Some("bytes=-30"), 10), Ok(Partial(0..10)));
-        assert_eq!(parse(Some("bytes=10-"), 10), Err(Unsatisfiable { length: 10 }));
-        assert_eq!(parse(Some("bytes=10-12"), 10), Err(Unsatisfiable { length: 10 }));
-        assert_eq!(parse(Some("bytes=-0"), 10), Err(Unsatisfiable { length: 10 }));
+        assert_eq!(
+            parse(Some("bytes=10-"), 10),
+            Err(Unsatisfiable { length: 10 })
+        );
+        assert_eq!(
+            parse(Some("bytes=10-12"), 10),
+            Err(Unsatisfiable { length: 10 })
+        );
+        assert_eq!(
+            parse(Some("bytes=-0"), 10),
+            Err(Unsatisfiable { length: 10 })
+        );
         assert_eq!(parse(Some("bytes=0-"), 0), Err(Unsatisfiable { length: 0 }));
-        for ignored in ["items=0-1", "bytes=5-2", "bytes=a-b", "bytes=0-1,3-4", "bytes=", "bytes=--1"] {
+        for ignored in [
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=0-1,3-4",
+            "bytes=",
+            "bytes=--1",
+        ] {
             assert_eq!(parse(Some(ignored), 10), Ok(Full), "{ignored}");
         }
         assert_eq!(content_range(&(7..10), 10), "bytes 7-9/10");

@@ -31,7 +31,11 @@ impl<T: AsRef<str>> Ring<T> {
 
     /// The first `r` owners of `key`, best first (fewer if the ring is smaller).
     pub fn owners(&self, key: &[u8], r: usize) -> Vec<&T> {
-        let mut scored: Vec<(u64, &T)> = self.members.iter().map(|m| (score(m.as_ref(), key), m)).collect();
+        let mut scored: Vec<(u64, &T)> = self
+            .members
+            .iter()
+            .map(|m| (score(m.as_ref(), key), m))
+            .collect();
         // Ties (vanishingly rare) fall back to the id so every node agrees on the order.
         scored.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.as_ref().cmp(b.1.as_ref())));
         scored.into_iter().take(r).map(|(_, m)| m).collect()
@@ -67,7 +71,11 @@ mod tests {
 
     fn keys(n: usize) -> Vec<Vec<u8>> {
         (0..n)
-            .map(|i| Digest::sha256_of(format!("blob {i}").as_bytes()).to_string().into_bytes())
+            .map(|i| {
+                Digest::sha256_of(format!("blob {i}").as_bytes())
+                    .to_string()
+                    .into_bytes()
+            })
             .collect()
     }
 

@@ -88,7 +88,10 @@ async fn metrics_handler(State(s): State<OpsState>) -> Response {
     let mut buf = Vec::new();
     match encoder.encode(&s.registry.gather(), &mut buf) {
         Ok(()) => (
-            [(axum::http::header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                encoder.format_type().to_owned(),
+            )],
             buf,
         )
             .into_response(),
@@ -105,7 +108,8 @@ pub async fn serve(
     grace: Duration,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
         r = server => r,
         () = async {
