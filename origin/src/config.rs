@@ -204,13 +204,37 @@ impl Config {
     }
 }
 
+/// `host[:port]` or `[v6]:port`, nothing more.
+fn valid_authority(a: &str) -> bool {
+    if a.is_empty() || a.chars().any(|c| c.is_whitespace() || "/?#@".contains(c)) {
+        return false;
+    }
+    let (host, port) = match a.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match a.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        },
+    };
+    !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
 fn check_url(what: &str, url: &str, problems: &mut Vec<String>) {
-    let u = base_url(url);
-    match u.split_once("://") {
-        Some(("http", rest)) if !rest.is_empty() && !rest.contains('/') => {}
-        _ => problems.push(format!(
+    let ok = match base_url(url).split_once("://") {
+        Some(("http", rest)) => valid_authority(rest),
+        _ => false,
+    };
+    if !ok {
+        problems.push(format!(
             "{what} {url:?} is not a base URL such as http://origin-0:9000"
-        )),
+        ));
     }
 }
 
@@ -345,6 +369,34 @@ mod tests {
             "not in cluster.members",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        for ok in [
+            "http://a:1",
+            "a:9000",
+            "origin-0",
+            "http://[::1]:9000",
+            "10.0.0.5:9000/",
+        ] {
+            let mut p = Vec::new();
+            check_url("m", ok, &mut p);
+            assert!(p.is_empty(), "{ok}: {p:?}");
+        }
+        for bad in [
+            "not a url",
+            "https://a:1",
+            "http://a:99999",
+            "http://a/b",
+            "http://",
+            "http://u@a:1",
+            "[::1",
+        ] {
+            let mut p = Vec::new();
+            check_url("m", bad, &mut p);
+            assert_eq!(p.len(), 1, "{bad}");
         }
     }
 

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS queue (
     target     TEXT NOT NULL DEFAULT '',
     attempts   INTEGER NOT NULL DEFAULT 0,
     next_at    INTEGER NOT NULL,
+    seq        INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     UNIQUE (kind, key, target)
 );
@@ -427,7 +428,7 @@ impl Db {
     pub async fn due(&self, now: i64, n: usize) -> Result<Vec<QueuedTask>> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, kind, key, target, attempts FROM queue WHERE next_at <= ?1
+                "SELECT id, kind, key, target, attempts, seq FROM queue WHERE next_at <= ?1
                  ORDER BY next_at, id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now, n as i64], |r| {
@@ -437,17 +438,19 @@ impl Db {
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
             let mut bad = Vec::new();
             for row in rows {
-                let (id, kind, key, target, attempts) = row?;
+                let (id, kind, key, target, attempts, seq) = row?;
                 match Task::from_row(&kind, &key, &target) {
                     Some(task) => out.push(QueuedTask {
                         id,
                         task,
                         attempts: attempts as u32,
+                        seq,
                     }),
                     None => bad.push(id),
                 }
@@ -468,19 +471,28 @@ impl Db {
             .await
     }
 
-    pub async fn finish(&self, id: i64) -> Result<()> {
+    /// Removes a task that is done, unless it was queued again while it ran (its `seq`
+    /// moved on): then what it did may already be stale, and it stays to run again.
+    pub async fn finish(&self, task: &QueuedTask) -> Result<()> {
+        let (id, seq) = (task.id, task.seq);
         self.call(move |c| {
-            c.execute("DELETE FROM queue WHERE id = ?1", [id])?;
+            c.execute(
+                "DELETE FROM queue WHERE id = ?1 AND seq = ?2",
+                params![id, seq],
+            )?;
             Ok(())
         })
         .await
     }
 
-    pub async fn retry(&self, id: i64, next_at: i64, error: String) -> Result<()> {
+    /// Schedules another attempt, unless the task was queued again while it ran.
+    pub async fn retry(&self, task: &QueuedTask, next_at: i64, error: String) -> Result<()> {
+        let (id, seq) = (task.id, task.seq);
         self.call(move |c| {
             c.execute(
-                "UPDATE queue SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, next_at, error],
+                "UPDATE queue SET attempts = attempts + 1, next_at = ?3, last_error = ?4
+                 WHERE id = ?1 AND seq = ?2",
+                params![id, seq, next_at, error],
             )?;
             Ok(())
         })
@@ -542,7 +554,8 @@ fn tag_in(c: &Connection, name: &RepoName, tag: &Tag) -> Result<Option<TagState>
 fn enqueue_in(c: &Connection, tasks: &[Task], now: i64) -> Result<()> {
     let mut stmt = c.prepare_cached(
         "INSERT INTO queue (kind, key, target, next_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (kind, key, target) DO UPDATE SET next_at = min(next_at, excluded.next_at)",
+         ON CONFLICT (kind, key, target)
+         DO UPDATE SET next_at = min(next_at, excluded.next_at), seq = seq + 1",
     )?;
     for t in tasks {
         stmt.execute(params![t.kind(), t.key(), t.target(), now])?;
@@ -678,6 +691,8 @@ pub struct QueuedTask {
     pub id: i64,
     pub task: Task,
     pub attempts: u32,
+    /// Bumped each time the task is queued again; see [`Db::finish`].
+    pub seq: i64,
 }
 
 #[cfg(test)]
@@ -719,13 +734,21 @@ mod tests {
         );
         let due = db.due(now_ms(), 10).await.unwrap();
         assert_eq!(due.len(), 2);
-        db.retry(due[0].id, now_ms() + 60_000, "nope".into())
+        db.retry(&due[0], now_ms() + 60_000, "nope".into())
             .await
             .unwrap();
         assert_eq!(db.due(now_ms(), 10).await.unwrap().len(), 1);
         db.make_due(None).await.unwrap();
         assert_eq!(db.due(now_ms(), 10).await.unwrap().len(), 2);
         assert!(db.unbacked_blobs(None, 10).await.unwrap().is_empty());
+        // Queued again while it ran: finishing the old run leaves it queued.
+        let running = db.due(now_ms(), 10).await.unwrap().remove(0);
+        db.enqueue(vec![running.task.clone()]).await.unwrap();
+        db.finish(&running).await.unwrap();
+        assert_eq!(db.due(now_ms(), 10).await.unwrap().len(), 2);
+        let again = db.due(now_ms(), 10).await.unwrap().remove(0);
+        db.finish(&again).await.unwrap();
+        assert_eq!(db.due(now_ms(), 10).await.unwrap().len(), 1);
         assert!(db.remove_blob(d).await.unwrap());
         assert_eq!(db.queue_depth().await.unwrap(), (0, 0));
         assert_eq!(db.blob_totals().await.unwrap(), (0, 0));

@@ -105,18 +105,18 @@ async fn attempt(st: &AppState, qt: QueuedTask) {
     let result = match &outcome {
         Outcome::Done => {
             tracing::debug!(task = ?qt.task, "queued task done");
-            st.db.finish(qt.id).await
+            st.db.finish(&qt).await
         }
         Outcome::Dropped(why) => {
             tracing::info!(task = ?qt.task, why, "queued task dropped");
-            st.db.finish(qt.id).await
+            st.db.finish(&qt).await
         }
         Outcome::Retry(error) => {
             let q = &st.config.queue;
             let delay = retry_delay(qt.attempts, q.retry_min, q.retry_max);
             tracing::warn!(task = ?qt.task, attempts = qt.attempts + 1, error, retry_in_ms = delay.as_millis() as u64, "queued task failed");
             st.db
-                .retry(qt.id, now_ms() + delay.as_millis() as i64, error.clone())
+                .retry(&qt, now_ms() + delay.as_millis() as i64, error.clone())
                 .await
         }
     };

@@ -221,7 +221,7 @@ impl Remote {
         let req = self
             .request(
                 Method::PUT,
-                format!("{member}/v1/repositories/{name}/tags/{tag}?internal=1"),
+                format!("{member}/v1/tags/{name}:{tag}?internal=1"),
             )
             .json(&body);
         let res = self.send(member, req).await?;
@@ -239,7 +239,7 @@ impl Remote {
                 member,
                 self.request(
                     Method::GET,
-                    format!("{member}/v1/repositories/{name}/tags/{tag}?local=1"),
+                    format!("{member}/v1/tags/{name}:{tag}?local=1"),
                 ),
             )
             .await?;

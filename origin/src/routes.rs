@@ -241,6 +241,3 @@ pub async fn ask_owners(
         Asked::Unreachable
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,8 @@
 //! `/v1/blobs`: upload, download (with ranges), metainfo, listing and deletion.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -80,11 +83,27 @@ async fn upload(
     let Some(owner) = st.cluster.owners(&key).into_iter().next() else {
         return Err(ApiError::unavailable("no live owner for the blob"));
     };
-    let res = st
+    // When the forward fails, this tells the client's broken body apart from a failing
+    // owner: the first is the client's error, the second ours.
+    let client_failed = Arc::new(AtomicBool::new(false));
+    let flag = client_failed.clone();
+    let stream = stream.inspect(move |c| {
+        if c.is_err() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    match st
         .remote
         .forward_upload(&owner, &format!("/v1/blobs/{digest}"), declared, stream)
-        .await?;
-    Ok(relay(res, None))
+        .await
+    {
+        Ok(res) => Ok(relay(res, None)),
+        Err(_) if client_failed.load(Ordering::Relaxed) => Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "the upload body ended before it was complete",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn created(digest: Digest, length: u64) -> Response {

@@ -142,9 +142,11 @@ async fn put_tag(
     let key = tag_key(&name, &tag);
     if is_forwarded(&headers) || st.cluster.is_owner(&key) {
         let tasks = follow_up(&st, &name, &tag);
-        st.db
+        let (state, _) = st
+            .db
             .write_tag(name.clone(), tag.clone(), Some(digest), tasks)
             .await?;
+        push(&st, &name, &tag, state).await;
         st.queued().await;
         tracing::info!(%name, %tag, %digest, "tag set");
         return Ok((StatusCode::CREATED, axum::Json(TagBody { digest })).into_response());
@@ -182,6 +184,28 @@ fn follow_up(st: &Shared, name: &RepoName, tag: &Tag) -> Vec<Task> {
             tag: tag.clone(),
         }),
     )
+}
+
+/// Sends a new tag state to the other live owners before answering, so that a read through
+/// any owner sees the write at once. The queued copies stay: they retry whatever fails
+/// here, and repeat the rest harmlessly (an owner ignores a version it already has).
+async fn push(st: &Shared, name: &RepoName, tag: &Tag, state: TagState) {
+    let me = st.cluster.me();
+    let owners: Vec<String> = st
+        .cluster
+        .owners(&tag_key(name, tag))
+        .into_iter()
+        .filter(|o| Some(o) != me.as_ref())
+        .collect();
+    let limit = st.config.cluster.connect_timeout;
+    futures::future::join_all(owners.iter().map(|o| async move {
+        match tokio::time::timeout(limit, st.remote.put_tag_internal(o, name, tag, state)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "tag copy left to the queue"),
+            Err(_) => tracing::debug!(owner = o, "tag copy timed out; left to the queue"),
+        }
+    }))
+    .await;
 }
 
 /// Sends a tag write to the first owner that answers.
@@ -233,9 +257,11 @@ async fn delete_tag(
         return Err(manifest_unknown(&name, &tag));
     }
     let tasks = follow_up(&st, &name, &tag);
-    st.db
+    let (state, _) = st
+        .db
         .write_tag(name.clone(), tag.clone(), None, tasks)
         .await?;
+    push(&st, &name, &tag, state).await;
     st.queued().await;
     tracing::info!(%name, %tag, "tag deleted");
     Ok(StatusCode::ACCEPTED.into_response())
