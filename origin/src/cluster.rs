@@ -352,3 +352,81 @@ impl Cluster {
         self.config.health_interval
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Registry;
+
+    fn cluster(config: &Config) -> Cluster {
+        let metrics = Metrics::register(&Registry::new()).unwrap();
+        Cluster::new(
+            config,
+            PeerId([7; 20]),
+            "http://127.0.0.1:1".into(),
+            metrics,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn alone_it_is_its_own_cluster() {
+        let c = cluster(&Config::default());
+        assert_eq!(c.me().as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.owners(b"k"), ["http://127.0.0.1:1"]);
+        assert!(c.is_owner(b"k"));
+    }
+
+    #[test]
+    fn down_members_leave_placement_and_come_back() {
+        let mut config = Config::default();
+        config.cluster.members = vec![
+            "http://a:1".into(),
+            "http://b:1".into(),
+            "http://c:1".into(),
+        ];
+        config.advertise = "http://a:1".into();
+        config.replicas = 2;
+        let c = cluster(&config);
+        let mut changes = c.subscribe();
+        assert_eq!(c.live().len(), 3);
+        // Find a key that b owns.
+        let key = (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|k| c.owners(k).contains(&"http://b:1".to_string()))
+            .unwrap();
+        c.record("http://b:1", false);
+        assert!(c.is_live("http://b:1"), "one failure is not enough");
+        c.record("http://b:1", false);
+        assert!(!c.is_live("http://b:1"));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert!(!c.owners(&key).contains(&"http://b:1".to_string()));
+        assert_eq!(c.owners(&key).len(), 2);
+        c.record("http://b:1", true);
+        assert!(c.owners(&key).contains(&"http://b:1".to_string()));
+        assert!(changes.has_changed().unwrap());
+        // This origin never leaves its own view.
+        c.report_unreachable("http://a:1");
+        assert!(c.is_live("http://a:1"));
+        c.report_unreachable("http://c:1");
+        assert!(!c.is_live("http://c:1"));
+    }
+
+    #[tokio::test]
+    async fn dns_names_become_members() {
+        let mut config = Config::default();
+        config.cluster.dns = "localhost:9000".into();
+        let c = cluster(&config);
+        assert!(c.members().is_empty());
+        c.resolve("localhost:9000").await;
+        assert!(
+            c.members().contains(&"http://127.0.0.1:9000".to_string()),
+            "{:?}",
+            c.members()
+        );
+        // A name that does not resolve keeps the members.
+        c.resolve("no-such-host.invalid:9000").await;
+        assert!(!c.members().is_empty());
+    }
+}

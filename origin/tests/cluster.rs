@@ -388,3 +388,91 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_without_an_advertised_url_find_themselves() {
+    let cluster = TestCluster::builder(3)
+        .replicas(2)
+        .configure(|_, c| c.advertise.clear())
+        .start()
+        .await;
+    for i in 0..3 {
+        let origin = cluster.origin(i);
+        wait_until("the origin finds itself", WAIT, || async {
+            origin.member().as_deref() == Some(cluster.url(i))
+        })
+        .await;
+        let info = OriginClient::new(&[cluster.url(i).to_owned()], None)
+            .unwrap()
+            .info(cluster.url(i))
+            .await
+            .unwrap();
+        assert_eq!(info.member, cluster.url(i));
+        assert_eq!(info.peer_id, origin.peer_id());
+        let ready = http()
+            .get(format!("{}/ready", cluster.url(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+    }
+    let (data, digest) = blob_owned_by(&cluster, &[0, 2], 2, 10_000);
+    assert_eq!(
+        put_blob(cluster.url(1), &digest, data).await.status(),
+        StatusCode::CREATED
+    );
+    wait_until("the blob is on its owners", WAIT, || async {
+        cluster.holders(&digest).await == [0, 2]
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 40_000);
+    assert_eq!(
+        put_blob(cluster.url(0), &digest, data.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(get_blob(cluster.url(0), &digest).await.1.len(), data.len());
+    wait_until("the replica is made", WAIT, || async {
+        cluster.holders(&digest).await == [0, 1]
+    })
+    .await;
+    let text = http()
+        .get(format!("{}/metrics", cluster.url(0)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line} missing from:\n{text}"))
+    };
+    assert!(value("shoal_origin_received_bytes_total{proto=\"http\"}") >= data.len() as f64);
+    // The download and the replica copy.
+    assert!(value("shoal_origin_sent_bytes_total{proto=\"http\"}") >= 2.0 * data.len() as f64);
+    assert_eq!(value("shoal_origin_sent_bytes_total{proto=\"peer\"}"), 0.0);
+    assert_eq!(value("shoal_origin_blobs "), 1.0);
+    assert_eq!(value("shoal_origin_stored_bytes "), data.len() as f64);
+    assert_eq!(value("shoal_origin_live_members "), 3.0);
+    assert!(value("shoal_origin_requests_total{route=\"blobs\",status=\"2xx\"}") >= 2.0);
+    for family in [
+        "shoal_origin_queue_depth{queue=\"replication\"}",
+        "shoal_origin_queue_depth{queue=\"writeback\"}",
+        "shoal_origin_repair_actions_total{action=\"copy\"}",
+        "shoal_origin_repair_actions_total{action=\"drop_stray\"}",
+    ] {
+        value(family);
+    }
+    cluster.shutdown().await;
+}
