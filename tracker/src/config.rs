@@ -193,8 +193,10 @@ mod tests {
         let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
             .load_with_env(vec![])
             .unwrap();
-        let mut expected = Config::default();
-        expected.origins = loaded.origins.clone();
+        let expected = Config {
+            origins: loaded.origins.clone(),
+            ..Config::default()
+        };
         assert!(!loaded.origins.is_empty());
         assert_eq!(loaded, expected, "the example must show the defaults");
 
@@ -225,11 +227,19 @@ mod tests {
                 ("SHOAL_TRACKER_REPLICAS".into(), "0".into()),
                 ("SHOAL_TRACKER_HANDOUT_SIZE".into(), "0".into()),
                 ("SHOAL_TRACKER_TABLE__MAX_SWARMS".into(), "0".into()),
-                ("SHOAL_TRACKER_ORIGINS".into(), r#"["a:1", "http://a:1"]"#.into()),
+                (
+                    "SHOAL_TRACKER_ORIGINS".into(),
+                    r#"["a:1", "http://a:1"]"#.into(),
+                ),
             ])
             .unwrap_err();
         let all = err.problems.join("\n");
-        for needle in ["replicas", "handout_size", "table.max_swarms", "listed twice"] {
+        for needle in [
+            "replicas",
+            "handout_size",
+            "table.max_swarms",
+            "listed twice",
+        ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         let err = Sources::new(None, ENV_PREFIX)

@@ -172,7 +172,11 @@ impl Tracker {
                     let up = origins.refresh(&client, INFO_TIMEOUT).await;
                     metrics.origins_up.set(up as i64);
                     if !ready.is_ready() {
-                        tracing::info!(up, of = origins.members().len(), "origins looked up; ready");
+                        tracing::info!(
+                            up,
+                            of = origins.members().len(),
+                            "origins looked up; ready"
+                        );
                         ready.set(true);
                     }
                 }

@@ -63,12 +63,18 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
         .map(|d| toml::Value::String(d.clone()));
     args.common
         .sources(ENV_PREFIX)?
-        .set("listen", args.listen.map(|a| toml::Value::String(a.to_string())))
+        .set(
+            "listen",
+            args.listen.map(|a| toml::Value::String(a.to_string())),
+        )
         .set("origins", origins)
         .set("replicas", args.replicas)
         .set("handout_size", args.handout_size)
         .set("announce_interval", announce_interval)
-        .set("trust_announced_addr", args.trust_announced_addr.then_some(true))
+        .set(
+            "trust_announced_addr",
+            args.trust_announced_addr.then_some(true),
+        )
         .load()
 }
 

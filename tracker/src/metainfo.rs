@@ -146,8 +146,9 @@ impl MetainfoCache {
                     let this = Arc::clone(self);
                     let task = tokio::spawn(async move { this.fetch(digest).await });
                     let flight = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err(ApiError::internal(format!("metainfo fetch: {e}"))))
+                        task.await.unwrap_or_else(|e| {
+                            Err(ApiError::internal(format!("metainfo fetch: {e}")))
+                        })
                     }
                     .boxed()
                     .shared();
@@ -167,8 +168,7 @@ impl MetainfoCache {
         };
         // The semaphore is never closed; if it were, fetching unthrottled beats failing.
         let _permit = self.fetches.acquire().await.ok();
-        let result = match tokio::time::timeout(self.timeout, self.client.metainfo(&digest)).await
-        {
+        let result = match tokio::time::timeout(self.timeout, self.client.metainfo(&digest)).await {
             Ok(Ok(m)) => Ok(Bytes::from(m.encode())),
             Ok(Err(e)) if e.is_not_found() => {
                 self.metrics.metainfo_fetches.unknown.inc();

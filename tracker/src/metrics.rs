@@ -108,7 +108,9 @@ impl Metrics {
                         "shoal_tracker_handout_size",
                         "Peers in each announce answer, origins included.",
                     )
-                    .buckets(vec![0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0]),
+                    .buckets(vec![
+                        0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0,
+                    ]),
                 )?,
             )?,
             origins_up: register(

@@ -337,15 +337,22 @@ impl MemoryTable {
         };
         let mut rng = rand::rng();
         let mut peers = Vec::with_capacity(pick.want.min(swarm.len()));
-        sample_into(&swarm.complete, pick.want, true, &eligible, &mut peers, &mut rng);
-        let room = pick
-            .want
-            .saturating_sub(peers.len())
-            .saturating_sub(if peers.len() < pick.want {
-                pick.reserve
-            } else {
-                0
-            });
+        sample_into(
+            &swarm.complete,
+            pick.want,
+            true,
+            &eligible,
+            &mut peers,
+            &mut rng,
+        );
+        let room =
+            pick.want
+                .saturating_sub(peers.len())
+                .saturating_sub(if peers.len() < pick.want {
+                    pick.reserve
+                } else {
+                    0
+                });
         sample_into(&swarm.partial, room, false, &eligible, &mut peers, &mut rng);
         Ok(Handout { peers, recorded })
     }

@@ -107,8 +107,10 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<AnnounceRequest, ApiErro
 
 fn check(req: AnnounceRequest, trust_addr: bool) -> Result<AnnounceRequest, ApiError> {
     let bad = |m: String| {
-        Err(ApiError::new(ErrorCode::Unsupported, format!("malformed announce: {m}"))
-            .with_status(http::StatusCode::BAD_REQUEST))
+        Err(
+            ApiError::new(ErrorCode::Unsupported, format!("malformed announce: {m}"))
+                .with_status(http::StatusCode::BAD_REQUEST),
+        )
     };
     if req.port == 0 {
         return bad("port must be 1 to 65535".into());

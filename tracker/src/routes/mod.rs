@@ -15,7 +15,10 @@ pub fn api() -> Router<AppState> {
         .merge(announce::router())
         .merge(metainfo::router())
         .fallback(|| async {
-            ApiError::new(ErrorCode::Unsupported, "no such endpoint; see tracker/API.md")
-                .with_status(http::StatusCode::NOT_FOUND)
+            ApiError::new(
+                ErrorCode::Unsupported,
+                "no such endpoint; see tracker/API.md",
+            )
+            .with_status(http::StatusCode::NOT_FOUND)
         })
 }

@@ -76,12 +76,16 @@ fn reserve_leaves_room_for_origins_only_when_complete_peers_do_not_fill_the_answ
         reserve,
         exclude: &[],
     };
-    let h = t.announce_at(&peer(100, false), with_reserve(10, 3), now).unwrap();
+    let h = t
+        .announce_at(&peer(100, false), with_reserve(10, 3), now)
+        .unwrap();
     assert_eq!(h.peers.len(), 7, "3 slots kept for the origins");
     for i in 200..215 {
         t.announce_at(&peer(i, true), pick(10), now).unwrap();
     }
-    let h = t.announce_at(&peer(100, false), with_reserve(10, 3), now).unwrap();
+    let h = t
+        .announce_at(&peer(100, false), with_reserve(10, 3), now)
+        .unwrap();
     assert_eq!(h.peers.len(), 10, "enough seeds: no origins needed");
     assert!(h.peers.iter().all(|p| p.complete));
 }
@@ -134,7 +138,11 @@ fn random_within_a_class() {
         seen.extend(distinct);
     }
     // 250 draws from 100 peers: a fixed order would show only 5.
-    assert!(seen.len() > 50, "only {} distinct peers handed out", seen.len());
+    assert!(
+        seen.len() > 50,
+        "only {} distinct peers handed out",
+        seen.len()
+    );
     assert!(firsts.len() > 10, "the first place is not random");
 }
 
@@ -150,7 +158,13 @@ fn a_peer_that_completes_moves_class_and_is_not_counted_twice() {
     assert_eq!(ids(&h)[0], id(1));
     assert!(h.peers[0].complete);
     assert_eq!(h.peers.len(), 2);
-    assert_eq!(t.stats_now(), TableStats { swarms: 1, peers: 3 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 1,
+            peers: 3
+        }
+    );
     assert_eq!(t.memberships_of(&id(1)), 1);
 }
 
@@ -166,7 +180,13 @@ fn expired_peers_are_not_handed_out_and_are_swept() {
     assert_eq!(ids(&h), vec![id(1)], "peer 0 is past its time to live");
 
     assert_eq!(t.expire_at(later), 1);
-    assert_eq!(t.stats_now(), TableStats { swarms: 1, peers: 2 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 1,
+            peers: 2
+        }
+    );
     assert_eq!(t.memberships_of(&id(0)), 0);
     assert_eq!(t.expire_at(later + TTL), 2);
     assert_eq!(t.stats_now(), TableStats::default());
@@ -185,7 +205,9 @@ fn a_swarm_at_its_bound_answers_without_recording() {
     let now = Instant::now();
     for i in 0..3 {
         assert_eq!(
-            t.announce_at(&peer(i, true), pick(50), now).unwrap().recorded,
+            t.announce_at(&peer(i, true), pick(50), now)
+                .unwrap()
+                .recorded,
             Recorded::Yes
         );
     }
@@ -196,7 +218,9 @@ fn a_swarm_at_its_bound_answers_without_recording() {
     assert_eq!(t.memberships_of(&id(3)), 0);
     // Known peers still refresh.
     assert_eq!(
-        t.announce_at(&peer(0, true), pick(50), now).unwrap().recorded,
+        t.announce_at(&peer(0, true), pick(50), now)
+            .unwrap()
+            .recorded,
         Recorded::Yes
     );
 }
@@ -219,20 +243,35 @@ fn the_table_bounds_hold() {
     t.announce_at(&at(0, 0), pick(50), now).unwrap();
     t.announce_at(&at(1, 1), pick(50), now).unwrap();
     let err = t.announce_at(&at(2, 2), pick(50), now).unwrap_err();
-    assert!(matches!(err, TrackerError::TooManySwarms { max: 2 }), "{err}");
+    assert!(
+        matches!(err, TrackerError::TooManySwarms { max: 2 }),
+        "{err}"
+    );
     assert_eq!(t.memberships_of(&id(2)), 0, "a refusal records nothing");
 
     t.announce_at(&at(2, 1), pick(50), now).unwrap();
     let h = t.announce_at(&at(3, 1), pick(50), now).unwrap();
     assert_eq!(h.recorded, Recorded::TableFull);
     assert_eq!(h.peers.len(), 2);
-    assert_eq!(t.stats_now(), TableStats { swarms: 2, peers: 3 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 2,
+            peers: 3
+        }
+    );
 
     // Expiry makes room again.
     t.expire_at(now + TTL);
     assert_eq!(t.stats_now(), TableStats::default());
     t.announce_at(&at(2, 2), pick(50), now + TTL).unwrap();
-    assert_eq!(t.stats_now(), TableStats { swarms: 1, peers: 1 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 1,
+            peers: 1
+        }
+    );
 }
 
 #[test]
@@ -258,12 +297,24 @@ fn a_flood_from_one_peer_id_stays_bounded() {
         }
     }
     assert_eq!(refused, 990);
-    assert_eq!(t.stats_now(), TableStats { swarms: 10, peers: 10 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 10,
+            peers: 10
+        }
+    );
     // The same id announcing the same blob over and over is one entry.
     for _ in 0..1000 {
         t.announce_at(&peer(7, true), pick(50), now).unwrap();
     }
-    assert_eq!(t.stats_now(), TableStats { swarms: 10, peers: 10 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 10,
+            peers: 10
+        }
+    );
     // Another peer is not held back by the flooder.
     let a = Announce {
         digest: blob(500),
@@ -279,7 +330,13 @@ fn a_swarm_of_ten_thousand_answers_quickly() {
     for i in 0..10_000 {
         t.announce_at(&peer(i, i % 2 == 0), pick(50), now).unwrap();
     }
-    assert_eq!(t.stats_now(), TableStats { swarms: 1, peers: 10_000 });
+    assert_eq!(
+        t.stats_now(),
+        TableStats {
+            swarms: 1,
+            peers: 10_000
+        }
+    );
     let rounds = 2_000u32;
     let started = std::time::Instant::now();
     for r in 0..rounds {
@@ -297,7 +354,11 @@ fn a_swarm_of_ten_thousand_answers_quickly() {
         t.announce_at(&peer(i, true), pick(50), later).unwrap();
     }
     let h = t
-        .announce_at(&peer(1, false), pick(50), now + TTL + Duration::from_secs(1))
+        .announce_at(
+            &peer(1, false),
+            pick(50),
+            now + TTL + Duration::from_secs(1),
+        )
         .unwrap();
     assert_eq!(h.peers.len(), 50);
 }
