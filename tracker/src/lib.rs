@@ -6,13 +6,15 @@
 //!   implementation and the handout policy.
 //! - [`origins`]: each blob's owning origins, placed on the ring as the origins place them.
 //! - [`metainfo`]: metainfo fetched from the origins, cached, one fetch per blob at a time.
-//! - [`routes`]: the HTTP endpoints, one module per resource.
+//! - [`routes`]: the HTTP endpoints, one module per resource; [`answer`] writes the
+//!   announce answer fast.
 //! - [`metrics`]: the `shoal_tracker_…` Prometheus families.
 //! - [`error`]: the crate's error type.
 //!
 //! [`run`] is the whole tracker; `main.rs` only parses flags, loads the config and binds.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 pub mod config;
 pub mod error;
 pub mod metainfo;
@@ -45,9 +47,10 @@ use table::{MemoryTable, PeerStore};
 /// How long one origin's `/v1/info` may take before it counts as down.
 const INFO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares; one `Arc` so that each request clones one pointer.
+pub type AppState = Arc<Shared>;
+
+pub struct Shared {
     pub table: Arc<dyn PeerStore>,
     pub origins: Arc<Origins>,
     pub metainfo: Arc<MetainfoCache>,
@@ -88,7 +91,7 @@ impl Tracker {
             &config.metainfo,
             metrics.clone(),
         ));
-        let state = AppState {
+        let state = Arc::new(Shared {
             table,
             origins: Arc::new(Origins::new(&config.origins, config.replicas)),
             metainfo,
@@ -96,7 +99,7 @@ impl Tracker {
             handout_size: config.handout_size,
             interval_secs: config.announce_interval.as_secs().max(1),
             trust_announced_addr: config.trust_announced_addr,
-        };
+        });
         Ok(Tracker {
             state,
             client,
@@ -124,7 +127,7 @@ impl Tracker {
     /// Drops expired peers every announce interval until `shutdown`, and keeps the table
     /// gauges current.
     pub fn spawn_expiry(&self, shutdown: CancellationToken) -> JoinHandle<()> {
-        let state = self.state.clone();
+        let state = Arc::clone(&self.state);
         let every = self.interval;
         tokio::spawn(
             async move {

@@ -19,7 +19,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rand::seq::index;
 use shoal_core::Digest;
 use shoal_core::peer::{PeerId, PeerInfo};
 use tokio::time::Instant;
@@ -413,7 +412,7 @@ fn sample_into(
     };
     let start = out.len();
     let tries = (k + SLACK).min(entries.len());
-    for i in index::sample(rng, entries.len(), tries) {
+    for i in positions(rng, entries.len(), tries) {
         if out.len() - start == k {
             return;
         }
@@ -430,9 +429,26 @@ fn sample_into(
     let ok: Vec<usize> = (0..entries.len())
         .filter(|&i| eligible(&entries[i]))
         .collect();
-    for j in index::sample(rng, ok.len(), k.min(ok.len())) {
+    for j in positions(rng, ok.len(), k.min(ok.len())) {
         out.push(info(&entries[ok[j]]));
     }
+}
+
+/// `k` distinct positions of `0..n` (`k <= n`) in random order: Floyd's algorithm, whose
+/// last-drawn-first fix-up makes the order a uniform shuffle too. O(k²) comparisons of small
+/// integers and nothing O(n); `rand::seq::index::sample` fills an O(n) scratch vector for
+/// classes of a few thousand, which showed in the benchmark.
+fn positions(rng: &mut impl rand::Rng, n: usize, k: usize) -> Vec<usize> {
+    use rand::RngExt as _;
+    let mut out: Vec<usize> = Vec::with_capacity(k);
+    for j in n.saturating_sub(k)..n {
+        let t = rng.random_range(..=j);
+        if let Some(pos) = out.iter().position(|&x| x == t) {
+            out[pos] = j;
+        }
+        out.push(t);
+    }
+    out
 }
 
 impl PeerStore for MemoryTable {

@@ -187,6 +187,23 @@ async fn malformed_announces_get_a_clear_400_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn unknown_paths_and_methods_answer_in_the_envelope() {
+    let app = offline(|_| {}).router();
+    let (status, _, body) = call(&app, Request::get("/v1/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), ErrorCode::Unsupported);
+    let (status, _, body) = call(
+        &app,
+        Request::get("/v1/announce").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body:?}");
+    assert_eq!(error_code(&body), ErrorCode::Unsupported);
+    let (status, _, _) = call(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_source_address_is_used_unless_announced_addresses_are_trusted() {
     let d = Digest::sha256_of(b"blob");
     let claimed = announce_req(d, PeerId([1; 20]), 7001, true);

@@ -1,4 +1,5 @@
-//! `POST /v1/announce`: record the caller in its blob's swarm and hand it other peers.
+//! `POST /v1/announce`: record the caller in its blob's swarm and hand it other peers
+//! (an [`shoal_core::peer::AnnounceResponse`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,7 +9,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use shoal_core::peer::{AnnounceRequest, AnnounceResponse};
+use shoal_core::peer::AnnounceRequest;
 use shoal_core::{ApiError, ErrorCode};
 
 use crate::AppState;
@@ -18,9 +19,12 @@ use crate::table::{Announce, Pick};
 pub const MAX_BODY: usize = 4096;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/announce", post(announce))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+    Router::new().route(
+        "/v1/announce",
+        post(announce)
+            .fallback(super::method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY)),
+    )
 }
 
 async fn announce(
@@ -73,11 +77,11 @@ async fn announce(
     let room = s.handout_size.saturating_sub(peers.len());
     peers.extend(origins.into_iter().take(room));
     s.metrics.handout_size.observe(peers.len() as f64);
-    Ok(axum::Json(AnnounceResponse {
-        peers,
-        interval_secs: s.interval_secs,
-    })
-    .into_response())
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        crate::answer::encode(&peers, s.interval_secs),
+    )
+        .into_response())
 }
 
 fn parse(body: Result<Bytes, BytesRejection>) -> Result<AnnounceRequest, ApiError> {

@@ -9,7 +9,10 @@ use shoal_core::{ApiError, Digest};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/metainfo/{digest}", get(metainfo))
+    Router::new().route(
+        "/v1/metainfo/{digest}",
+        get(metainfo).fallback(super::method_not_allowed),
+    )
 }
 
 async fn metainfo(

@@ -22,3 +22,11 @@ pub fn api() -> Router<AppState> {
             .with_status(http::StatusCode::NOT_FOUND)
         })
 }
+
+/// The fallback of each route's method router: axum's own 405 has no body.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        "method not allowed here; see tracker/API.md",
+    )
+}
