@@ -136,6 +136,13 @@ fn http_request(req: &AnnounceRequest) -> Vec<u8> {
     out
 }
 
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// The tracker's layers without HTTP, on this thread.
 fn in_process(o: &Opts) {
     let config = Config::default();
@@ -157,9 +164,19 @@ fn in_process(o: &Opts) {
             }
         })
         .collect();
+    let before = resident_bytes();
     for a in &announces {
         table.announce_at(a, pick, now).unwrap();
     }
+    let per_entry = resident_bytes().saturating_sub(before) / o.hosts.max(1) as u64;
+    println!("table memory: about {per_entry} bytes per entry (resident set growth while filling)");
+    let t = Instant::now();
+    table.expire_at(now);
+    println!(
+        "an expiry sweep over {} entries (none due) took {:.1} ms",
+        o.hosts,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let rounds = o.hosts.min(200_000);
     let t = Instant::now();
     let mut handed = 0;

@@ -356,22 +356,24 @@ impl MemoryTable {
         Ok(Handout { peers, recorded })
     }
 
-    /// [`PeerStore::expire`] at a given instant.
+    /// [`PeerStore::expire`] at a given instant, all shards at once.
     pub fn expire_at(&self, now: Instant) -> usize {
+        (0..SHARDS).map(|i| self.expire_shard(i, now)).sum()
+    }
+
+    fn expire_shard(&self, shard: usize, now: Instant) -> usize {
         let mut total = 0;
-        for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let before = shard.len();
-            shard.retain(|_, swarm| {
-                total += swarm.expire(now, self.ttl, |id| {
-                    self.leave(id);
-                    Self::give(&self.peers);
-                });
-                swarm.len() > 0
+        let mut shard = lock(&self.shards[shard]);
+        let before = shard.len();
+        shard.retain(|_, swarm| {
+            total += swarm.expire(now, self.ttl, |id| {
+                self.leave(id);
+                Self::give(&self.peers);
             });
-            for _ in shard.len()..before {
-                Self::give(&self.swarms);
-            }
+            swarm.len() > 0
+        });
+        for _ in shard.len()..before {
+            Self::give(&self.swarms);
         }
         total
     }
@@ -462,8 +464,16 @@ impl PeerStore for MemoryTable {
     }
 
     fn expire(&self) -> BoxFuture<'_, Result<usize, TrackerError>> {
-        let n = self.expire_at(Instant::now());
-        Box::pin(std::future::ready(Ok(n)))
+        Box::pin(async move {
+            let mut total = 0;
+            for shard in 0..SHARDS {
+                total += self.expire_shard(shard, Instant::now());
+                // A million entries take tens of milliseconds to look at: let announces
+                // waiting on this worker in between shards.
+                tokio::task::yield_now().await;
+            }
+            Ok(total)
+        })
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<TableStats, TrackerError>> {
