@@ -23,12 +23,10 @@ pub mod origins;
 pub mod routes;
 pub mod table;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::telemetry::{Readiness, ops_router};
 use tokio::net::TcpListener;
@@ -201,30 +199,15 @@ impl Tracker {
         let refresh = self.spawn_origin_refresh(tasks.clone());
         tracing::info!(%addr, origins = self.state.origins.members().len(), "tracker serving");
 
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Answers are small and the callers keep their connections: send each at once.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let grace = self.grace;
         let ready = self.ready.clone();
-        let result = tokio::select! {
-            r = server => r,
-            () = async {
-                shutdown.cancelled().await;
-                ready.set(false);
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(%addr, grace_s = grace.as_secs_f64(), "requests still in flight after the grace period; closing them");
-                Ok(())
-            }
-        };
+        let draining = shutdown.clone();
+        // Not ready from the moment the drain starts, so balancers stop sending announces.
+        tokio::spawn(async move {
+            draining.cancelled().await;
+            ready.set(false);
+        });
+        let result =
+            shoal_core::telemetry::serve(listener, self.router(), shutdown, self.grace).await;
         tasks.cancel();
         for task in [expiry, refresh] {
             if let Err(e) = task.await {
