@@ -80,6 +80,9 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.common.check_config {
+        return ExitCode::from(CommonArgs::check_outcome(&load(&args)) as u8);
+    }
     init_tracing(args.common.log_format, &args.common.log);
     let config = match load(&args) {
         Ok(c) => c,
