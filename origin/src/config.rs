@@ -305,10 +305,17 @@ impl Validate for Config {
     }
 }
 
-/// A secret string: read from config like any other, never printed.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret string: read from config like any other, never printed (nor written out by
+/// `--check-config`).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
 
 impl Secret {
     /// The secret, or `None` when it is empty (not configured).

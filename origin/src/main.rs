@@ -40,8 +40,9 @@ struct Args {
     #[arg(long, value_name = "URL")]
     advertise: Option<String>,
 
-    /// An origin's base URL; repeat for each member, this one included [key: cluster.members].
-    #[arg(long = "member", value_name = "URL")]
+    /// Every origin's base URL, this one included; repeat or separate with commas
+    /// [key: cluster.members].
+    #[arg(long = "member", value_name = "URL,…", value_delimiter = ',')]
     members: Vec<String>,
 
     /// host:port whose host resolves to every origin, instead of --member [key: cluster.dns].
@@ -51,26 +52,33 @@ struct Args {
     /// Copies of each blob and tag [key: replicas, default 3].
     #[arg(long, value_name = "N")]
     replicas: Option<usize>,
+}
 
-    /// Check the configuration, print it, and exit.
-    #[arg(long)]
-    check_config: bool,
+/// A flag's value as a TOML string, so that text such as `123` or `true` stays text.
+fn text(v: Option<impl ToString>) -> Option<toml::Value> {
+    v.map(|v| toml::Value::String(v.to_string()))
 }
 
 fn load(args: &Args) -> Result<Config, shoal_core::config::ConfigError> {
-    let members = (!args.members.is_empty())
-        .then(|| serde_json::to_string(&args.members).unwrap_or_default());
+    let members = (!args.members.is_empty()).then(|| {
+        toml::Value::Array(
+            args.members
+                .iter()
+                .map(|m| toml::Value::String(m.clone()))
+                .collect(),
+        )
+    });
     args.common
         .sources(ENV_PREFIX)?
-        .set("listen", args.listen)
-        .set("peer_listen", args.peer_listen)
+        .set("listen", text(args.listen))
+        .set("peer_listen", text(args.peer_listen))
         .set(
             "data_dir",
-            args.data_dir.as_ref().map(|d| d.display().to_string()),
+            text(args.data_dir.as_ref().map(|d| d.display())),
         )
-        .set("advertise", args.advertise.as_ref())
+        .set("advertise", text(args.advertise.as_ref()))
         .set("cluster.members", members)
-        .set("cluster.dns", args.dns.as_ref())
+        .set("cluster.dns", text(args.dns.as_ref()))
         .set("replicas", args.replicas)
         .load()
 }
@@ -78,20 +86,17 @@ fn load(args: &Args) -> Result<Config, shoal_core::config::ConfigError> {
 fn main() {
     let args = Args::parse();
     init_tracing(args.common.log_format, &args.common.log);
-    let config = match load(&args) {
+    let loaded = load(&args);
+    if args.common.check_config {
+        std::process::exit(CommonArgs::check_outcome(&loaded));
+    }
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shoal-origin: {e}");
             std::process::exit(EX_CONFIG);
         }
     };
-    if args.check_config {
-        match toml::to_string_pretty(&config) {
-            Ok(t) => print!("{t}"),
-            Err(e) => eprintln!("shoal-origin: cannot print the configuration: {e}"),
-        }
-        return;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
