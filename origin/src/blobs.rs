@@ -5,7 +5,8 @@ use std::pin::pin;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use shoal_core::metainfo::PieceHasher;
+use sha2::Digest as _;
+use shoal_core::metainfo::{PieceHash, piece_length_for};
 use shoal_core::store::{BlobInfo, StoreError};
 use shoal_core::{Digest, DigestMismatch, Metainfo};
 
@@ -14,6 +15,9 @@ use crate::db::Task;
 use crate::error::{Error, Result};
 use crate::metrics::Proto;
 use crate::state::Shared;
+
+/// Bytes gathered before each write to the store.
+const WRITE_SIZE: usize = 1 << 20;
 
 /// Streams a body into the store, checking it against `digest` and the declared length;
 /// records the blob with its metainfo and queues `tasks` in the same transaction. Nothing
@@ -44,18 +48,26 @@ where
     let mut writer = st.store.writer(Some(digest)).await?;
     let mut pieces = declared.map(|n| {
         writer.expect_length(n);
-        PieceHasher::new(n, digest.algorithm())
+        Pieces::new(n)
     });
+    // The body arrives in pieces of a few KiB; each file write is a trip to a blocking
+    // thread, so they are gathered into larger writes.
+    let mut buf = Vec::with_capacity(WRITE_SIZE);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Source(e.into()))?;
         st.metrics.received(Proto::Http, chunk.len() as u64);
-        writer.write(&chunk).await?;
         if let Some(p) = &mut pieces {
             p.update(&chunk);
         }
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= WRITE_SIZE {
+            writer.write(&buf).await?;
+            buf.clear();
+        }
     }
+    writer.write(&buf).await?;
     let info = writer.commit().await?;
-    let metainfo = match pieces.and_then(PieceHasher::finish) {
+    let metainfo = match pieces.and_then(|p| p.finish(digest)) {
         Some(m) => m,
         None => compute_metainfo(st, digest)
             .await?
@@ -70,6 +82,53 @@ where
     }
     tracing::debug!(%digest, length = info.length, "blob stored");
     Ok(info)
+}
+
+/// Piece hashes of a blob as it streams in. The store's writer already hashes the whole
+/// blob to check its digest, so unlike [`shoal_core::metainfo::PieceHasher`] this hashes
+/// the pieces only: one pass over the bytes fewer.
+struct Pieces {
+    length: u64,
+    piece_length: u32,
+    piece: sha2::Sha256,
+    in_piece: u32,
+    hashes: Vec<PieceHash>,
+}
+
+impl Pieces {
+    fn new(length: u64) -> Self {
+        let piece_length = piece_length_for(length);
+        Pieces {
+            length,
+            piece_length,
+            piece: sha2::Sha256::new(),
+            in_piece: 0,
+            hashes: Vec::with_capacity(length.div_ceil(piece_length as u64) as usize),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = ((self.piece_length - self.in_piece) as usize).min(bytes.len());
+            self.piece.update(&bytes[..n]);
+            self.in_piece += n as u32;
+            bytes = &bytes[n..];
+            if self.in_piece == self.piece_length {
+                self.hashes
+                    .push(std::mem::take(&mut self.piece).finalize().into());
+                self.in_piece = 0;
+            }
+        }
+    }
+
+    /// The metainfo of a blob the writer has verified to be `digest`; `None` if the piece
+    /// count does not fit the length (the writer rejects such a body first).
+    fn finish(mut self, digest: Digest) -> Option<Metainfo> {
+        if self.in_piece > 0 {
+            self.hashes.push(self.piece.finalize().into());
+        }
+        Metainfo::new(digest, self.length, self.piece_length, self.hashes)
+    }
 }
 
 /// Reads a body for a blob already held: counted and hashed, not written.
