@@ -11,6 +11,8 @@
 //! - [`remote`]: requests from this origin to the others.
 //! - [`seed`]: what the peer-protocol seeder gets from the origin.
 //! - [`metrics`]: the `shoal_origin_…` families.
+//! - [`state`]: what the handlers and background tasks of one origin share.
+//! - [`error`]: the crate's error type and its HTTP answers.
 //! - [`testing`]: starting origins and clusters of them in-process, for tests of any crate.
 //!
 //! [`Origin::start`] opens the data directory, serves the listeners it is given and starts

@@ -29,6 +29,9 @@ enum Outcome {
     /// The task no longer makes sense (its blob or target is gone).
     Dropped(&'static str),
     Retry(String),
+    /// The target is down: try again later without counting it as a failure worth a
+    /// warning (a membership change makes it due again when the target is back).
+    Wait(String),
 }
 
 /// The delay before retry number `attempts + 1`: doubling from `min`, at most `max`, and
@@ -111,10 +114,15 @@ async fn attempt(st: &AppState, qt: QueuedTask) {
             tracing::info!(task = ?qt.task, why, "queued task dropped");
             st.db.finish(&qt).await
         }
-        Outcome::Retry(error) => {
+        Outcome::Retry(error) | Outcome::Wait(error) => {
             let q = &st.config.queue;
             let delay = retry_delay(qt.attempts, q.retry_min, q.retry_max);
-            tracing::warn!(task = ?qt.task, attempts = qt.attempts + 1, error, retry_in_ms = delay.as_millis() as u64, "queued task failed");
+            let retry_in_ms = delay.as_millis() as u64;
+            if matches!(outcome, Outcome::Retry(_)) {
+                tracing::warn!(task = ?qt.task, attempts = qt.attempts + 1, error, retry_in_ms, "queued task failed");
+            } else {
+                tracing::debug!(task = ?qt.task, error, retry_in_ms, "queued task waits for its target");
+            }
             st.db
                 .retry(&qt, now_ms() + delay.as_millis() as i64, error.clone())
                 .await
@@ -212,7 +220,7 @@ fn check_target(st: &AppState, target: &str) -> Option<Outcome> {
     } else if st.cluster.is_me(target) {
         Some(Outcome::Dropped("the target is this origin"))
     } else if !st.cluster.is_live(target) {
-        Some(Outcome::Retry(format!("{target} is down")))
+        Some(Outcome::Wait(format!("{target} is down")))
     } else {
         None
     }

@@ -259,6 +259,17 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-length"], "1000");
     assert_eq!(res.headers()["docker-content-digest"], digest.to_string());
+
+    // The empty blob is a blob like any other.
+    let empty = Digest::sha256_of(b"");
+    assert_eq!(
+        put_blob(base, &empty, Vec::new()).await.status(),
+        StatusCode::CREATED
+    );
+    let (status, bytes) = get_blob(cluster.url(0), &empty).await;
+    assert_eq!((status, bytes.len()), (StatusCode::OK, 0));
+    let m = cluster.client().metainfo(&empty).await.unwrap();
+    assert_eq!((m.length(), m.piece_count()), (0, 0));
     cluster.shutdown().await;
 }
 

@@ -117,6 +117,20 @@ async fn after_an_owner_stops_the_blob_is_readable_and_repair_restores_its_copie
     })
     .await;
     assert_eq!(client.get_tag(&name, &tag).await.unwrap(), Some(digest));
+    // The tag, too, is on both live origins now (two live, two replicas).
+    wait_until("repair restores the tag's copies", WAIT, || async {
+        let mut both = true;
+        for i in [1, 2] {
+            let res = http()
+                .get(format!("{}/v1/tags/{name}:{tag}?local=1", cluster.url(i)))
+                .send()
+                .await
+                .unwrap();
+            both &= res.status() == StatusCode::OK;
+        }
+        both
+    })
+    .await;
 
     // When origin 0 comes back it owns the blob again; origin 2's copy is then a stray.
     cluster.restart(0).await;
