@@ -409,7 +409,7 @@ impl OriginClient {
     pub async fn get_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>, OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.get(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.get(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
@@ -428,8 +428,7 @@ impl OriginClient {
         let body = TagBody { digest: *digest };
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.put(format!("{o}/v1/repositories/{name}/tags/{tag}"))
-                    .json(&body)
+                c.put(format!("{o}/v1/tags/{name}:{tag}")).json(&body)
             })
             .await?;
         check(res).await.map(drop)
@@ -438,7 +437,7 @@ impl OriginClient {
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<(), OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.delete(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.delete(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         check(res).await.map(drop)
