@@ -491,6 +491,41 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
             assert_eq!(svcs[0]["spec"]["ports"][0]["targetPort"], "http");
         }
 
+        // The htpasswd file the proxy's config names is where the pod mounts the Secret.
+        let proxy_w = s.workload("proxy").unwrap();
+        if let Some(file) = lookup(&proxy, "auth.htpasswd").and_then(|v| v.as_str()) {
+            let (dir, key) = file.rsplit_once('/').unwrap();
+            let c = containers(proxy_w).next().unwrap();
+            let mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["mountPath"] == dir)
+                .unwrap_or_else(|| panic!("[{}] nothing mounted at {dir}", s.name));
+            let vol = pod_spec(proxy_w)["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+                .unwrap();
+            assert_eq!(vol["secret"]["items"][0]["path"], key, "[{}]", s.name);
+        }
+        // The internal token: origins require what the proxy presents.
+        let token_secret = |w: &Value, var: &str| {
+            containers(w).next().unwrap()["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == var)
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+        };
+        assert_eq!(
+            token_secret(sts, "SHOAL_ORIGIN_INTERNAL_TOKEN"),
+            token_secret(proxy_w, "SHOAL_PROXY_ORIGIN_TOKEN"),
+            "[{}] the proxy presents the origins' token",
+            s.name
+        );
+
         // The agent: tracker and origins as rendered, the registry where containerd looks.
         let Some(ds) = s.workload("agent") else {
             continue;
@@ -973,8 +1008,14 @@ fn every_example_config_passes_the_binarys_check_config() {
     say_unchecked("--check-config of deploy/config/*.toml");
 }
 
+/// One Dockerfile instruction: its name in capitals and the rest of the line.
+type Instruction = (String, String);
+
+/// A stage: its name, its base, and its instructions.
+type Stage = (String, String, Vec<Instruction>);
+
 /// Dockerfile instructions, continuation lines joined and comments dropped.
-fn dockerfile() -> Vec<(String, String)> {
+fn dockerfile() -> Vec<Instruction> {
     let text = fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -1024,7 +1065,7 @@ fn the_dockerfile_builds_every_part_and_needs_no_shell_to_run() {
     );
 
     // Stages, in order: (name, base, instructions).
-    let mut stages: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
     for (i, rest) in &ins {
         if i == "FROM" {
             let words: Vec<&str> = rest.split_whitespace().collect();
