@@ -1059,6 +1059,8 @@ fn the_dockerfile_builds_every_part_and_needs_no_shell_to_run() {
             .to_owned()
     };
     let parse = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    let version = cargo["workspace"]["package"]["version"].as_str().unwrap();
+    assert_eq!(arg("VERSION"), version, "the image's version label");
     assert!(
         parse(&arg("RUST_VERSION")) >= parse(rust_version),
         "the builder's Rust is older than the workspace's rust-version {rust_version}"
