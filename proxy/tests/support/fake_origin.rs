@@ -2,6 +2,7 @@
 //! that need no disk and for injecting faults the real origin does not have (answering 503,
 //! counting writes).
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test support: a failure is a failed test
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
