@@ -64,10 +64,16 @@ pub struct AuthConfig {
     pub push_users: Vec<String>,
 }
 
-/// A string that never appears in logs or `Debug` output.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A string that never appears in logs, `Debug` output or a printed config.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
 
 impl Secret {
     /// The secret, or `None` when it is empty.
@@ -201,6 +207,7 @@ mod tests {
         assert_eq!(c.uploads.idle_timeout, Duration::from_secs(120));
         assert_eq!(c.origin_token.get(), Some("hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
     }
 
     #[test]

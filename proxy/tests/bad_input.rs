@@ -353,12 +353,12 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
         c.metric("shoal_proxy_uploads_in_flight") == 0.0 && c.spool_files() == 0
     })
     .await;
-    assert!(!c.stored(&d), "a cut-off upload reached an origin");
+    assert!(!c.stored(&d).await, "a cut-off upload reached an origin");
     let (status, _, _) = w
         .send(Method::HEAD, &format!("/v2/app/blobs/{d}"), &[], vec![])
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The same blob, sent whole, goes through.
     w.upload("app", &whole).await;
-    assert!(c.stored(&d));
+    assert!(c.stored(&d).await);
 }

@@ -148,7 +148,7 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range() {
     );
     assert!(printed.contains("model.bin"), "{printed}");
     assert_eq!(std::fs::read(outdir.join("model.bin")).unwrap(), artifact);
-    assert!(c.stored(&shoal_core::Digest::sha256_of(&artifact)));
+    assert!(c.stored(&shoal_core::Digest::sha256_of(&artifact)).await);
     assert_eq!(c.spool_files(), 0);
 }
 

@@ -11,12 +11,36 @@ use shoal_proxy::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Three origins on real sockets; they stop when dropped.
+pub struct Origins {
+    pub fakes: Vec<fake_origin::Running>,
+}
+
+impl Origins {
+    pub async fn start() -> Self {
+        let mut fakes = Vec::new();
+        for _ in 0..3 {
+            fakes.push(fake_origin::FakeOrigin::start().await);
+        }
+        Origins { fakes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.fakes.iter().map(|o| o.url.clone()).collect()
+    }
+
+    /// Whether any origin holds `digest`.
+    pub async fn stored(&self, digest: &shoal_core::Digest) -> bool {
+        self.fakes.iter().any(|o| o.origin.has_blob(digest))
+    }
+}
+
 /// A running proxy and its origins; everything stops when it is dropped.
 pub struct Cluster {
     /// `127.0.0.1:<port>` of the proxy.
     pub addr: String,
     pub registry: prometheus::Registry,
-    pub origins: Vec<fake_origin::Running>,
+    pub origins: Origins,
     pub spool: tempfile::TempDir,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -35,13 +59,10 @@ impl Cluster {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
-        let mut origins = Vec::new();
-        for _ in 0..3 {
-            origins.push(fake_origin::FakeOrigin::start().await);
-        }
+        let origins = Origins::start().await;
         let spool = tempfile::tempdir().unwrap();
         let mut config = Config {
-            origins: origins.iter().map(|o| o.url.clone()).collect(),
+            origins: origins.urls(),
             ..Config::default()
         };
         config.uploads.spool_dir = spool.path().to_owned();
@@ -114,8 +135,8 @@ impl Cluster {
     }
 
     /// Whether any origin holds `digest`.
-    pub fn stored(&self, digest: &shoal_core::Digest) -> bool {
-        self.origins.iter().any(|o| o.origin.has_blob(digest))
+    pub async fn stored(&self, digest: &shoal_core::Digest) -> bool {
+        self.origins.stored(digest).await
     }
 }
 
