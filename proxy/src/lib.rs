@@ -44,12 +44,15 @@ pub async fn run(
     let grace = config.shutdown_grace;
     let state = AppState::new(config, &registry, shutdown.clone()).await?;
     let ready = Readiness::default();
+    let sessions = state.sessions.clone();
     let app = routes::app(state, registry, ready.clone());
     let addr = listener.local_addr().map_err(ProxyError::Serve)?;
     tracing::info!(%addr, "proxy serving");
     ready.set(true);
     let served = telemetry::serve(listener, app, shutdown, grace).await;
     ready.set(false);
+    // Uploads cannot outlive the process that holds their sessions.
+    sessions.close_all().await;
     served.map_err(ProxyError::Serve)
 }
 

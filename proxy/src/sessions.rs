@@ -233,6 +233,22 @@ impl Sessions {
         closed
     }
 
+    /// Closes every session not busy with a request; at shutdown, the next start removes
+    /// what a request still held. Never waits, so a stalled client cannot hold up an exit.
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Session>> = match self.open.lock() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for s in all {
+            if let Ok(mut spool) = s.spool.clone().try_lock_owned()
+                && !spool.closed
+            {
+                self.close(&s.id, &mut spool).await;
+            }
+        }
+    }
+
     /// Expires idle sessions now and then until `shutdown`.
     pub fn spawn_reaper(self: &Arc<Self>, shutdown: CancellationToken) {
         let sessions = self.clone();
@@ -554,6 +570,27 @@ mod tests {
         assert!(s.get(&"a".parse().unwrap(), &idle.id).is_err());
         drop(held);
         assert_eq!(s.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn close_all_removes_every_spool_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), Duration::from_secs(60), 10).await;
+        for _ in 0..3 {
+            let session = s.create("a".parse().unwrap()).unwrap();
+            session
+                .append(body(vec![Ok(b"x")]), None, None, STALL)
+                .await
+                .unwrap();
+        }
+        s.close_all().await;
+        assert!(s.is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -361,4 +361,9 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     // The same blob, sent whole, goes through.
     w.upload("app", &whole).await;
     assert!(c.stored(&d).await);
+    let (status, headers, _) = w
+        .send(Method::HEAD, &format!("/v2/app/blobs/{d}"), &[], vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], whole.len().to_string().as_str());
 }

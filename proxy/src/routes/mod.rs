@@ -26,6 +26,7 @@ use futures::StreamExt;
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::origin_client::OriginError;
 use shoal_core::telemetry::{Readiness, ops_router};
+use tracing::Instrument;
 
 use crate::auth::Access;
 use crate::path::{self, Route};
@@ -59,8 +60,9 @@ pub fn app(state: AppState, registry: prometheus::Registry, ready: Readiness) ->
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let class = path::classify(req.uri().path());
     let method = req.method().clone();
+    let span = tracing::info_span!("request", %method, path = %req.uri().path());
     let started = Instant::now();
-    let mut res = next.run(req).await;
+    let mut res = next.run(req).instrument(span).await;
     res.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     let status = res.status();
