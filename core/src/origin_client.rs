@@ -433,7 +433,7 @@ impl OriginClient {
     pub async fn get_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>, OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.get(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.get(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
@@ -452,8 +452,7 @@ impl OriginClient {
         let body = TagBody { digest: *digest };
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.put(format!("{o}/v1/repositories/{name}/tags/{tag}"))
-                    .json(&body)
+                c.put(format!("{o}/v1/tags/{name}:{tag}")).json(&body)
             })
             .await?;
         check(res).await.map(drop)
@@ -462,7 +461,7 @@ impl OriginClient {
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<(), OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.delete(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.delete(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         check(res).await.map(drop)
