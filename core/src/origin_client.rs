@@ -496,7 +496,7 @@ impl OriginClient {
     ) -> Result<(), OriginError> {
         let res = self
             .send(&referrers_key(name, subject), |c, o| {
-                c.put(format!("{o}/v1/repositories/{name}/referrers/{subject}"))
+                c.put(format!("{o}/v1/referrers/{name}@{subject}"))
                     .json(referrer)
             })
             .await?;
@@ -512,7 +512,7 @@ impl OriginClient {
     ) -> Result<Vec<Referrer>, OriginError> {
         let res = self
             .send(&referrers_key(name, subject), |c, o| {
-                c.get(format!("{o}/v1/repositories/{name}/referrers/{subject}"))
+                c.get(format!("{o}/v1/referrers/{name}@{subject}"))
             })
             .await?;
         let list: ReferrerList = json(res).await?;
@@ -528,9 +528,7 @@ impl OriginClient {
     ) -> Result<(), OriginError> {
         let res = self
             .send(&referrers_key(name, subject), |c, o| {
-                c.delete(format!(
-                    "{o}/v1/repositories/{name}/referrers/{subject}/{referrer}"
-                ))
+                c.delete(format!("{o}/v1/referrers/{name}@{subject}/{referrer}"))
             })
             .await?;
         check(res).await.map(drop)
