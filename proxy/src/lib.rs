@@ -55,8 +55,3 @@ pub async fn run(
     sessions.close_all().await;
     served.map_err(ProxyError::Serve)
 }
-
-/// The in-memory origin of the integration tests, shared with the unit tests.
-#[cfg(test)]
-#[path = "../tests/support/fake_origin.rs"]
-mod fake_origin;

@@ -294,6 +294,12 @@ async fn every_spec_error_code_from_the_request_that_causes_it() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let res = reqwest::get(c.url("/v2/app/manifests/v1")).await.unwrap();
     assert_eq!(res.bytes().await.unwrap().as_ref(), good.as_slice());
+    let (status, headers, _) = w
+        .send(Method::HEAD, "/v2/app/manifests/v1", &[], vec![])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-length"], good.len().to_string().as_str());
+    assert_eq!(headers["content-type"], OCI_MANIFEST);
     // No answer above was a 5xx, and none was counted as one.
     assert_eq!(
         c.metric("shoal_proxy_requests_total{method=\"GET\",route=\"manifest\",status=\"5xx\"}"),

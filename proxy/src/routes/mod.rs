@@ -213,6 +213,9 @@ pub fn origin_error(e: OriginError) -> ApiError {
         {
             ApiError::unavailable(e)
         }
+        OriginError::Http(source) if source.is_connect() || source.is_timeout() => {
+            ApiError::unavailable(e)
+        }
         _ => ApiError::from(e),
     }
 }

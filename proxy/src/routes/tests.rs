@@ -9,16 +9,16 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shoal_core::digest::Digest;
 use shoal_core::telemetry::Readiness;
+use shoal_origin::testing::TestCluster;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::fake_origin::{FakeOrigin, Running};
 use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 use crate::state::AppState;
 
 struct T {
     app: Router,
-    origin: Running,
+    origins: TestCluster,
     registry: prometheus::Registry,
     spool: tempfile::TempDir,
     _shutdown: tokio_util::sync::DropGuard,
@@ -51,10 +51,10 @@ impl Res {
 }
 
 async fn setup_with(f: impl FnOnce(&mut Config)) -> T {
-    let origin = FakeOrigin::start().await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
     let spool = tempfile::tempdir().unwrap();
     let mut config = Config {
-        origins: vec![origin.url.clone()],
+        origins: origins.urls(),
         ..Config::default()
     };
     config.uploads.spool_dir = spool.path().to_owned();
@@ -67,7 +67,7 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> T {
     let app = super::app(state, registry.clone(), Readiness::default());
     T {
         app,
-        origin,
+        origins,
         registry,
         spool,
         _shutdown: shutdown.drop_guard(),
@@ -162,6 +162,34 @@ impl T {
         String::from_utf8(buf).unwrap()
     }
 
+    /// The blob as the origins have it, or `None` if they do not.
+    async fn stored(&self, d: &Digest) -> Option<Bytes> {
+        match self.origins.client().get_blob_bytes(d, 1 << 30).await {
+            Ok(b) => Some(b),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("reading {d} from the origin: {e}"),
+        }
+    }
+
+    /// Blob bytes the origin has received.
+    fn origin_received(&self) -> f64 {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.origins.registry(0).gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("shoal_origin_received_bytes_total{proto=\"http\"}")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap()
+    }
+
     fn spool_files(&self) -> usize {
         std::fs::read_dir(self.spool.path().join("uploads"))
             .unwrap()
@@ -220,7 +248,7 @@ async fn monolithic_upload_after_post_streams_straight_through() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.header("location"), format!("/v2/a/b/blobs/{d}"));
     assert_eq!(r.header("docker-content-digest"), d.to_string());
-    assert_eq!(t.origin.origin.blob(&d).unwrap(), bytes);
+    assert_eq!(t.stored(&d).await.unwrap(), bytes);
     assert_eq!(
         t.spool_files(),
         0,
@@ -281,7 +309,7 @@ async fn single_post_with_digest() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(t.origin.origin.blob(&d).unwrap(), bytes);
+    assert_eq!(t.stored(&d).await.unwrap(), bytes);
     // A wrong digest stores nothing.
     let r = t
         .req(
@@ -298,7 +326,7 @@ async fn single_post_with_digest() {
         (r.status, r.code().as_str()),
         (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
     );
-    assert_eq!(t.origin.origin.blob_count(), 1);
+    assert!(t.stored(&Digest::sha256_of(b"other")).await.is_none());
 }
 
 #[tokio::test]
@@ -361,7 +389,7 @@ async fn chunked_upload_with_and_without_content_range() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert_eq!(t.origin.origin.blob(&d).unwrap().as_ref(), all);
+    assert_eq!(t.stored(&d).await.unwrap().as_ref(), all);
     assert_eq!(t.spool_files(), 0);
     let r = t.get(&loc).await;
     assert_eq!(
@@ -395,13 +423,7 @@ async fn a_wrong_digest_on_the_final_put_stores_nothing() {
         (r.status, r.code().as_str()),
         (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
     );
-    assert_eq!(
-        t.origin
-            .origin
-            .blob_puts
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(t.origin_received(), 0.0, "no byte went to the origin");
     assert_eq!(t.spool_files(), 0);
     assert_eq!(t.get(&loc).await.code(), "BLOB_UPLOAD_UNKNOWN");
 
@@ -419,7 +441,7 @@ async fn a_wrong_digest_on_the_final_put_stores_nothing() {
         )
         .await;
     assert_eq!(r.code(), "DIGEST_INVALID");
-    assert_eq!(t.origin.origin.blob_count(), 0);
+    assert!(t.stored(&wrong).await.is_none());
 
     // Missing or malformed digests.
     let loc = t.start("a").await;
@@ -455,7 +477,7 @@ async fn sha512_digests_are_checked_on_the_way() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    assert!(t.origin.origin.has_blob(&d));
+    assert!(t.stored(&d).await.is_some());
     let loc = t.start("a").await;
     t.req(Method::PATCH, &loc, &[], Body::from("other")).await;
     let r = t
@@ -484,7 +506,7 @@ async fn a_body_that_breaks_off_leaves_nothing_behind() {
         .req(Method::PUT, &format!("{loc}?digest={d}"), &[], broken())
         .await;
     assert!(r.status.is_client_error(), "{:?}", r.status);
-    assert_eq!(t.origin.origin.blob_count(), 0);
+    assert!(t.stored(&d).await.is_none());
     // A broken chunk is not kept either.
     let r = t.req(Method::PATCH, &loc, &[], broken()).await;
     assert_eq!(r.code(), "BLOB_UPLOAD_INVALID");
@@ -882,7 +904,7 @@ async fn deletes_can_be_turned_off() {
             (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED")
         );
     }
-    assert!(t.origin.origin.has_blob(&d));
+    assert!(t.stored(&d).await.is_some());
 }
 
 #[tokio::test]
@@ -1022,12 +1044,9 @@ async fn bad_input_gets_its_code() {
 
 #[tokio::test]
 async fn an_origin_that_is_down_is_unavailable_not_the_clients_fault() {
-    let t = setup().await;
+    let mut t = setup().await;
     let d = t.push_blob("a", b"x").await;
-    t.origin
-        .origin
-        .down
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    t.origins.stop(0).await;
     let r = t.get(&format!("/v2/a/blobs/{d}")).await;
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -1047,10 +1066,8 @@ async fn an_origin_that_is_down_is_unavailable_not_the_clients_fault() {
         )
         .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    t.origin
-        .origin
-        .down
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    t.origins.restart(0).await;
+    t.origins.wait_converged().await;
     let r = t
         .req(
             Method::PUT,

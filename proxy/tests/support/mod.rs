@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test support: a failure is a failed test
 
-pub mod fake_origin;
 pub mod oci;
 
 use std::path::Path;
@@ -11,27 +10,27 @@ use shoal_proxy::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Three origins on real sockets; they stop when dropped.
+/// Three origins on real sockets, each blob and tag on two of them; they stop when dropped.
 pub struct Origins {
-    pub fakes: Vec<fake_origin::Running>,
+    pub cluster: shoal_origin::testing::TestCluster,
 }
 
 impl Origins {
     pub async fn start() -> Self {
-        let mut fakes = Vec::new();
-        for _ in 0..3 {
-            fakes.push(fake_origin::FakeOrigin::start().await);
-        }
-        Origins { fakes }
+        let cluster = shoal_origin::testing::TestCluster::builder(3)
+            .replicas(2)
+            .start()
+            .await;
+        Origins { cluster }
     }
 
     pub fn urls(&self) -> Vec<String> {
-        self.fakes.iter().map(|o| o.url.clone()).collect()
+        self.cluster.urls()
     }
 
     /// Whether any origin holds `digest`.
     pub async fn stored(&self, digest: &shoal_core::Digest) -> bool {
-        self.fakes.iter().any(|o| o.origin.has_blob(digest))
+        !self.cluster.holders(digest).await.is_empty()
     }
 }
 
