@@ -91,9 +91,10 @@ async fn skopeo_copies_an_image_and_a_two_platform_index_byte_exact() {
 
 const ORAS_PUSH: &str = r#"
 import sys
+import oras.oci
 import oras.provider
 
-host, path, target, outdir, chunk = sys.argv[1:6]
+host, path, target, outdir, chunk, sbom, sbom_target = sys.argv[1:8]
 reg = oras.provider.Registry(hostname=host, insecure=True)
 res = reg.push(target=target, files=[path], do_chunked=True, chunk_size=int(chunk),
                disable_path_validation=True, quiet=True)
@@ -101,10 +102,18 @@ if res.status_code != 201:
     sys.exit(f"push answered {res.status_code}: {res.text}")
 for f in reg.pull(target=target, outdir=outdir):
     print(f)
+# An SBOM that refers to the artifact, for the referrers API.
+subject = oras.oci.Subject.from_manifest(reg.get_manifest(target))
+res = reg.push(target=sbom_target, files=[sbom], subject=subject,
+               manifest_config=f"{sbom}:application/vnd.example.sbom",
+               disable_path_validation=True, quiet=True)
+if res.status_code != 201:
+    sys.exit(f"referrer push answered {res.status_code}: {res.text}")
+print("subject", subject.digest)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oras_pushes_an_artifact_in_chunks_with_content_range() {
+async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
     require("python3");
     let probe = tokio::process::Command::new("python3")
         .args(["-c", "import oras.provider"])
@@ -123,6 +132,8 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range() {
     let path = tmp.path().join("model.bin");
     std::fs::write(&path, &artifact).unwrap();
     let outdir = tmp.path().join("pulled");
+    let sbom = tmp.path().join("sbom.json");
+    std::fs::write(&sbom, br#"{"spdxVersion":"SPDX-2.3"}"#).unwrap();
     let chunk = 64 * 1024;
     let patches_before =
         c.metric("shoal_proxy_requests_total{method=\"PATCH\",route=\"upload\",status=\"2xx\"}");
@@ -136,6 +147,8 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range() {
             &format!("{}/ml/model:v1", c.addr),
             &outdir.display().to_string(),
             &chunk.to_string(),
+            &sbom.display().to_string(),
+            &format!("{}/ml/model:v1-sbom", c.addr),
         ],
     )
     .await;
@@ -150,6 +163,47 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range() {
     assert_eq!(std::fs::read(outdir.join("model.bin")).unwrap(), artifact);
     assert!(c.stored(&shoal_core::Digest::sha256_of(&artifact)).await);
     assert_eq!(c.spool_files(), 0);
+
+    // The SBOM is listed as a referrer of the artifact's manifest, by its artifact type.
+    let manifest = reqwest::get(c.url("/v2/ml/model/manifests/v1"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let subject = shoal_core::Digest::sha256_of(&manifest);
+    assert!(printed.contains(&format!("subject {subject}")), "{printed}");
+    let sbom_manifest = reqwest::get(c.url("/v2/ml/model/manifests/v1-sbom"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for query in ["", "?artifactType=application/vnd.example.sbom"] {
+        let index: serde_json::Value =
+            reqwest::get(c.url(&format!("/v2/ml/model/referrers/{subject}{query}")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let listed = index["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{index}");
+        assert_eq!(
+            listed[0]["digest"],
+            shoal_core::Digest::sha256_of(&sbom_manifest).to_string()
+        );
+        assert_eq!(listed[0]["artifactType"], "application/vnd.example.sbom");
+    }
+    let none: serde_json::Value = reqwest::get(c.url(&format!(
+        "/v2/ml/model/referrers/{subject}?artifactType=application/vnd.example.sig"
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(none["manifests"], serde_json::json!([]));
 }
 
 /// podman with its own storage in a temporary directory, on vfs.
