@@ -867,6 +867,23 @@ fn every_rendered_config_passes_the_binarys_check_config() {
                     out.stdout,
                     out.stderr
                 );
+                // The effective config it printed: SIGTERM's drain must end before the kill.
+                let effective: toml::Table = out.stdout.parse().unwrap_or_else(|e| {
+                    panic!(
+                        "shoal-{part} --check-config printed no config: {e}\n{}",
+                        out.stdout
+                    )
+                });
+                if let Some(grace) = effective.get("shutdown_grace").and_then(|v| v.as_str()) {
+                    let kill = pod_spec(w)["terminationGracePeriodSeconds"]
+                        .as_u64()
+                        .unwrap();
+                    assert!(
+                        seconds(grace) < kill,
+                        "[{}] shoal-{part}: shutdown_grace {grace} is not shorter than terminationGracePeriodSeconds {kill}",
+                        s.name
+                    );
+                }
                 checked += 1;
             }
             for c in init_containers(w) {
@@ -1221,14 +1238,24 @@ fn lookup<'a>(t: &'a toml::Table, dotted: &str) -> Option<&'a toml::Value> {
     Some(v)
 }
 
+/// Whole seconds, rounded up, of a duration such as `10s`, `1m 30s` or `500ms`.
 fn seconds(d: &str) -> u64 {
-    let (n, unit) = d.split_at(d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len()));
-    let n: u64 = n.parse().unwrap();
-    match unit {
-        "s" | "" => n,
-        "m" | "min" => n * 60,
-        other => panic!("unit {other}"),
+    let mut millis = 0;
+    for word in d.split_whitespace() {
+        let (n, unit) = word.split_at(
+            word.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(word.len()),
+        );
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {d:?}"));
+        millis += n * match unit {
+            "ms" => 1,
+            "s" | "" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            other => panic!("duration {d:?}: unit {other}"),
+        };
     }
+    millis.div_ceil(1000)
 }
 
 #[test]
