@@ -25,7 +25,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const PARTS: [&str; 4] = ["origin", "tracker", "agent", "proxy"];
-const VALUE_SETS: [&str; 6] = ["default", "auth", "ingress", "small", "restore", "no-agent"];
+const VALUE_SETS: [&str; 7] = [
+    "default",
+    "auth",
+    "ingress",
+    "small",
+    "restore",
+    "no-agent",
+    "no-containerd",
+];
 const BIN_DIR: &str = "/usr/local/bin";
 
 fn root() -> PathBuf {
