@@ -18,6 +18,10 @@ need ip iproute2
 need jq jq
 need curl curl
 need systemd-analyze systemd
+need gcc gcc
+need setsid util-linux
+# The end-to-end image holds a program linked with `gcc -static`, which needs libc.a.
+dpkg-query -W -f='${Status}' libc6-dev 2>/dev/null | grep -q "ok installed" || apt_packages+=(libc6-dev)
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "== installing ${apt_packages[*]}"

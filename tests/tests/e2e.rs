@@ -1,0 +1,599 @@
+//! End to end: the cluster `deploy/devcluster.sh` starts (three origins, a tracker, the proxy
+//! on 127.0.0.1:5000, three agents on 127.0.0.1:8081-8083), and the real clients users run
+//! against it.
+//!
+//! - docker: a sandboxed dockerd (vfs, no iptables, no bridge, its own root, exec root,
+//!   pidfile and socket) pushes an image made with `docker import` (a static program and a
+//!   40 MiB layer) through the proxy, forgets it, pulls it through each agent, and runs it.
+//! - skopeo: a two-platform index goes in through the proxy and both platforms come back,
+//!   byte for byte, through an agent.
+//! - podman (its own root and run root, vfs) pulls through an agent.
+//! - containerd (its own config, root, state and socket) pulls with `ctr --hosts-dir` and a
+//!   `hosts.toml` that mirrors a registry name that does not exist to an agent: the `ns=`
+//!   path.
+//! - `devcluster.sh demo` pushes its own image and pulls it through every agent.
+//! - The script itself: `up` is idempotent, refuses busy ports, `status` tells, `down`
+//!   stops exactly what it started and `--wipe` deletes the data.
+//!
+//! The cluster's ports are fixed, so the tests take turns ([`exclusive`]). A program a test
+//! needs that is missing or cannot start fails the test, saying which and why. Every
+//! daemon a test starts is stopped by its pid, also when the test fails.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shoal_core::Digest;
+use shoal_tests::data::{fnv1a64, noise};
+use shoal_tests::devcluster::{DevCluster, PROXY, agent, exclusive};
+use shoal_tests::http::metric_sum;
+use shoal_tests::oci::{Entry, Layout, OCI_INDEX, OCI_MANIFEST, tar};
+use shoal_tests::process::{Daemon, cmd, pid_alive, require, signal};
+
+const AGENTS: usize = 3;
+
+type Scenario = fn(&DevCluster);
+
+/// Runs each scenario against one cluster, every one even when an earlier one fails, and
+/// fails with the list of those that did.
+#[test]
+fn real_clients_push_through_the_proxy_and_pull_through_every_agent() {
+    let _turn = exclusive();
+    let cluster = DevCluster::up(AGENTS);
+    let scenarios: [(&str, Scenario); 5] = [
+        ("docker", docker),
+        ("skopeo", skopeo_two_platform_index),
+        ("podman", podman),
+        ("containerd", containerd_mirror),
+        ("demo", demo),
+    ];
+    let mut failed = Vec::new();
+    for (name, scenario) in scenarios {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&cluster)));
+        eprintln!("scenario {name}: {:.1?}", started.elapsed());
+        if let Err(panic) = outcome {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failed.push(format!("{name}: {msg}"));
+        }
+    }
+    if !failed.is_empty() {
+        panic!(
+            "{} of {} scenarios failed:\n\n{}\n\nthe cluster's logs:\n{}",
+            failed.len(),
+            scenarios.len(),
+            failed.join("\n\n"),
+            cluster.log_tails()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// docker
+
+/// A dockerd of the test's own: nothing it does touches the machine's docker, if any.
+struct Docker {
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+    sock: String,
+}
+
+impl Docker {
+    fn start() -> Docker {
+        require("dockerd", "docker.io");
+        require("docker", "docker.io");
+        // Unix socket paths are short: keep the sandbox near the root of /tmp.
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-dockerd.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        std::fs::create_dir_all(d.join("client")).unwrap();
+        let sock = format!("unix://{}", d.join("docker.sock").display());
+        let arg = |s: &str| OsString::from(s);
+        let path = |p: &str| d.join(p).into_os_string();
+        let args = vec![
+            arg("--storage-driver=vfs"),
+            arg("--iptables=false"),
+            arg("--ip6tables=false"),
+            arg("--bridge=none"),
+            arg("--config-file"),
+            path("daemon.json"),
+            arg("--data-root"),
+            path("data"),
+            arg("--exec-root"),
+            path("exec"),
+            arg("--pidfile"),
+            path("docker.pid"),
+            arg("-H"),
+            arg(&sock),
+        ];
+        let daemon = Daemon::spawn("dockerd", "dockerd", &args, &d.join("dockerd.log"));
+        let mut docker = Docker { daemon, dir, sock };
+        let probe = docker
+            .cli(&["version", "--format", "{{.Server.Version}}"])
+            .timeout(Duration::from_secs(10));
+        docker
+            .daemon
+            .wait_until("answering on its socket", Duration::from_secs(60), || {
+                probe.run().success()
+            });
+        docker
+    }
+
+    fn cli(&self, args: &[&str]) -> shoal_tests::process::Cmd {
+        cmd("docker")
+            .args(args)
+            .env("DOCKER_HOST", &self.sock)
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .timeout(Duration::from_secs(300))
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        self.daemon.stop(Duration::from_secs(30));
+        // dockerd stops the containerd it started; should it have been killed instead, that
+        // containerd is ended here by the pid it recorded.
+        let pidfile = self.dir.path().join("exec/containerd/containerd.pid");
+        let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            String::from_utf8_lossy(&c).contains(&*self.dir.path().to_string_lossy())
+        });
+        if ours {
+            signal(pid, "KILL");
+        }
+    }
+}
+
+/// A program that prints the size and checksum of /data/payload: `docker run` shows that
+/// the image's content arrived whole.
+const PROGRAM: &str = r#"
+#include <stdio.h>
+int main(void) {
+    FILE *f = fopen("/data/payload", "rb");
+    if (!f) { perror("/data/payload"); return 1; }
+    unsigned long long h = 0xcbf29ce484222325ULL, n = 0;
+    static unsigned char buf[65536];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; i < r; i++) { h ^= buf[i]; h *= 0x100000001b3ULL; }
+        n += r;
+    }
+    printf("shoal e2e: %llu bytes, fnv1a64 %016llx\n", n, h);
+    return 0;
+}
+"#;
+
+fn static_program(dir: &Path) -> Vec<u8> {
+    require("gcc", "gcc");
+    let src = dir.join("payload-check.c");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let bin = dir.join("payload-check");
+    let o = cmd("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .run();
+    assert!(
+        o.success(),
+        "gcc -static could not build the image's program (the static C library is in the \
+         Debian package libc6-dev, which tests/install-deps.sh installs):\n{}",
+        o.stderr
+    );
+    std::fs::read(&bin).unwrap()
+}
+
+fn docker(cluster: &DevCluster) {
+    let docker = Docker::start();
+    let work = tempfile::tempdir().unwrap();
+    let program = static_program(work.path());
+    let payload = noise(1, 40 << 20);
+    let expected = format!(
+        "shoal e2e: {} bytes, fnv1a64 {:016x}",
+        payload.len(),
+        fnv1a64(&payload)
+    );
+    let rootfs = tar(&[
+        Entry::executable("payload-check", &program),
+        Entry::Dir("data"),
+        Entry::file("data/payload", &payload),
+    ]);
+    drop(payload);
+    let tarball = work.path().join("rootfs.tar");
+    std::fs::write(&tarball, &rootfs).unwrap();
+    drop(rootfs);
+
+    let pushed = format!("{PROXY}/e2e/docker:v1");
+    docker
+        .cli(&["import", "--change", r#"CMD ["/payload-check"]"#])
+        .arg(&tarball)
+        .arg(&pushed)
+        .ok();
+    let out = docker.cli(&["push", &pushed]).ok();
+    let digest = out
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("docker push printed no digest:\n{out}"))
+        .to_owned();
+    docker.cli(&["rmi", &pushed]).ok();
+    let left = docker.cli(&["images", "-q"]).ok();
+    assert!(left.trim().is_empty(), "the image is still there: {left}");
+
+    for i in 1..=cluster.agents {
+        let pulled = format!("{}/e2e/docker:v1", agent(i));
+        let out = docker.cli(&["pull", &pulled]).ok();
+        assert!(
+            out.contains(&format!("Digest: {digest}")),
+            "agent-{i} served another manifest than the one pushed ({digest}):\n{out}"
+        );
+        let ran = docker
+            .cli(&["run", "--rm", "--network", "none", &pulled])
+            .ok();
+        assert_eq!(ran.trim(), expected, "the image pulled through agent-{i}");
+        // The next agent must serve every layer again, not find them here.
+        docker.cli(&["rmi", &pulled]).ok();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// skopeo
+
+fn skopeo(args: &[&str]) -> shoal_tests::process::Cmd {
+    cmd("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .timeout(Duration::from_secs(180))
+}
+
+fn skopeo_two_platform_index(cluster: &DevCluster) {
+    require("skopeo", "skopeo");
+    let work = tempfile::tempdir().unwrap();
+    let mut src = Layout::new(&work.path().join("src"));
+    let shared = noise(2, 3 << 20);
+    let base = tar(&[Entry::file("base/shared", &shared)]);
+    let amd_layer = tar(&[Entry::file("arch", &noise(3, 6 << 20))]);
+    let arm_layer = tar(&[Entry::file("arch", &noise(4, 6 << 20))]);
+    let amd = src.image("amd64", &["/bin/true"], &[base.clone(), amd_layer.clone()]);
+    let arm = src.image("arm64", &["/bin/true"], &[base, arm_layer.clone()]);
+    let index = src.index(&[("amd64", &amd), ("arm64", &arm)]);
+    src.tag("multi", OCI_INDEX, &index);
+
+    let src_ref = format!("oci:{}:multi", src.dir.display());
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+    ])
+    .arg(&src_ref)
+    .arg(format!("docker://{PROXY}/e2e/multi:v1"))
+    .ok();
+
+    let via = agent(cluster.agents.min(2));
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{via}/e2e/multi:v1"))
+        .ok();
+    assert_eq!(
+        raw.trim_end().as_bytes(),
+        index.as_slice(),
+        "the index read back"
+    );
+    // Each platform resolves to its own image: its own layer and architecture.
+    for (arch, layer) in [("amd64", &amd_layer), ("arm64", &arm_layer)] {
+        let shown = skopeo(&["--override-arch", arch, "inspect", "--tls-verify=false"])
+            .arg(format!("docker://{via}/e2e/multi:v1"))
+            .ok();
+        let digest = Digest::sha256_of(layer).to_string();
+        assert!(
+            shown.contains(&digest) && shown.contains(&format!("\"Architecture\": \"{arch}\"")),
+            "{arch} does not resolve to its image (layer {digest}):\n{shown}"
+        );
+    }
+
+    let out = Layout::new(&work.path().join("out"));
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+    ])
+    .arg(format!("docker://{via}/e2e/multi:v1"))
+    .arg(format!("oci:{}:multi", out.dir.display()))
+    .ok();
+    let got = out.blobs();
+    for (name, content) in &got {
+        assert_eq!(
+            *name,
+            content.to_string(),
+            "a blob's content is not its digest"
+        );
+    }
+    assert_eq!(got, src.blobs(), "the blobs of both platforms, read back");
+}
+
+// ---------------------------------------------------------------------------------------
+// podman
+
+fn podman(cluster: &DevCluster) {
+    require("podman", "podman");
+    require("skopeo", "skopeo");
+    let work = tempfile::tempdir().unwrap();
+    let mut src = Layout::new(&work.path().join("src"));
+    let manifest = src.image(
+        "amd64",
+        &["/bin/true"],
+        &[tar(&[Entry::file("podman/data", &noise(5, 8 << 20))])],
+    );
+    src.tag("v1", OCI_MANIFEST, &manifest);
+    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", src.dir.display()))
+        .arg(format!("docker://{PROXY}/e2e/podman:v1"))
+        .ok();
+
+    let via = agent(cluster.agents.min(3));
+    let root = work.path().join("root");
+    let runroot = work.path().join("runroot");
+    let podman = |args: &[&str]| {
+        cmd("podman")
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            .timeout(Duration::from_secs(180))
+    };
+    let image = format!("{via}/e2e/podman:v1");
+    podman(&["pull", "--tls-verify=false", &image]).ok();
+    let digest = podman(&["image", "inspect", "--format", "{{.Digest}}", &image]).ok();
+    assert_eq!(digest.trim(), Digest::sha256_of(&manifest).to_string());
+    // Storage on vfs is plain directories; remove it through podman so nothing is left.
+    podman(&["rmi", "--all", "--force"]).run();
+}
+
+// ---------------------------------------------------------------------------------------
+// containerd
+
+/// A containerd of the test's own, on a socket in a temporary directory.
+struct Containerd {
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        require("containerd", "containerd");
+        require("ctr", "containerd");
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-containerd.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display().to_string();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{d}/debug.sock"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let daemon = Daemon::spawn(
+            "containerd",
+            "containerd",
+            &["--config".into(), config_path.into_os_string()],
+            &dir.path().join("containerd.log"),
+        );
+        let mut c = Containerd { daemon, dir };
+        let probe = c.ctr(&["version"]).timeout(Duration::from_secs(10));
+        c.daemon
+            .wait_until("answering on its socket", Duration::from_secs(30), || {
+                probe.run().success()
+            });
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> shoal_tests::process::Cmd {
+        cmd("ctr")
+            .arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["--namespace", "shoal-e2e"])
+            .args(args)
+            .timeout(Duration::from_secs(180))
+    }
+}
+
+fn containerd_mirror(_cluster: &DevCluster) {
+    require("skopeo", "skopeo");
+    let work = tempfile::tempdir().unwrap();
+    let mut src = Layout::new(&work.path().join("src"));
+    let manifest = src.image(
+        "amd64",
+        &["/bin/true"],
+        &[tar(&[Entry::file("containerd/data", &noise(6, 8 << 20))])],
+    );
+    src.tag("v1", OCI_MANIFEST, &manifest);
+    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", src.dir.display()))
+        .arg(format!("docker://{PROXY}/e2e/containerd:v1"))
+        .ok();
+
+    let containerd = Containerd::start();
+    // A registry name that resolves nowhere: the pull can only succeed through the mirror.
+    let registry = "registry.shoal.invalid";
+    let via = agent(1);
+    let hosts = work.path().join("hosts");
+    std::fs::create_dir_all(hosts.join(registry)).unwrap();
+    std::fs::write(
+        hosts.join(registry).join("hosts.toml"),
+        format!(
+            "server = \"https://{registry}\"\n\n[host.\"http://{via}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )
+    .unwrap();
+    let image = format!("{registry}/e2e/containerd:v1");
+    let out = containerd
+        .ctr(&["images", "pull", "--snapshotter", "native", "--http-dump"])
+        .arg("--hosts-dir")
+        .arg(&hosts)
+        .arg(&image)
+        .run();
+    let printed = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(out.success(), "ctr images pull failed:\n{printed}");
+    assert!(
+        printed.contains(&format!("?ns={registry}")),
+        "containerd did not ask the agent with ns={registry}:\n{printed}"
+    );
+    let listed = containerd.ctr(&["images", "ls"]).ok();
+    let digest = Digest::sha256_of(&manifest).to_string();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&image) && l.contains(&digest)),
+        "{image} is not listed with {digest}:\n{listed}"
+    );
+    drop(containerd);
+}
+
+// ---------------------------------------------------------------------------------------
+// the demo and the script
+
+fn demo(cluster: &DevCluster) {
+    require("skopeo", "skopeo");
+    let o = cluster.script(&["demo", "--size", "24"]).ok();
+    eprintln!("{o}");
+    assert!(o.contains("every agent has demo/app:v1"), "{o}");
+    for i in 1..=cluster.agents {
+        assert!(
+            o.contains(&format!("agent-{i} ")),
+            "no line for agent-{i}:\n{o}"
+        );
+    }
+}
+
+fn pids(cluster: &DevCluster) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(cluster.dir().join("run")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".pid")
+            .to_owned();
+        let pid = std::fs::read_to_string(e.path())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        out.push((name, pid));
+    }
+    out.sort();
+    out
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+#[test]
+fn the_script_starts_reports_and_stops_exactly_what_it_started() {
+    let _turn = exclusive();
+    let mut cluster = DevCluster::up(1);
+    let started = pids(&cluster);
+    let names: Vec<&str> = started.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "agent-1", "origin-0", "origin-1", "origin-2", "proxy", "tracker"
+        ]
+    );
+    assert!(started.iter().all(|(_, pid)| pid_alive(*pid)));
+
+    let status = cluster.script(&["status"]).ok();
+    assert_eq!(status.matches(" ready ").count(), 6, "{status}");
+    assert!(
+        status.contains(&cluster.log("proxy").display().to_string()),
+        "{status}"
+    );
+
+    // A second `up` of the same shape finds it running and starts nothing.
+    let again = cluster.script(&["up", "--agents", "1"]).ok();
+    assert!(again.contains("already running"), "{again}");
+    assert_eq!(pids(&cluster), started);
+
+    // Another cluster cannot take the same ports, and says why.
+    let other = DevCluster::new();
+    let refused = other.script(&["up", "--agents", "1"]).run();
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("ports already in use"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !other.dir().join("run").exists(),
+        "the refused cluster started something"
+    );
+
+    // Every part answers on its fixed port and exposes its metrics.
+    for addr in [PROXY, "127.0.0.1:7070", "127.0.0.1:9000", &agent(1)] {
+        let m = cluster.metrics(addr);
+        assert!(m.contains("shoal_"), "{addr}/metrics: {m}");
+    }
+    assert!(metric_sum(&cluster.metrics(PROXY), "shoal_proxy_requests_total", &[]) >= 0.0);
+
+    let down = cluster.down(false);
+    assert!(down.success(), "{}", down.stderr);
+    for (name, pid) in &started {
+        assert!(!pid_alive(*pid), "{name} (pid {pid}) still runs after down");
+    }
+    for port in [5000, 7070, 9000, 9001, 9002, 7000, 7001, 7002, 8081, 7101] {
+        assert!(!port_open(port), "port {port} still answers after down");
+    }
+    assert!(
+        cluster.dir().join("data/origin-0").is_dir(),
+        "down without --wipe keeps data"
+    );
+
+    let wiped = cluster.down(true);
+    assert!(wiped.success(), "{}", wiped.stderr);
+    assert!(!cluster.dir().join("data").exists());
+}
