@@ -1,1 +1,5 @@
-//! placeholder
+//! Shoal's swarm.
+#![forbid(unsafe_code)]
+
+pub mod bitfield;
+pub mod wire;
