@@ -2,4 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod bitfield;
+pub mod engine;
 pub mod wire;
