@@ -27,7 +27,7 @@ impl Algorithm {
     }
 
     /// Length of the raw hash in bytes.
-    pub fn len(self) -> usize {
+    pub fn hash_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 32,
             Algorithm::Sha512 => 64,
@@ -160,7 +160,7 @@ impl FromStr for Digest {
         }
         let algorithm = Algorithm::from_name(algorithm)
             .ok_or_else(|| DigestError::UnsupportedAlgorithm(algorithm.to_owned()))?;
-        let expected = algorithm.len() * 2;
+        let expected = algorithm.hash_len() * 2;
         let bad = DigestError::Encoding {
             algorithm,
             expected,

@@ -3,16 +3,31 @@
 //! - [`digest`]: `algorithm:hex` digests and verifying hashers.
 //! - [`reference`]: repository names, tags and references by the distribution-spec grammar.
 //! - [`metainfo`]: piece layout and piece hashes of a blob, and their binary encoding.
-//! - [`peer`]: peer ids and the tracker's announce messages.
 //! - [`store`]: the content-addressed blob store on disk.
+//! - [`ring`]: rendezvous placement of blobs and tags on origins.
+//! - [`peer`]: peer ids and the tracker's announce messages.
+//! - [`origin_client`]: the client of the origins' HTTP API (`origin/API.md`).
+//! - [`error`]: the OCI error envelope and the HTTP error type of every server.
+//! - [`range`]: HTTP `Range` requests on blobs.
+//! - [`config`], [`units`], [`cli`]: layered config loading with human units; common flags.
+//! - [`telemetry`]: logging, `/health` `/ready` `/metrics`, serving and shutdown.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod config;
 pub mod digest;
+pub mod error;
 pub mod metainfo;
+pub mod origin_client;
 pub mod peer;
+pub mod range;
 pub mod reference;
+pub mod ring;
 pub mod store;
+pub mod telemetry;
+pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestMismatch};
+pub use error::{ApiError, ErrorCode};
 pub use metainfo::Metainfo;
 pub use reference::{NameError, Reference, RepoName, Tag};

@@ -243,7 +243,7 @@ impl Metainfo {
             2 => Algorithm::Sha512,
             other => return Err(MetainfoError::Algorithm(other)),
         };
-        let digest = Digest::from_raw(algorithm, r.take(algorithm.len())?)
+        let digest = Digest::from_raw(algorithm, r.take(algorithm.hash_len())?)
             .ok_or(MetainfoError::Truncated)?;
         let length = u64::from_be_bytes(r.array()?);
         let piece_length = u32::from_be_bytes(r.array()?);

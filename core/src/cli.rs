@@ -1,0 +1,33 @@
+//! Flags every part's binary takes, so the four `main`s read alike.
+
+use std::path::PathBuf;
+
+use crate::config::{ConfigError, Sources};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// TOML config file; keys it leaves out take their defaults.
+    #[arg(long, short = 'c', env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Set any config key, overriding the file and the environment (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// Log line format.
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, such as `info` or `shoal_agent=debug,info` (RUST_LOG wins if set).
+    #[arg(long, env = "SHOAL_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+impl CommonArgs {
+    /// The config sources: the file, `<env_prefix>…` variables, then `--set` pairs. Callers
+    /// add their own typed flags with [`Sources::set`] afterwards, so those win.
+    pub fn sources(&self, env_prefix: &str) -> Result<Sources, ConfigError> {
+        Sources::new(self.config.clone(), env_prefix).set_pairs(&self.set)
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the programs and Python packages the tests drive, if they are missing. Safe to run
+# again: it installs nothing that is already there.
+set -euo pipefail
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_packages=()
+need() { command -v "$1" >/dev/null 2>&1 || apt_packages+=("$2"); }
+need dockerd docker.io
+need containerd containerd
+need skopeo skopeo
+need podman podman
+need docker-registry docker-registry
+need ip iproute2
+need jq jq
+need curl curl
+
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "== installing ${apt_packages[*]}"
+  sudo_if_needed apt-get update -q
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_packages[@]}"
+fi
+
+py_missing=()
+python3 -c 'import oras' 2>/dev/null || py_missing+=(oras)
+python3 -c 'import kubernetes_validate' 2>/dev/null || py_missing+=(kubernetes-validate)
+python3 -c 'import helm_python' 2>/dev/null || py_missing+=(helm-python-sdk)
+if [ ${#py_missing[@]} -gt 0 ]; then
+  echo "== pip install ${py_missing[*]}"
+  python3 -m pip install -q "${py_missing[@]}"
+fi
