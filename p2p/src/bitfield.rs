@@ -35,7 +35,7 @@ impl Bitfield {
     pub fn full(len: usize) -> Self {
         let mut words = vec![u64::MAX; len.div_ceil(64)];
         if let Some(last) = words.last_mut()
-            && len % 64 != 0
+            && !len.is_multiple_of(64)
         {
             *last = (1u64 << (len % 64)) - 1;
         }
@@ -114,7 +114,7 @@ impl Bitfield {
                 actual: bytes.len(),
             });
         }
-        if len % 8 != 0
+        if !len.is_multiple_of(8)
             && let Some(&last) = bytes.last()
             && last & (0xff >> (len % 8)) != 0
         {

@@ -152,11 +152,11 @@ impl Hello {
         }
         let flags = bytes[11];
         let algorithm = algorithm_from_code(bytes[12])?;
-        let total = HELLO_PREFIX + algorithm.len() + 20;
+        let total = HELLO_PREFIX + algorithm.hash_len() + 20;
         if bytes.len() < total {
             return Ok(None);
         }
-        let digest_end = HELLO_PREFIX + algorithm.len();
+        let digest_end = HELLO_PREFIX + algorithm.hash_len();
         let digest = Digest::from_raw(algorithm, &bytes[HELLO_PREFIX..digest_end])
             .ok_or(WireError::Algorithm(bytes[12]))?;
         let mut id = [0u8; 20];
@@ -460,7 +460,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, WireEr
         let want = if have < HELLO_PREFIX {
             HELLO_PREFIX
         } else {
-            HELLO_PREFIX + algorithm_from_code(buf[12])?.len() + 20
+            HELLO_PREFIX + algorithm_from_code(buf[12])?.hash_len() + 20
         };
         let n = r.read(&mut buf[have..want]).await?;
         if n == 0 {

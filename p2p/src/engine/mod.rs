@@ -1495,10 +1495,10 @@ impl Engine {
             let ready = |k: &Known| {
                 k.state == KnownState::Idle
                     && k.next_try <= now
-                    && !self
+                    && self
                         .shunned
                         .get(&k.info.peer_id)
-                        .is_some_and(|&until| until > now)
+                        .is_none_or(|&until| until <= now)
             };
             // Peers first, in the order discovery gave them; origins only as a last resort
             // and only a few.

@@ -75,6 +75,7 @@ impl Picker {
         self.requested[p as usize]
     }
 
+    #[cfg(test)]
     pub fn availability(&self, p: u32) -> u32 {
         self.avail[p as usize]
     }
