@@ -3,4 +3,5 @@
 
 pub mod bitfield;
 pub mod engine;
+pub mod sim;
 pub mod wire;

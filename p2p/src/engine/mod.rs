@@ -34,8 +34,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use shoal_core::Digest;
 use shoal_core::peer::{PeerId, PeerInfo};
 
@@ -51,6 +51,10 @@ pub use slab::ConnId;
 pub struct Config {
     /// Connections (open or being dialled) for one blob.
     pub max_conns_per_blob: usize,
+    /// Of those, how many this node dials itself; the rest are left for peers that dial
+    /// in. Without that reserve, hosts that start together fill each other's slots and the
+    /// last to announce find everyone full.
+    pub max_outbound_per_blob: usize,
     /// Connections for all blobs together.
     pub max_conns: usize,
     /// Connections a downloader keeps to origins for one blob: origins are seeds of last
@@ -83,6 +87,12 @@ pub struct Config {
     pub shun_for: Duration,
     /// How long a complete blob is seeded after its last upload; `None`: for ever.
     pub seed_idle: Option<Duration>,
+    /// Super-seeding for blobs added with [`Engine::seed`]: instead of its whole bitfield, a
+    /// seed shows downloaders only this many pieces at a time (a couple each, round robin),
+    /// those it has uploaded least, and offers more as they are sent. A seed whose upload is
+    /// the swarm's bottleneck (an origin at the start of a swarm) then sends every piece once
+    /// before it sends any twice. `0`: show everything.
+    pub super_seed_offers: usize,
     /// How often the engine wants [`Engine::handle_timeout`].
     pub tick: Duration,
     /// Wait before re-dialling a peer after its first failure; doubles with each failure.
@@ -97,6 +107,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_conns_per_blob: 40,
+            max_outbound_per_blob: 20,
             max_conns: 400,
             max_origin_conns_per_blob: 2,
             min_in_flight: 4,
@@ -113,6 +124,7 @@ impl Default for Config {
             max_peer_failures: 3,
             shun_for: Duration::from_secs(600),
             seed_idle: Some(Duration::from_secs(300)),
+            super_seed_offers: 0,
             tick: Duration::from_millis(250),
             redial_backoff: Duration::from_secs(1),
             announce_retry: Duration::from_secs(2),
@@ -377,6 +389,8 @@ struct Swarm {
     known: Vec<Known>,
     known_index: HashMap<PeerId, usize>,
     dialing: usize,
+    /// Connections this node dialled, open or being dialled.
+    outbound: usize,
     /// Origin connections, open or being dialled.
     origin_conns: usize,
     in_flight: usize,
@@ -390,6 +404,12 @@ struct Swarm {
     rate: Rate,
     write_failures: u32,
     cursor: usize,
+    /// Super-seeding: uploads of each piece, and connections each piece is offered to.
+    super_seed: bool,
+    served: Vec<u32>,
+    offered: Vec<u16>,
+    offers_out: usize,
+    offer_cursor: usize,
     stats: SwarmStats,
 }
 
@@ -409,11 +429,17 @@ struct Conn {
     /// Pieces the peer requested and this node has queued or is sending.
     uploads: Vec<u32>,
     window: usize,
+    /// Super-seeding: pieces offered to the peer that it does not hold yet.
+    offered: Vec<u32>,
     backoff_until: Option<Instant>,
     /// When the peer last delivered, or when it was last given work while idle.
     last_progress: Instant,
     rate: Rate,
 }
+
+/// Super-seeding: pieces offered to one peer at a time, so that the first copies spread over
+/// many peers.
+const SUPER_SEED_PER_CONN: usize = 2;
 
 /// Known peers kept per blob; more are ignored until some are forgotten.
 const MAX_KNOWN: usize = 256;
@@ -496,6 +522,12 @@ impl Engine {
             return Err(EngineError::AlreadyPresent);
         }
         let picker = downloading.then(|| Picker::new(&have, &mut self.rng));
+        let super_seed = !downloading && self.cfg.super_seed_offers > 0;
+        let pieces = if super_seed {
+            layout.pieces as usize
+        } else {
+            0
+        };
         // A blob of no pieces goes straight to the whole-blob check.
         let commit_now = downloading && have.is_full();
         let swarm = Swarm {
@@ -518,6 +550,7 @@ impl Engine {
             known: Vec::new(),
             known_index: HashMap::new(),
             dialing: 0,
+            outbound: 0,
             origin_conns: 0,
             in_flight: 0,
             in_flight_to_peers: 0,
@@ -530,6 +563,11 @@ impl Engine {
             rate: Rate::new(),
             write_failures: 0,
             cursor: 0,
+            super_seed,
+            served: vec![0; pieces],
+            offered: vec![0; pieces],
+            offers_out: 0,
+            offer_cursor: 0,
         };
         let slot = match self.swarms.iter().position(Option::is_none) {
             Some(i) => {
@@ -641,6 +679,7 @@ impl Engine {
         let result = self.admit(now, s, peer, addr, origin, outbound);
         if result.is_err() && outbound {
             let sw = slot(&mut self.swarms, s);
+            sw.outbound = sw.outbound.saturating_sub(1);
             if let Some(&k) = sw.known_index.get(&peer)
                 && sw.known[k].state == KnownState::Dialing
             {
@@ -719,6 +758,7 @@ impl Engine {
             requests: Vec::new(),
             uploads: Vec::new(),
             window: self.cfg.initial_window,
+            offered: Vec::new(),
             backoff_until: None,
             last_progress: now,
             rate: Rate::new(),
@@ -753,9 +793,16 @@ impl Engine {
             sw.origin_conns += 1;
         }
         sw.known[k].state = KnownState::Connected(id);
+        // A super-seed shows nothing at first; it offers pieces once it knows what the peer
+        // holds.
+        let shown = if sw.super_seed {
+            Bitfield::new(sw.have.len())
+        } else {
+            sw.have.clone()
+        };
         self.actions.push_back(Action::Send {
             conn: id,
-            msg: Message::Bitfield(sw.have.clone()),
+            msg: Message::Bitfield(shown),
         });
         tracing::debug!(conn = %id, peer = ?peer, %addr, outbound, origin, "peer connected");
         Ok(id)
@@ -798,6 +845,11 @@ impl Engine {
                 sw.uploads = sw.uploads.saturating_sub(1);
                 sw.stats.bytes_uploaded += sw.layout.piece_size(index).unwrap_or(0) as u64;
                 sw.last_active = now;
+                if sw.super_seed {
+                    // Sent: offer the next now rather than a round trip later, when the
+                    // peer's have arrives.
+                    self.offer_taken(conn, index);
+                }
             }
             Event::Committed { blob, ok } => self.on_committed(now, &blob, ok),
         }
@@ -928,6 +980,7 @@ impl Engine {
         let max_failures = self.cfg.max_peer_failures;
         let sw = slot(&mut self.swarms, s);
         sw.dialing = sw.dialing.saturating_sub(1);
+        sw.outbound = sw.outbound.saturating_sub(1);
         let mut shun = false;
         if let Some(&k) = sw.known_index.get(&peer)
             && sw.known[k].state == KnownState::Dialing
@@ -1038,6 +1091,15 @@ impl Engine {
             sw.in_flight_to_peers -= c.requests.len();
         }
         sw.uploads = sw.uploads.saturating_sub(c.uploads.len());
+        for &p in &c.offered {
+            if let Some(o) = sw.offered.get_mut(p as usize) {
+                *o = o.saturating_sub(1);
+            }
+        }
+        sw.offers_out = sw.offers_out.saturating_sub(c.offered.len());
+        if sw.offer_cursor >= sw.conns.len() {
+            sw.offer_cursor = 0;
+        }
         if let (Some(has), Some(pk)) = (&c.has, sw.picker.as_mut())
             && !c.origin
         {
@@ -1048,11 +1110,17 @@ impl Engine {
         if c.origin {
             sw.origin_conns = sw.origin_conns.saturating_sub(1);
         }
+        if c.outbound {
+            sw.outbound = sw.outbound.saturating_sub(1);
+        }
         if let Some(&k) = sw.known_index.get(&c.peer)
             && sw.known[k].state == KnownState::Connected(id)
         {
             sw.known[k].state = KnownState::Idle;
             sw.known[k].next_try = now + backoff;
+        }
+        if !c.offered.is_empty() {
+            self.offer(c.swarm);
         }
     }
 
@@ -1190,6 +1258,7 @@ impl Engine {
             self.drop_conn(now, id, Some(ErrorCode::Shutdown));
             return;
         }
+        self.offer(s);
         self.fill(now, s);
     }
 
@@ -1213,6 +1282,10 @@ impl Engine {
             self.drop_conn(now, id, Some(ErrorCode::Shutdown));
             return;
         }
+        if sw.super_seed {
+            self.offer_taken(id, i);
+            return;
+        }
         let Some(pk) = sw.picker.as_mut() else {
             return;
         };
@@ -1223,13 +1296,17 @@ impl Engine {
             return;
         }
         c.interesting += 1;
+        if origin {
+            // An origin offering a piece (super-seeding): worth a look at once.
+            self.fill(now, s);
+            return;
+        }
         // The cheap path: a newly announced piece nobody is fetching yet, from a connection
         // with room, while the blob is short of requests. Most haves end here or above.
         if pk.requested(i) == 0
-            && !origin
             && c.requests.len() < c.window
             && c.backoff_until.is_none_or(|t| t <= now)
-            && sw.in_flight < target_in_flight(&self.cfg, sw, now)
+            && sw.in_flight_to_peers < target_in_flight(&self.cfg, sw, now)
         {
             request(sw, c, id, i, now, &mut self.actions);
         }
@@ -1259,6 +1336,9 @@ impl Engine {
         c.uploads.push(i);
         sw.uploads += 1;
         sw.last_active = now;
+        if let Some(n) = sw.served.get_mut(i as usize) {
+            *n += 1;
+        }
         self.actions
             .push_back(Action::Upload { conn: id, index: i });
     }
@@ -1399,11 +1479,13 @@ impl Engine {
         sw.have.set(index as usize);
         sw.stats.have = sw.have.count();
         for &c in &sw.conns {
-            // Peers that hold the piece learn nothing from hearing of it.
+            // Peers that hold the piece learn nothing from hearing of it, except origins:
+            // a super-seeding origin may show a piece it holds as offered and needs the have
+            // to offer the next.
             if self
                 .conns
                 .get(c)
-                .is_some_and(|c| !c.has.as_ref().is_some_and(|h| h.get(index as usize)))
+                .is_some_and(|c| c.origin || !c.has.as_ref().is_some_and(|h| h.get(index as usize)))
             {
                 self.actions.push_back(Action::Send {
                     conn: c,
@@ -1448,9 +1530,10 @@ impl Engine {
             .iter()
             .copied()
             .filter(|&c| {
+                // Seeds, and origins (which never download), have nothing left to say.
                 self.conns
                     .get(c)
-                    .is_some_and(|c| c.has.as_ref().is_some_and(Bitfield::is_full))
+                    .is_some_and(|c| c.origin || c.has.as_ref().is_some_and(Bitfield::is_full))
             })
             .collect();
         for c in seeds {
@@ -1476,11 +1559,86 @@ impl Engine {
         self.actions.push_back(Action::Retired { blob: sw.digest });
     }
 
+    /// Super-seeding: offers pieces to peers, round robin, until `super_seed_offers` are
+    /// out. Only pieces uploaded (or offered) the fewest times are offered, so every piece
+    /// goes out once before any goes out twice; each offer is a have.
+    fn offer(&mut self, s: usize) {
+        let cap = self.cfg.super_seed_offers;
+        let Some(sw) = self.swarms[s].as_mut() else {
+            return;
+        };
+        if !sw.super_seed || sw.conns.is_empty() {
+            return;
+        }
+        let n = sw.have.len();
+        let score = |sw: &Swarm, p: usize| sw.served[p] + sw.offered[p] as u32;
+        let Some(round) = (0..n).map(|p| score(sw, p)).min() else {
+            return;
+        };
+        let mut idle_pass = 0;
+        while sw.offers_out < cap && idle_pass < sw.conns.len() {
+            sw.offer_cursor = (sw.offer_cursor + 1) % sw.conns.len();
+            let id = sw.conns[sw.offer_cursor];
+            let Some(c) = self.conns.get_mut(id) else {
+                idle_pass += 1;
+                continue;
+            };
+            let Some(has) = c.has.as_ref() else {
+                idle_pass += 1;
+                continue;
+            };
+            if c.offered.len() >= SUPER_SEED_PER_CONN {
+                idle_pass += 1;
+                continue;
+            }
+            let start = self.rng.random_range(0..n);
+            let pick = (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&p| !has.get(p) && score(sw, p) == round);
+            let Some(p) = pick else {
+                idle_pass += 1;
+                continue;
+            };
+            idle_pass = 0;
+            c.offered.push(p as u32);
+            sw.offered[p] = sw.offered[p].saturating_add(1);
+            sw.offers_out += 1;
+            self.actions.push_back(Action::Send {
+                conn: id,
+                msg: Message::Have(p as u32),
+            });
+            if !(0..n).any(|p| score(sw, p) == round) {
+                // This round is all given out; the next begins with the next call, once
+                // uploads free offers.
+                return;
+            }
+        }
+    }
+
+    /// Super-seeding: the peer on `id` has, or has been sent, piece `p`.
+    fn offer_taken(&mut self, id: ConnId, p: u32) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(pos) = c.offered.iter().position(|&x| x == p) else {
+            return;
+        };
+        c.offered.swap_remove(pos);
+        let s = c.swarm;
+        let sw = slot(&mut self.swarms, s);
+        if let Some(o) = sw.offered.get_mut(p as usize) {
+            *o = o.saturating_sub(1);
+        }
+        sw.offers_out = sw.offers_out.saturating_sub(1);
+        self.offer(s);
+    }
+
     /// Dials known peers until the blob's connection budget is used.
     fn dial(&mut self, now: Instant, s: usize) {
         let max_blob = self.cfg.max_conns_per_blob;
         let max_all = self.cfg.max_conns;
         let max_origins = self.cfg.max_origin_conns_per_blob;
+        let max_out = self.cfg.max_outbound_per_blob;
         loop {
             let total = self.conns.len() + self.dialing;
             let Some(sw) = self.swarms[s].as_mut() else {
@@ -1488,6 +1646,7 @@ impl Engine {
             };
             if sw.phase != Phase::Downloading
                 || sw.conns.len() + sw.dialing >= max_blob
+                || sw.outbound >= max_out
                 || total >= max_all
             {
                 return;
@@ -1518,6 +1677,7 @@ impl Engine {
                 sw.origin_conns += 1;
             }
             sw.dialing += 1;
+            sw.outbound += 1;
             self.dialing += 1;
             self.actions.push_back(Action::Connect {
                 blob: sw.digest,
@@ -1526,8 +1686,10 @@ impl Engine {
         }
     }
 
-    /// Requests pieces until the blob has its target in flight: peers first, round robin,
-    /// each up to its window; then origins for what no peer holds; then endgame copies.
+    /// Requests pieces: from peers, round robin, each up to its window, until the blob has
+    /// its target in flight; from origins, what no peer holds, up to each origin
+    /// connection's window whatever the target (an origin's offer is the swarm's scarcest
+    /// upload and should never wait); then endgame copies.
     fn fill(&mut self, now: Instant, s: usize) {
         let Engine {
             cfg,
@@ -1544,12 +1706,14 @@ impl Engine {
         let target = target_in_flight(cfg, sw, now);
         let n = sw.conns.len();
         for pass in 0..3 {
-            if sw.in_flight >= target {
-                return;
-            }
             let Some(pk) = sw.picker.as_ref() else { return };
-            if pass == 2 && pk.unrequested() > 0 {
-                return;
+            let room = |sw: &Swarm| match pass {
+                0 => sw.in_flight_to_peers < target,
+                1 => true,
+                _ => sw.in_flight < target,
+            };
+            if !room(sw) || pass == 2 && pk.unrequested() > 0 {
+                continue;
             }
             // Origins serve pieces peers hold only when no peer can be asked for anything.
             let fallback = sw.in_flight_to_peers == 0
@@ -1576,7 +1740,7 @@ impl Engine {
                 {
                     continue;
                 }
-                while c.requests.len() < c.window && sw.in_flight < target {
+                while c.requests.len() < c.window && room(sw) {
                     let (Some(pk), Some(has)) = (sw.picker.as_ref(), c.has.as_ref()) else {
                         break;
                     };
@@ -1592,9 +1756,9 @@ impl Engine {
                     let Some(p) = p else { break };
                     request(sw, c, id, p, now, actions);
                 }
-                if sw.in_flight >= target {
+                if !room(sw) {
                     sw.cursor = (at + 1) % n;
-                    return;
+                    break;
                 }
             }
         }
