@@ -714,7 +714,7 @@ impl<'a> Sim<'a> {
             Action::Failed { .. } => {
                 self.remaining -= 1;
             }
-            Action::DropPiece { .. } | Action::Retired { .. } => {}
+            Action::DropPiece { .. } | Action::Retired { .. } | Action::Shunned { .. } => {}
         }
     }
 

@@ -262,6 +262,12 @@ pub enum Action {
     Retired {
         blob: Digest,
     },
+    /// A peer is shunned until `until` (for metrics and logs; its connections are closed by
+    /// their own actions).
+    Shunned {
+        peer: PeerId,
+        until: Instant,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -1045,7 +1051,9 @@ impl Engine {
     /// Drops every connection to `peer` and refuses it for `shun_for`.
     fn shun(&mut self, now: Instant, peer: PeerId, code: Option<ErrorCode>) {
         tracing::info!(?peer, for_s = self.cfg.shun_for.as_secs(), "shunning peer");
-        self.shunned.insert(peer, now + self.cfg.shun_for);
+        let until = now + self.cfg.shun_for;
+        self.shunned.insert(peer, until);
+        self.actions.push_back(Action::Shunned { peer, until });
         let ids: Vec<ConnId> = self
             .conns
             .ids()

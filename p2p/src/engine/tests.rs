@@ -243,7 +243,8 @@ impl Net {
             Action::DropPiece { .. }
             | Action::Completed { .. }
             | Action::Failed { .. }
-            | Action::Retired { .. } => {}
+            | Action::Retired { .. }
+            | Action::Shunned { .. } => {}
         }
     }
 
