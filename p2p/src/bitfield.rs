@@ -62,6 +62,12 @@ impl Bitfield {
         self.ones == self.len
     }
 
+    /// The bits, 64 to a word, bit `i` at `1 << (i % 64)` of word `i / 64`; bits past the
+    /// end are zero.
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     pub fn get(&self, index: usize) -> bool {
         index < self.len && self.words[index / 64] & (1 << (index % 64)) != 0
     }

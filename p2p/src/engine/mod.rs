@@ -415,6 +415,9 @@ struct Swarm {
     served: Vec<u32>,
     offered: Vec<u16>,
     offers_out: usize,
+    /// Connected peers lacking each piece: a round of offers is over when no one connected
+    /// lacks a piece of it.
+    lacking: Vec<u32>,
     offer_cursor: usize,
     stats: SwarmStats,
 }
@@ -428,7 +431,7 @@ struct Conn {
     outbound: bool,
     /// The peer's pieces; `None` until its bitfield arrives.
     has: Option<Bitfield>,
-    /// Pieces the peer holds that this node still wants.
+    /// Pieces the peer holds that this node does not (not yet written).
     interesting: u32,
     /// Pieces requested from the peer and not yet arrived.
     requests: Vec<u32>,
@@ -527,7 +530,7 @@ impl Engine {
         if self.by_digest.contains_key(&digest) {
             return Err(EngineError::AlreadyPresent);
         }
-        let picker = downloading.then(|| Picker::new(&have, &mut self.rng));
+        let picker = downloading.then(|| Picker::new(&have));
         let super_seed = !downloading && self.cfg.super_seed_offers > 0;
         let pieces = if super_seed {
             layout.pieces as usize
@@ -573,6 +576,7 @@ impl Engine {
             served: vec![0; pieces],
             offered: vec![0; pieces],
             offers_out: 0,
+            lacking: vec![0; pieces],
             offer_cursor: 0,
         };
         let slot = match self.swarms.iter().position(Option::is_none) {
@@ -1105,6 +1109,15 @@ impl Engine {
             }
         }
         sw.offers_out = sw.offers_out.saturating_sub(c.offered.len());
+        if let Some(has) = &c.has
+            && sw.super_seed
+        {
+            for (p, l) in sw.lacking.iter_mut().enumerate() {
+                if !has.get(p) {
+                    *l = l.saturating_sub(1);
+                }
+            }
+        }
         if sw.offer_cursor >= sw.conns.len() {
             sw.offer_cursor = 0;
         }
@@ -1251,8 +1264,15 @@ impl Engine {
                 if !c.origin {
                     pk.inc(p as u32);
                 }
-                if pk.is_wanted(p as u32) {
+                if !sw.have.get(p) {
                     interesting += 1;
+                }
+            }
+        }
+        if sw.super_seed {
+            for (p, l) in sw.lacking.iter_mut().enumerate() {
+                if !bf.get(p) {
+                    *l += 1;
                 }
             }
         }
@@ -1286,6 +1306,9 @@ impl Engine {
         let sw = self.swarms[s]
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection of a retired swarm"));
+        if let Some(l) = sw.lacking.get_mut(i as usize) {
+            *l = l.saturating_sub(1);
+        }
         if sw.phase == Phase::Seeding && peer_complete {
             self.drop_conn(now, id, Some(ErrorCode::Shutdown));
             return;
@@ -1300,10 +1323,14 @@ impl Engine {
         if !origin {
             pk.inc(i);
         }
-        if !pk.is_wanted(i) {
+        if sw.have.get(i as usize) {
             return;
         }
         c.interesting += 1;
+        if !pk.is_wanted(i) {
+            // Arrived and being written.
+            return;
+        }
         if origin {
             // An origin offering a piece (super-seeding): worth a look at once.
             self.fill(now, s);
@@ -1408,17 +1435,12 @@ impl Engine {
                 conn: id,
                 index,
             });
-            for &other in &sw.conns {
+            // Endgame: other copies are on their way; stop them.
+            for &other in sw.conns.iter().filter(|_| outstanding > 0) {
                 let Some(oc) = self.conns.get_mut(other) else {
                     continue;
                 };
-                if oc.has.as_ref().is_some_and(|h| h.get(index as usize)) {
-                    oc.interesting = oc.interesting.saturating_sub(1);
-                }
-                // Endgame: another copy is on its way elsewhere; stop it.
-                if outstanding > 0
-                    && let Some(pos) = oc.requests.iter().position(|&x| x == index)
-                {
+                if let Some(pos) = oc.requests.iter().position(|&x| x == index) {
                     oc.requests.swap_remove(pos);
                     sw.in_flight -= 1;
                     if !oc.origin {
@@ -1474,29 +1496,25 @@ impl Engine {
             if let Some(pk) = sw.picker.as_mut() {
                 pk.insert(index);
             }
-            for &c in &sw.conns {
-                if let Some(c) = self.conns.get_mut(c)
-                    && c.has.as_ref().is_some_and(|h| h.get(index as usize))
-                {
-                    c.interesting += 1;
-                }
-            }
             self.fill(now, s);
             return;
         }
         sw.have.set(index as usize);
         sw.stats.have = sw.have.count();
-        for &c in &sw.conns {
+        for &id in &sw.conns {
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
             // Peers that hold the piece learn nothing from hearing of it, except origins:
             // a super-seeding origin may show a piece it holds as offered and needs the have
             // to offer the next.
-            if self
-                .conns
-                .get(c)
-                .is_some_and(|c| c.origin || !c.has.as_ref().is_some_and(|h| h.get(index as usize)))
-            {
+            let holds = c.has.as_ref().is_some_and(|h| h.get(index as usize));
+            if holds {
+                c.interesting = c.interesting.saturating_sub(1);
+            }
+            if c.origin || !holds {
                 self.actions.push_back(Action::Send {
-                    conn: c,
+                    conn: id,
                     msg: Message::Have(index),
                 });
             }
@@ -1580,7 +1598,14 @@ impl Engine {
         }
         let n = sw.have.len();
         let score = |sw: &Swarm, p: usize| sw.served[p] + sw.offered[p] as u32;
-        let Some(round) = (0..n).map(|p| score(sw, p)).min() else {
+        // The round: the fewest times any piece a connected peer lacks has gone out.
+        let round = |sw: &Swarm| {
+            (0..n)
+                .filter(|&p| sw.lacking[p] > 0)
+                .map(|p| score(sw, p))
+                .min()
+        };
+        let Some(mut round_now) = round(sw) else {
             return;
         };
         let mut idle_pass = 0;
@@ -1602,7 +1627,7 @@ impl Engine {
             let start = self.rng.random_range(0..n);
             let pick = (0..n)
                 .map(|k| (start + k) % n)
-                .find(|&p| !has.get(p) && score(sw, p) == round);
+                .find(|&p| !has.get(p) && score(sw, p) == round_now);
             let Some(p) = pick else {
                 idle_pass += 1;
                 continue;
@@ -1615,11 +1640,8 @@ impl Engine {
                 conn: id,
                 msg: Message::Have(p as u32),
             });
-            if !(0..n).any(|p| score(sw, p) == round) {
-                // This round is all given out; the next begins with the next call, once
-                // uploads free offers.
-                return;
-            }
+            let Some(r) = round(sw) else { return };
+            round_now = r;
         }
     }
 

@@ -1,35 +1,32 @@
-//! Rarest-first piece choice in O(1) per availability change.
+//! Rarest-first piece choice.
 //!
-//! The pieces still wanted sit in one array ordered by how many connected non-origin peers
-//! hold them, in buckets of equal availability (libtorrent's piece-picker layout). A change of
-//! availability by one moves a piece across one bucket edge with a single swap. Picking scans
-//! buckets from the rarest, starting each bucket at a random offset, so equally rare pieces
-//! are chosen at random without shuffling anything.
+//! The picker keeps, per piece, how many connected non-origin peers hold it, and as bit sets
+//! which pieces are still wanted and which of those nobody has been asked for. A change of
+//! availability (a have) is one counter; that is the operation a swarm does most, once per
+//! piece per neighbour. A pick intersects the peer's bitfield with the unrequested set a
+//! word at a time and takes the least available candidate, starting at a random place so
+//! that equally rare pieces are chosen at random.
 //!
-//! Availability counts only non-origin peers: a piece that only origins hold sits in bucket 0,
-//! which is what a connection to an origin picks from, so origins serve what nobody else can.
+//! Availability counts only non-origin peers: pieces that only origins hold have
+//! availability 0, and those are what a connection to an origin is asked for, so origins
+//! serve what nobody else can.
 
 use rand::RngExt;
 use rand::rngs::SmallRng;
 
 use crate::bitfield::Bitfield;
 
-const NONE: u32 = u32::MAX;
-
 #[derive(Debug, Clone)]
 pub(crate) struct Picker {
-    /// Wanted pieces, by ascending availability.
-    order: Vec<u32>,
-    /// Each piece's place in `order`, or `NONE` if not wanted.
-    pos: Vec<u32>,
+    n: usize,
     /// Non-origin peers holding each piece (wanted or not).
     avail: Vec<u32>,
-    /// `bucket[a]`: the first index in `order` whose availability is at least `a`. One entry
-    /// past the highest availability seen, equal to `order.len()`.
-    bucket: Vec<u32>,
     /// Outstanding requests for each piece.
     requested: Vec<u8>,
+    /// Pieces not held and not being written.
+    wanted: Vec<u64>,
     /// Wanted pieces with no request outstanding.
+    free: Vec<u64>,
     unrequested: usize,
 }
 
@@ -40,31 +37,34 @@ pub(crate) struct Candidate<'a> {
     pub asked: &'a [u32],
 }
 
+fn bit(p: u32) -> (usize, u64) {
+    (p as usize / 64, 1u64 << (p % 64))
+}
+
 impl Picker {
-    /// A picker wanting every piece not in `have`, in random order.
-    pub fn new(have: &Bitfield, rng: &mut SmallRng) -> Self {
+    /// A picker wanting every piece not in `have`.
+    pub fn new(have: &Bitfield) -> Self {
         let n = have.len();
-        let mut order: Vec<u32> = (0..n as u32).filter(|&i| !have.get(i as usize)).collect();
-        for i in (1..order.len()).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
+        let mut wanted: Vec<u64> = have.words().iter().map(|w| !w).collect();
+        if let Some(last) = wanted.last_mut()
+            && !n.is_multiple_of(64)
+        {
+            *last &= (1u64 << (n % 64)) - 1;
         }
-        let mut pos = vec![NONE; n];
-        for (k, &p) in order.iter().enumerate() {
-            pos[p as usize] = k as u32;
-        }
+        let unrequested = wanted.iter().map(|w| w.count_ones() as usize).sum();
         Picker {
-            unrequested: order.len(),
-            bucket: vec![0, order.len() as u32],
-            order,
-            pos,
+            n,
             avail: vec![0; n],
             requested: vec![0; n],
+            free: wanted.clone(),
+            wanted,
+            unrequested,
         }
     }
 
     pub fn is_wanted(&self, p: u32) -> bool {
-        self.pos[p as usize] != NONE
+        let (w, b) = bit(p);
+        self.wanted.get(w).is_some_and(|x| x & b != 0)
     }
 
     pub fn unrequested(&self) -> usize {
@@ -80,103 +80,51 @@ impl Picker {
         self.avail[p as usize]
     }
 
-    fn ensure_bucket(&mut self, a: usize) {
-        while self.bucket.len() <= a + 1 {
-            self.bucket.push(self.order.len() as u32);
-        }
-    }
-
-    fn swap(&mut self, i: usize, j: usize) {
-        if i != j {
-            self.order.swap(i, j);
-            self.pos[self.order[i] as usize] = i as u32;
-            self.pos[self.order[j] as usize] = j as u32;
-        }
-    }
-
     /// One more non-origin peer holds `p`.
     pub fn inc(&mut self, p: u32) {
-        let a = self.avail[p as usize] as usize;
         self.avail[p as usize] += 1;
-        if self.pos[p as usize] == NONE {
-            return;
-        }
-        self.ensure_bucket(a + 1);
-        // Move p to the last slot of bucket a, then shift the edge so it belongs to a + 1.
-        let last = self.bucket[a + 1] as usize - 1;
-        self.swap(self.pos[p as usize] as usize, last);
-        self.bucket[a + 1] -= 1;
     }
 
     /// One fewer non-origin peer holds `p`.
     pub fn dec(&mut self, p: u32) {
-        let a = self.avail[p as usize] as usize;
-        debug_assert!(a > 0, "availability underflow");
-        if a == 0 {
-            return;
-        }
-        self.avail[p as usize] -= 1;
-        if self.pos[p as usize] == NONE {
-            return;
-        }
-        let first = self.bucket[a] as usize;
-        self.swap(self.pos[p as usize] as usize, first);
-        self.bucket[a] += 1;
+        let a = &mut self.avail[p as usize];
+        debug_assert!(*a > 0, "availability underflow");
+        *a = a.saturating_sub(1);
     }
 
     /// `p` is no longer wanted (it arrived and is being written).
     pub fn remove(&mut self, p: u32) {
-        let at = self.pos[p as usize];
-        if at == NONE {
+        if !self.is_wanted(p) {
             return;
         }
-        // Carry p up through every higher bucket to the very end, then drop it.
-        let mut a = self.avail[p as usize] as usize;
-        while a + 1 < self.bucket.len() {
-            let last = self.bucket[a + 1] as usize - 1;
-            self.swap(self.pos[p as usize] as usize, last);
-            self.bucket[a + 1] -= 1;
-            a += 1;
-        }
-        debug_assert_eq!(self.order.last(), Some(&p));
-        self.order.pop();
-        self.pos[p as usize] = NONE;
-        let len = self.order.len() as u32;
-        for b in &mut self.bucket {
-            *b = (*b).min(len);
-        }
-        if self.requested[p as usize] == 0 {
+        let (w, b) = bit(p);
+        self.wanted[w] &= !b;
+        if self.free[w] & b != 0 {
+            self.free[w] &= !b;
             self.unrequested -= 1;
         }
     }
 
     /// `p` is wanted again (its write failed).
     pub fn insert(&mut self, p: u32) {
-        if self.pos[p as usize] != NONE {
+        if self.is_wanted(p) || p as usize >= self.n {
             return;
         }
-        let a = self.avail[p as usize] as usize;
-        self.ensure_bucket(a);
-        self.order.push(p);
-        let mut at = self.order.len() - 1;
-        self.pos[p as usize] = at as u32;
-        // p sits past every bucket; carry it down across each edge above bucket a.
-        for b in (a + 1..self.bucket.len()).rev() {
-            let first = self.bucket[b] as usize;
-            self.swap(at, first);
-            at = first;
-            self.bucket[b] += 1;
-        }
+        let (w, b) = bit(p);
+        self.wanted[w] |= b;
         if self.requested[p as usize] == 0 {
+            self.free[w] |= b;
             self.unrequested += 1;
         }
     }
 
     pub fn on_request(&mut self, p: u32) {
-        let r = &mut self.requested[p as usize];
-        if *r == 0 && self.pos[p as usize] != NONE {
+        let (w, b) = bit(p);
+        if self.free[w] & b != 0 {
+            self.free[w] &= !b;
             self.unrequested -= 1;
         }
+        let r = &mut self.requested[p as usize];
         *r = r.saturating_add(1);
     }
 
@@ -187,28 +135,48 @@ impl Picker {
             return;
         }
         *r -= 1;
-        if *r == 0 && self.pos[p as usize] != NONE {
+        if *r == 0 && self.is_wanted(p) {
+            let (w, b) = bit(p);
+            self.free[w] |= b;
             self.unrequested += 1;
         }
     }
 
-    /// The rarest wanted, unrequested piece `c` holds among buckets `from..to`, equal
-    /// rarities broken at random.
-    fn scan(&self, c: &Candidate<'_>, from: usize, to: usize, rng: &mut SmallRng) -> Option<u32> {
-        for a in from..to.min(self.bucket.len() - 1) {
-            let (lo, hi) = (self.bucket[a] as usize, self.bucket[a + 1] as usize);
-            if lo == hi {
-                continue;
-            }
-            let start = rng.random_range(lo..hi);
-            for k in (start..hi).chain(lo..start) {
-                let p = self.order[k];
-                if self.requested[p as usize] == 0 && c.has.get(p as usize) {
-                    return Some(p);
+    /// The least available of `pool ∩ c.has` with availability at most `max`, equal ones
+    /// broken at random; stops early at `floor`, the least possible.
+    fn least(
+        &self,
+        pool: &[u64],
+        c: &Candidate<'_>,
+        floor: u32,
+        max: u32,
+        rng: &mut SmallRng,
+    ) -> Option<u32> {
+        let words = pool.len();
+        if words == 0 {
+            return None;
+        }
+        let has = c.has.words();
+        let start = rng.random_range(0..words);
+        let rot = rng.random_range(0..64u32);
+        let mut best: Option<(u32, u32)> = None;
+        for k in 0..words {
+            let w = (start + k) % words;
+            let mut cand = (pool[w] & has.get(w).copied().unwrap_or(0)).rotate_right(rot);
+            while cand != 0 {
+                let b = cand.trailing_zeros();
+                cand &= cand - 1;
+                let p = (w * 64) as u32 + (b + rot) % 64;
+                let a = self.avail[p as usize];
+                if a <= max && best.is_none_or(|(ba, _)| a < ba) {
+                    best = Some((a, p));
+                    if a <= floor {
+                        return Some(p);
+                    }
                 }
             }
         }
-        None
+        best.map(|(_, p)| p)
     }
 
     /// The piece to request from a non-origin peer: the rarest it holds.
@@ -216,7 +184,7 @@ impl Picker {
         if self.unrequested == 0 {
             return None;
         }
-        self.scan(c, 1, usize::MAX, rng)
+        self.least(&self.free, c, 1, u32::MAX, rng)
     }
 
     /// The piece to request from an origin: one no connected peer holds, unless `fallback`
@@ -230,20 +198,27 @@ impl Picker {
         if self.unrequested == 0 {
             return None;
         }
-        self.scan(c, 0, if fallback { usize::MAX } else { 1 }, rng)
+        let max = if fallback { u32::MAX } else { 0 };
+        self.least(&self.free, c, 0, max, rng)
     }
 
     /// Endgame: a piece already requested elsewhere, fewer than `max_copies` times, that `c`
     /// holds and was not asked for; the least-requested first.
     pub fn pick_duplicate(&self, c: &Candidate<'_>, max_copies: u8) -> Option<u32> {
+        let has = c.has.words();
         let mut best: Option<(u8, u32)> = None;
-        for &p in &self.order {
-            let r = self.requested[p as usize];
-            if r == 0 || r >= max_copies || !c.has.get(p as usize) || c.asked.contains(&p) {
-                continue;
-            }
-            if best.is_none_or(|(br, _)| r < br) {
-                best = Some((r, p));
+        for (w, &wanted) in self.wanted.iter().enumerate() {
+            let mut cand = wanted & !self.free[w] & has.get(w).copied().unwrap_or(0);
+            while cand != 0 {
+                let p = (w * 64) as u32 + cand.trailing_zeros();
+                cand &= cand - 1;
+                let r = self.requested[p as usize];
+                if r == 0 || r >= max_copies || c.asked.contains(&p) {
+                    continue;
+                }
+                if best.is_none_or(|(br, _)| r < br) {
+                    best = Some((r, p));
+                }
             }
         }
         best.map(|(_, p)| p)
@@ -251,22 +226,14 @@ impl Picker {
 
     #[cfg(test)]
     pub fn check(&self) {
-        for (k, &p) in self.order.iter().enumerate() {
-            assert_eq!(self.pos[p as usize], k as u32);
+        let mut unreq = 0;
+        for p in 0..self.n as u32 {
+            let (w, b) = bit(p);
+            let wanted = self.wanted[w] & b != 0;
+            let free = self.free[w] & b != 0;
+            assert_eq!(free, wanted && self.requested[p as usize] == 0, "piece {p}");
+            unreq += free as usize;
         }
-        let mut prev = 0;
-        for (k, &p) in self.order.iter().enumerate() {
-            let a = self.avail[p as usize];
-            assert!(a >= prev, "order not sorted by availability");
-            prev = a;
-            assert!(self.bucket[a as usize] as usize <= k);
-            assert!(self.bucket[a as usize + 1] as usize > k);
-        }
-        let unreq = self
-            .order
-            .iter()
-            .filter(|&&p| self.requested[p as usize] == 0)
-            .count();
         assert_eq!(unreq, self.unrequested);
     }
 }
@@ -299,36 +266,54 @@ mod tests {
     }
 
     proptest! {
-        /// Any sequence of changes keeps the buckets sorted and the counts right, and a pick
-        /// is always a rarest candidate.
+        /// Any sequence of changes keeps the sets and counts consistent, and a pick is always
+        /// a rarest candidate of the right kind.
         #[test]
-        fn invariants_hold(ops in proptest::collection::vec(op(40), 0..400), seed in any::<u64>()) {
+        fn invariants_hold(
+            n in 1u32..150,
+            ops in proptest::collection::vec(op(150), 0..400),
+            held in proptest::collection::vec(any::<bool>(), 150),
+            seed in any::<u64>(),
+        ) {
             let mut rng = SmallRng::seed_from_u64(seed);
-            let mut have = Bitfield::new(40);
-            have.set(3);
-            let mut p = Picker::new(&have, &mut rng);
-            let mut req = [0u8; 40];
+            let mut have = Bitfield::new(n as usize);
+            have.set(0);
+            let mut p = Picker::new(&have);
+            let mut req = vec![0u8; n as usize];
             for o in ops {
                 match o {
-                    Op::Inc(i) => p.inc(i),
-                    Op::Dec(i) => if p.avail[i as usize] > 0 { p.dec(i) },
-                    Op::Remove(i) => p.remove(i),
-                    Op::Insert(i) => p.insert(i),
-                    Op::Request(i) => { p.on_request(i); req[i as usize] += 1; }
-                    Op::Unrequest(i) => if req[i as usize] > 0 { p.on_unrequest(i); req[i as usize] -= 1; },
+                    Op::Inc(i) if i < n => p.inc(i),
+                    Op::Dec(i) if i < n => if p.avail[i as usize] > 0 { p.dec(i) },
+                    Op::Remove(i) if i < n => p.remove(i),
+                    Op::Insert(i) if i < n => p.insert(i),
+                    Op::Request(i) if i < n => { p.on_request(i); req[i as usize] += 1; }
+                    Op::Unrequest(i) if i < n => if req[i as usize] > 0 { p.on_unrequest(i); req[i as usize] -= 1; },
+                    _ => {}
                 }
                 p.check();
             }
-            let all = Bitfield::full(40);
-            let c = Candidate { has: &all, asked: &[] };
-            if let Some(x) = p.pick(&c, &mut rng) {
-                prop_assert!(p.is_wanted(x) && p.requested(x) == 0 && p.availability(x) >= 1);
-                let min = p.order.iter().filter(|&&q| p.requested(q) == 0 && p.availability(q) >= 1)
-                    .map(|&q| p.availability(q)).min();
-                prop_assert_eq!(Some(p.availability(x)), min);
+            let mut peer = Bitfield::new(n as usize);
+            for i in 0..n as usize {
+                if held[i] {
+                    peer.set(i);
+                }
             }
-            if let Some(x) = p.pick_from_origin(&c, false, &mut rng) {
-                prop_assert_eq!(p.availability(x), 0);
+            let c = Candidate { has: &peer, asked: &[] };
+            let eligible = |q: u32| p.is_wanted(q) && p.requested(q) == 0 && peer.get(q as usize);
+            let rarest = (0..n).filter(|&q| eligible(q) && p.availability(q) >= 1)
+                .map(|q| p.availability(q)).min();
+            match p.pick(&c, &mut rng) {
+                Some(x) => {
+                    prop_assert!(eligible(x));
+                    // Availability 0 cannot happen for a peer that holds the piece; the
+                    // picker then treats it as rarest of all.
+                    prop_assert!(p.availability(x) == 0 || Some(p.availability(x)) == rarest);
+                }
+                None => prop_assert!((0..n).all(|q| !eligible(q))),
+            }
+            match p.pick_from_origin(&c, false, &mut rng) {
+                Some(x) => prop_assert!(eligible(x) && p.availability(x) == 0),
+                None => prop_assert!((0..n).all(|q| !eligible(q) || p.availability(q) > 0)),
             }
         }
     }
@@ -336,24 +321,22 @@ mod tests {
     #[test]
     fn ties_are_broken_at_random() {
         let mut rng = SmallRng::seed_from_u64(1);
-        let have = Bitfield::new(64);
-        let mut p = Picker::new(&have, &mut rng);
-        for i in 0..64 {
+        let have = Bitfield::new(200);
+        let mut p = Picker::new(&have);
+        for i in 0..200 {
             p.inc(i);
         }
-        let all = Bitfield::full(64);
+        let all = Bitfield::full(200);
         let c = Candidate {
             has: &all,
             asked: &[],
         };
         let picks: std::collections::BTreeSet<u32> =
-            (0..200).filter_map(|_| p.pick(&c, &mut rng)).collect();
-        assert!(picks.len() > 30, "only {} distinct picks", picks.len());
+            (0..300).filter_map(|_| p.pick(&c, &mut rng)).collect();
+        assert!(picks.len() > 100, "only {} distinct picks", picks.len());
         // A rarer piece always wins.
-        for i in 0..64 {
-            if i != 17 {
-                p.inc(i);
-            }
+        for i in (0..200).filter(|&i| i != 17) {
+            p.inc(i);
         }
         for _ in 0..50 {
             assert_eq!(p.pick(&c, &mut rng), Some(17));
@@ -364,7 +347,7 @@ mod tests {
     fn endgame_duplicates_least_requested_not_asked() {
         let mut rng = SmallRng::seed_from_u64(2);
         let have = Bitfield::new(4);
-        let mut p = Picker::new(&have, &mut rng);
+        let mut p = Picker::new(&have);
         for i in 0..4 {
             p.inc(i);
             p.on_request(i);

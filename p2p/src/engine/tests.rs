@@ -416,7 +416,9 @@ fn origins_serve_only_what_peers_lack() {
     for i in 0..PIECES as usize / 2 {
         half.set(i);
     }
-    for (conn, bf) in [(origin, Bitfield::full(PIECES as usize)), (peer, half)] {
+    // The peer's bitfield first: before it arrives, every piece is one only the origin
+    // holds.
+    for (conn, bf) in [(peer, half), (origin, Bitfield::full(PIECES as usize))] {
         e.handle(
             now,
             Event::Message {
