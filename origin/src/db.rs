@@ -4,6 +4,8 @@
 //!   whether the backend is known to hold it;
 //! - `tags`: `name:tag → digest` with a version, deletions kept as tombstones (no digest) so
 //!   that an older copy arriving late cannot bring a deleted tag back;
+//! - `referrers`: for the referrers API, `(name, subject, referrer) → descriptor` with a
+//!   version, deletions kept as tombstones like tags;
 //! - `queue`: replica copies and write-backs still to do, each with its retry schedule.
 //!
 //! One connection behind a mutex, used from blocking threads. The journal is synchronous so
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use shoal_core::origin_client::BlobEntry;
+use shoal_core::origin_client::{BlobEntry, Referrer};
 use shoal_core::{Digest, Metainfo, RepoName, Tag};
 
 use crate::error::{Error, Result};
@@ -33,6 +35,14 @@ CREATE TABLE IF NOT EXISTS tags (
     digest  TEXT,
     version INTEGER NOT NULL,
     PRIMARY KEY (repo, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS referrers (
+    repo       TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    referrer   TEXT NOT NULL,
+    descriptor TEXT,
+    version    INTEGER NOT NULL,
+    PRIMARY KEY (repo, subject, referrer)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS queue (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -409,6 +419,106 @@ impl Db {
         .await
     }
 
+    // ---- referrers ----
+
+    pub async fn referrer(
+        &self,
+        name: RepoName,
+        subject: Digest,
+        referrer: Digest,
+    ) -> Result<Option<ReferrerState>> {
+        self.call(move |c| referrer_in(c, &name, &subject, &referrer))
+            .await
+    }
+
+    /// Writes a referrer's state if it is newer than the one held (a copy from another
+    /// origin); returns whether it was applied.
+    pub async fn put_referrer(
+        &self,
+        name: RepoName,
+        subject: Digest,
+        referrer: Digest,
+        state: ReferrerState,
+    ) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if referrer_in(&tx, &name, &subject, &referrer)?
+                .is_some_and(|held| !state.newer_than(&held))
+            {
+                return Ok(false);
+            }
+            set_referrer_in(&tx, &name, &subject, &referrer, &state)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Writes a new local version of a referrer (a descriptor, or `None` for a deletion),
+    /// newer than any the cluster has seen, and queues `tasks` with it.
+    pub async fn write_referrer(
+        &self,
+        name: RepoName,
+        subject: Digest,
+        referrer: Digest,
+        descriptor: Option<Referrer>,
+        tasks: Vec<Task>,
+    ) -> Result<ReferrerState> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let held = referrer_in(&tx, &name, &subject, &referrer)?;
+            let version = now_ms().max(held.map_or(0, |h| h.version + 1));
+            let state = ReferrerState {
+                descriptor,
+                version,
+            };
+            set_referrer_in(&tx, &name, &subject, &referrer, &state)?;
+            enqueue_in(&tx, &tasks, now_ms())?;
+            tx.commit()?;
+            Ok(state)
+        })
+        .await
+    }
+
+    /// Every referrer entry of `subject` in `name` held here, tombstones included.
+    pub async fn referrer_entries(
+        &self,
+        name: RepoName,
+        subject: Digest,
+    ) -> Result<Vec<ReferrerEntry>> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT referrer, descriptor, version FROM referrers
+                 WHERE repo = ?1 AND subject = ?2 ORDER BY referrer",
+            )?;
+            let rows = stmt.query_map(params![name.as_str(), subject.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (referrer, descriptor, version) = row?;
+                // Rows that do not parse were not written by us; skip them.
+                let Ok(referrer) = referrer.parse() else {
+                    continue;
+                };
+                let Some(state) = parse_referrer_state(descriptor, version) else {
+                    continue;
+                };
+                out.push(ReferrerEntry {
+                    referrer,
+                    descriptor: state.descriptor,
+                    version: state.version,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     // ---- queue ----
 
     pub async fn enqueue(&self, tasks: Vec<Task>) -> Result<()> {
@@ -551,6 +661,61 @@ fn tag_in(c: &Connection, name: &RepoName, tag: &Tag) -> Result<Option<TagState>
     }))
 }
 
+fn referrer_in(
+    c: &Connection,
+    name: &RepoName,
+    subject: &Digest,
+    referrer: &Digest,
+) -> Result<Option<ReferrerState>> {
+    let row: Option<(Option<String>, i64)> = c
+        .query_row(
+            "SELECT descriptor, version FROM referrers
+             WHERE repo = ?1 AND subject = ?2 AND referrer = ?3",
+            params![name.as_str(), subject.to_string(), referrer.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(d, v)| parse_referrer_state(d, v)))
+}
+
+fn set_referrer_in(
+    c: &Connection,
+    name: &RepoName,
+    subject: &Digest,
+    referrer: &Digest,
+    state: &ReferrerState,
+) -> Result<()> {
+    let descriptor = state
+        .descriptor
+        .as_ref()
+        .and_then(|d| serde_json::to_string(d).ok());
+    c.execute(
+        "INSERT INTO referrers (repo, subject, referrer, descriptor, version)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (repo, subject, referrer)
+         DO UPDATE SET descriptor = excluded.descriptor, version = excluded.version",
+        params![
+            name.as_str(),
+            subject.to_string(),
+            referrer.to_string(),
+            descriptor,
+            state.version
+        ],
+    )?;
+    Ok(())
+}
+
+fn parse_referrer_state(descriptor: Option<String>, version: i64) -> Option<ReferrerState> {
+    let descriptor = match descriptor {
+        Some(text) => Some(serde_json::from_str(&text).ok()?),
+        None => None,
+    };
+    Some(ReferrerState {
+        descriptor,
+        version,
+    })
+}
+
 fn enqueue_in(c: &Connection, tasks: &[Task], now: i64) -> Result<()> {
     let mut stmt = c.prepare_cached(
         "INSERT INTO queue (kind, key, target, next_at) VALUES (?1, ?2, ?3, ?4)
@@ -596,10 +761,43 @@ impl TagEntry {
     }
 }
 
+/// A referrer's state on one origin: its descriptor, or a tombstone (`None`), at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferrerState {
+    pub descriptor: Option<Referrer>,
+    pub version: i64,
+}
+
+impl ReferrerState {
+    /// Higher version first, then (for equal versions written at once on two origins) a
+    /// value over a tombstone, so every origin settles on the same state.
+    pub fn newer_than(&self, other: &ReferrerState) -> bool {
+        (self.version, self.descriptor.is_some()) > (other.version, other.descriptor.is_some())
+    }
+}
+
+/// One referrer entry between origins, tombstones included.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReferrerEntry {
+    pub referrer: Digest,
+    pub descriptor: Option<Referrer>,
+    pub version: i64,
+}
+
+impl ReferrerEntry {
+    pub fn state(&self) -> ReferrerState {
+        ReferrerState {
+            descriptor: self.descriptor.clone(),
+            version: self.version,
+        }
+    }
+}
+
 const KIND_COPY_BLOB: &str = "copy_blob";
 const KIND_WRITE_BACK_BLOB: &str = "write_back_blob";
 const KIND_COPY_TAG: &str = "copy_tag";
 const KIND_WRITE_BACK_TAG: &str = "write_back_tag";
+const KIND_COPY_REFERRER: &str = "copy_referrer";
 
 /// Work for the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -622,6 +820,13 @@ pub enum Task {
         name: RepoName,
         tag: Tag,
     },
+    /// Send this origin's state of a referrer entry to another origin.
+    CopyReferrer {
+        name: RepoName,
+        subject: Digest,
+        referrer: Digest,
+        target: String,
+    },
 }
 
 impl Task {
@@ -631,6 +836,7 @@ impl Task {
             Task::WriteBackBlob { .. } => KIND_WRITE_BACK_BLOB,
             Task::CopyTag { .. } => KIND_COPY_TAG,
             Task::WriteBackTag { .. } => KIND_WRITE_BACK_TAG,
+            Task::CopyReferrer { .. } => KIND_COPY_REFERRER,
         }
     }
 
@@ -640,12 +846,21 @@ impl Task {
             Task::CopyTag { name, tag, .. } | Task::WriteBackTag { name, tag } => {
                 format!("{name}:{tag}")
             }
+            // Neither names nor digests contain an `@`.
+            Task::CopyReferrer {
+                name,
+                subject,
+                referrer,
+                ..
+            } => format!("{name}@{subject}@{referrer}"),
         }
     }
 
     pub fn target(&self) -> &str {
         match self {
-            Task::CopyBlob { target, .. } | Task::CopyTag { target, .. } => target,
+            Task::CopyBlob { target, .. }
+            | Task::CopyTag { target, .. }
+            | Task::CopyReferrer { target, .. } => target,
             _ => "",
         }
     }
@@ -679,6 +894,16 @@ impl Task {
             KIND_WRITE_BACK_TAG => {
                 let (name, tag) = tag_key()?;
                 Task::WriteBackTag { name, tag }
+            }
+            KIND_COPY_REFERRER => {
+                let mut parts = key.split('@');
+                let (name, subject, referrer) = (parts.next()?, parts.next()?, parts.next()?);
+                Task::CopyReferrer {
+                    name: name.parse().ok()?,
+                    subject: subject.parse().ok()?,
+                    referrer: referrer.parse().ok()?,
+                    target: target.to_owned(),
+                }
             }
             _ => return None,
         })
@@ -752,6 +977,68 @@ mod tests {
         assert!(db.remove_blob(d).await.unwrap());
         assert_eq!(db.queue_depth().await.unwrap(), (0, 0));
         assert_eq!(db.blob_totals().await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn referrer_versions_tombstones_and_their_copy_task() {
+        let (_dir, db) = db();
+        let name: RepoName = "a/b".parse().unwrap();
+        let subject = Digest::sha256_of(b"subject");
+        let r1 = Digest::sha256_of(b"r1");
+        let desc = Referrer {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: r1,
+            size: 5,
+            artifact_type: Some("application/vnd.example".into()),
+            annotations: None,
+        };
+        let copy = Task::CopyReferrer {
+            name: name.clone(),
+            subject,
+            referrer: r1,
+            target: "http://b:1".into(),
+        };
+        let s1 = db
+            .write_referrer(
+                name.clone(),
+                subject,
+                r1,
+                Some(desc.clone()),
+                vec![copy.clone()],
+            )
+            .await
+            .unwrap();
+        let due = db.due(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].task, copy, "the task survives its row encoding");
+        // An older copy loses; a tombstone written later wins.
+        let older = ReferrerState {
+            descriptor: None,
+            version: s1.version - 1,
+        };
+        assert!(
+            !db.put_referrer(name.clone(), subject, r1, older)
+                .await
+                .unwrap()
+        );
+        let entries = db.referrer_entries(name.clone(), subject).await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].descriptor, Some(desc));
+        let s2 = db
+            .write_referrer(name.clone(), subject, r1, None, vec![])
+            .await
+            .unwrap();
+        assert!(s2.version > s1.version);
+        assert_eq!(
+            db.referrer(name.clone(), subject, r1).await.unwrap(),
+            Some(s2)
+        );
+        assert!(
+            db.referrer_entries("other".parse().unwrap(), subject)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

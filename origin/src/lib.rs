@@ -4,7 +4,8 @@
 //! - [`cluster`]: the member list, health checks, and who owns what on the ring.
 //! - [`routes`]: the HTTP API of `origin/API.md`, one module per resource.
 //! - [`blobs`]: storing (verified, with metainfo), reading through and deleting blobs.
-//! - [`db`]: the SQLite index: blobs with their metainfo, tags, and the durable queue.
+//! - [`db`]: the SQLite index: blobs with their metainfo, tags, referrers, and the durable
+//!   queue.
 //! - [`queue`]: the worker that makes replica copies and write-backs, with back-off.
 //! - [`repair`]: the pass that puts every blob and tag back on as many owners as it needs.
 //! - [`backend`]: where blobs and tags are written back to and read through from.

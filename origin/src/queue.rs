@@ -195,6 +195,23 @@ async fn process(st: &AppState, task: &Task) -> Result<Outcome> {
             st.remote.put_tag_internal(target, name, tag, state).await?;
             Ok(Outcome::Done)
         }
+        Task::CopyReferrer {
+            name,
+            subject,
+            referrer,
+            target,
+        } => {
+            if let Some(o) = check_target(st, target) {
+                return Ok(o);
+            }
+            let Some(state) = st.db.referrer(name.clone(), *subject, *referrer).await? else {
+                return Ok(Outcome::Dropped("the referrer entry is gone"));
+            };
+            st.remote
+                .put_referrer_internal(target, name, subject, referrer, state)
+                .await?;
+            Ok(Outcome::Done)
+        }
         Task::WriteBackTag { name, tag } => {
             if !st.backend.stores() {
                 return Ok(Outcome::Dropped("no backend"));

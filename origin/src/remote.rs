@@ -14,7 +14,7 @@ use shoal_core::origin_client::{BlobEntry, BlobList, RepositoryList, TagList};
 use shoal_core::{Digest, RepoName, Tag};
 
 use crate::cluster::Cluster;
-use crate::db::{TagEntry, TagState};
+use crate::db::{ReferrerEntry, ReferrerState, TagEntry, TagState};
 use crate::error::{Error, Result};
 
 /// Set on a request one origin forwards to another: the receiver serves it as an owner
@@ -33,6 +33,19 @@ pub struct TagCopy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TagEntryList {
     pub tags: Vec<TagEntry>,
+}
+
+/// The body of an internal referrer write: a descriptor or a tombstone, with its version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReferrerCopy {
+    pub descriptor: Option<shoal_core::origin_client::Referrer>,
+    pub version: i64,
+}
+
+/// `GET /v1/referrers/<name>@<subject>?local=1`: this origin's entries, tombstones included.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReferrerEntryList {
+    pub entries: Vec<ReferrerEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +261,51 @@ impl Remote {
             StatusCode::NOT_FOUND => Ok(false),
             s => Err(Self::status_error(member, s)),
         }
+    }
+
+    /// Sends a referrer entry's state to `member`, which keeps it if it is newer.
+    pub async fn put_referrer_internal(
+        &self,
+        member: &str,
+        name: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+        state: ReferrerState,
+    ) -> Result<()> {
+        let body = ReferrerCopy {
+            descriptor: state.descriptor,
+            version: state.version,
+        };
+        let req = self
+            .request(
+                Method::PUT,
+                format!("{member}/v1/referrers/{name}@{subject}/{referrer}?internal=1"),
+            )
+            .json(&body);
+        let res = self.send(member, req).await?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(Self::status_error(member, res.status()))
+        }
+    }
+
+    /// `member`'s own referrer entries of `subject` in `name`, tombstones included.
+    pub async fn referrer_entries_local(
+        &self,
+        member: &str,
+        name: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<ReferrerEntry>> {
+        let req = self.request(
+            Method::GET,
+            format!("{member}/v1/referrers/{name}@{subject}?local=1"),
+        );
+        let res = self.send(member, req).await?;
+        if !res.status().is_success() {
+            return Err(Self::status_error(member, res.status()));
+        }
+        Ok(Self::json::<ReferrerEntryList>(member, res).await?.entries)
     }
 
     /// A page of the blobs `member` holds.

@@ -21,6 +21,7 @@ use crate::state::{AppState, Shared};
 
 pub mod blobs;
 pub mod info;
+pub mod referrers;
 pub mod tags;
 
 /// The whole HTTP surface of one origin.
@@ -28,6 +29,7 @@ pub fn router(st: AppState, registry: prometheus::Registry) -> Router {
     Router::new()
         .merge(blobs::routes())
         .merge(tags::routes())
+        .merge(referrers::routes())
         .merge(info::routes())
         .fallback(fallback)
         .with_state(st.clone())
@@ -49,6 +51,8 @@ fn route_class(path: &str) -> &'static str {
         }
     } else if path.starts_with("/v1/tags") || path.starts_with("/v1/repositories") {
         "tags"
+    } else if path.starts_with("/v1/referrers") {
+        "referrers"
     } else if path == "/v1/info" {
         "info"
     } else if matches!(path, "/health" | "/ready" | "/metrics") {

@@ -208,8 +208,8 @@ async fn push(st: &Shared, name: &RepoName, tag: &Tag, state: TagState) {
     .await;
 }
 
-/// Sends a tag write to the first owner that answers.
-async fn forward_write(
+/// Sends a tag (or referrer) write to the first owner that answers.
+pub(super) async fn forward_write(
     st: &Shared,
     key: &[u8],
     method: Method,
