@@ -645,6 +645,51 @@ impl Engine {
         self.conns.len()
     }
 
+    /// Checks that the books balance: counters against the connections they count.
+    #[cfg(test)]
+    pub(crate) fn check(&self) {
+        let mut seen = 0;
+        for sw in self.swarms.iter().flatten() {
+            let mut in_flight = 0;
+            let mut to_peers = 0;
+            let mut uploads = 0;
+            let mut offers = 0;
+            let mut requested = vec![0u8; sw.layout.pieces as usize];
+            for &id in &sw.conns {
+                let c = self.conns.get(id).expect("swarm lists a closed connection");
+                assert_eq!(
+                    self.swarms[c.swarm].as_ref().map(|s| s.digest),
+                    Some(sw.digest)
+                );
+                in_flight += c.requests.len();
+                if !c.origin {
+                    to_peers += c.requests.len();
+                }
+                uploads += c.uploads.len();
+                offers += c.offered.len();
+                for &p in &c.requests {
+                    requested[p as usize] += 1;
+                }
+                if let (Some(has), Some(_)) = (&c.has, &sw.picker) {
+                    let lacking = has.ones().filter(|&p| !sw.have.get(p)).count();
+                    assert_eq!(c.interesting as usize, lacking, "interesting count of {id}");
+                }
+            }
+            seen += sw.conns.len();
+            assert_eq!(sw.in_flight, in_flight);
+            assert_eq!(sw.in_flight_to_peers, to_peers);
+            assert_eq!(sw.uploads, uploads);
+            assert_eq!(sw.offers_out, offers);
+            if let Some(pk) = &sw.picker {
+                pk.check();
+                for (p, &r) in requested.iter().enumerate() {
+                    assert_eq!(pk.requested(p as u32), r, "requests for piece {p}");
+                }
+            }
+        }
+        assert_eq!(seen, self.conns.len());
+    }
+
     fn swarm_of(&self, digest: &Digest) -> Option<&Swarm> {
         self.by_digest
             .get(digest)

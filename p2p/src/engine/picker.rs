@@ -283,20 +283,21 @@ mod tests {
             for o in ops {
                 match o {
                     Op::Inc(i) if i < n => p.inc(i),
-                    Op::Dec(i) if i < n => if p.avail[i as usize] > 0 { p.dec(i) },
+                    Op::Dec(i) if i < n && p.avail[i as usize] > 0 => p.dec(i),
                     Op::Remove(i) if i < n => p.remove(i),
                     Op::Insert(i) if i < n => p.insert(i),
                     Op::Request(i) if i < n => { p.on_request(i); req[i as usize] += 1; }
-                    Op::Unrequest(i) if i < n => if req[i as usize] > 0 { p.on_unrequest(i); req[i as usize] -= 1; },
+                    Op::Unrequest(i) if i < n && req[i as usize] > 0 => {
+                        p.on_unrequest(i);
+                        req[i as usize] -= 1;
+                    }
                     _ => {}
                 }
                 p.check();
             }
             let mut peer = Bitfield::new(n as usize);
-            for i in 0..n as usize {
-                if held[i] {
-                    peer.set(i);
-                }
+            for (i, _) in held.iter().enumerate().take(n as usize).filter(|(_, h)| **h) {
+                peer.set(i);
             }
             let c = Candidate { has: &peer, asked: &[] };
             let eligible = |q: u32| p.is_wanted(q) && p.requested(q) == 0 && peer.get(q as usize);
