@@ -6,7 +6,8 @@
 //!    perfectly even).
 //! 2. End to end over TCP on 127.0.0.1: an origin with an egress cap serves a blob to an
 //!    agent, then an uncapped origin serves one to an agent with an ingress cap; the time the
-//!    download took against size / cap.
+//!    download took against size / cap (it includes the handshake and the final whole-blob
+//!    check), and the steady rate between the first and the last piece verified.
 //!
 //! `cargo bench -p shoal-p2p --bench rate_cap`
 
@@ -43,8 +44,15 @@ fn main() -> anyhow::Result<()> {
         println!();
         println!("end to end over TCP on 127.0.0.1 (origin -> agent)");
         println!(
-            "{:>8} {:>10} {:>10} {:>10} {:>12} {:>9}",
-            "cap at", "cap MiB/s", "blob MiB", "took s", "size/cap s", "error"
+            "{:>8} {:>10} {:>10} {:>10} {:>12} {:>9} {:>14} {:>9}",
+            "cap at",
+            "cap MiB/s",
+            "blob MiB",
+            "took s",
+            "size/cap s",
+            "over",
+            "steady MiB/s",
+            "error"
         );
         for (which, cap, size) in [
             ("egress", 16u64 << 20, 32usize << 20),
@@ -164,18 +172,44 @@ async fn end_to_end(which: &str, cap: u64, size: usize) -> anyhow::Result<()> {
         shutdown.child_token(),
     )?;
     let t0 = Instant::now();
-    let h = agent.download(meta).await?;
+    let h = agent.download(meta.clone()).await?;
+    // When each piece was verified: the rate between the first and the last is the cap at
+    // work, without the handshake before it or the whole-blob check after it.
+    let mut progress = h.progress();
+    let mut first: Option<Instant> = None;
+    let mut last = t0;
+    let mut seen = 0;
+    while progress.changed().await.is_ok() {
+        let (have, done) = {
+            let p = progress.borrow_and_update();
+            (p.have.count(), p.outcome.is_some())
+        };
+        if have > seen && !done {
+            seen = have;
+            last = Instant::now();
+            first.get_or_insert(last);
+        }
+        if done {
+            break;
+        }
+    }
     h.finished().await.context("download failed")?;
     let took = t0.elapsed().as_secs_f64();
     let floor = size as f64 / cap as f64;
+    let piece = meta.piece_length() as f64;
+    let steady = first
+        .map(|f| (size as f64 - piece) / (last - f).as_secs_f64())
+        .unwrap_or(f64::NAN);
     println!(
-        "{:>8} {:>10.0} {:>10.0} {:>10.3} {:>12.3} {:>8.2}%",
+        "{:>8} {:>10.0} {:>10.0} {:>10.3} {:>12.3} {:>8.2}% {:>14.2} {:>8.2}%",
         which,
         cap as f64 / MIB,
         size as f64 / MIB,
         took,
         floor,
-        (took / floor - 1.0) * 100.0
+        (took / floor - 1.0) * 100.0,
+        steady / MIB,
+        (steady / cap as f64 - 1.0) * 100.0
     );
     shutdown.cancel();
     agent.closed().await;
