@@ -817,7 +817,12 @@ impl<'a> Sim<'a> {
             .iter()
             .filter_map(|h| h.engine.stats(&self.digest).map(|s| s.in_flight))
             .sum();
-        if let Some((worst, _)) = haves.iter().enumerate().min_by_key(|(_, h)| **h) {
+        if let Some((worst, _)) = haves
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !leechers[*i].slow)
+            .min_by_key(|(_, h)| **h)
+        {
             let h = &leechers[worst];
             let peers = h.engine.peers(&self.digest);
             let to_origin = peers
@@ -825,10 +830,14 @@ impl<'a> Sim<'a> {
                 .filter(|p| (host_of(p) as usize) < self.cfg.origins)
                 .count();
             eprintln!(
-                "  slowest host {}: peers {} (origins {}) tracker-rank {:?} {:?}",
+                "  slowest fast host {}: peers {} (origins {}, slow {}) tracker-rank {:?} {:?}",
                 worst + self.cfg.origins,
                 peers.len(),
                 to_origin,
+                peers
+                    .iter()
+                    .filter(|p| self.hosts[host_of(p) as usize].slow)
+                    .count(),
                 self.tracker
                     .iter()
                     .position(|&x| x as usize == worst + self.cfg.origins),

@@ -434,7 +434,7 @@ struct Conn {
     /// Pieces the peer holds that this node does not (not yet written).
     interesting: u32,
     /// Pieces requested from the peer and not yet arrived.
-    requests: Vec<u32>,
+    requests: Vec<Req>,
     /// Pieces the peer requested and this node has queued or is sending.
     uploads: Vec<u32>,
     window: usize,
@@ -444,6 +444,13 @@ struct Conn {
     /// When the peer last delivered, or when it was last given work while idle.
     last_progress: Instant,
     rate: Rate,
+}
+
+/// A request out to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Req {
+    pub piece: u32,
+    pub at: Instant,
 }
 
 /// Super-seeding: pieces offered to one peer at a time, so that the first copies spread over
@@ -643,6 +650,51 @@ impl Engine {
     /// Open connections, all blobs together.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Checks that the books balance: counters against the connections they count.
+    #[cfg(test)]
+    pub(crate) fn check(&self) {
+        let mut seen = 0;
+        for sw in self.swarms.iter().flatten() {
+            let mut in_flight = 0;
+            let mut to_peers = 0;
+            let mut uploads = 0;
+            let mut offers = 0;
+            let mut requested = vec![0u8; sw.layout.pieces as usize];
+            for &id in &sw.conns {
+                let c = self.conns.get(id).expect("swarm lists a closed connection");
+                assert_eq!(
+                    self.swarms[c.swarm].as_ref().map(|s| s.digest),
+                    Some(sw.digest)
+                );
+                in_flight += c.requests.len();
+                if !c.origin {
+                    to_peers += c.requests.len();
+                }
+                uploads += c.uploads.len();
+                offers += c.offered.len();
+                for r in &c.requests {
+                    requested[r.piece as usize] += 1;
+                }
+                if let (Some(has), Some(_)) = (&c.has, &sw.picker) {
+                    let lacking = has.ones().filter(|&p| !sw.have.get(p)).count();
+                    assert_eq!(c.interesting as usize, lacking, "interesting count of {id}");
+                }
+            }
+            seen += sw.conns.len();
+            assert_eq!(sw.in_flight, in_flight);
+            assert_eq!(sw.in_flight_to_peers, to_peers);
+            assert_eq!(sw.uploads, uploads);
+            assert_eq!(sw.offers_out, offers);
+            if let Some(pk) = &sw.picker {
+                pk.check();
+                for (p, &r) in requested.iter().enumerate() {
+                    assert_eq!(pk.requested(p as u32), r, "requests for piece {p}");
+                }
+            }
+        }
+        assert_eq!(seen, self.conns.len());
     }
 
     fn swarm_of(&self, digest: &Digest) -> Option<&Swarm> {
@@ -1093,9 +1145,9 @@ impl Engine {
         if let Some(pos) = sw.conns.iter().position(|&x| x == id) {
             sw.conns.swap_remove(pos);
         }
-        for &p in &c.requests {
+        for r in &c.requests {
             if let Some(pk) = sw.picker.as_mut() {
-                pk.on_unrequest(p);
+                pk.on_unrequest(r.piece);
             }
         }
         sw.in_flight -= c.requests.len();
@@ -1161,13 +1213,13 @@ impl Engine {
         if !origin {
             sw.in_flight_to_peers -= requests.len();
         }
-        for &p in &requests {
+        for r in &requests {
             if let Some(pk) = sw.picker.as_mut() {
-                pk.on_unrequest(p);
+                pk.on_unrequest(r.piece);
             }
             self.actions.push_back(Action::Send {
                 conn: id,
-                msg: Message::Cancel(p),
+                msg: Message::Cancel(r.piece),
             });
         }
         self.fail_peer(now, s, peer);
@@ -1203,7 +1255,7 @@ impl Engine {
                 let Some(c) = self.conns.get_mut(id) else {
                     return;
                 };
-                let Some(pos) = c.requests.iter().position(|&x| x == i) else {
+                let Some(pos) = c.requests.iter().position(|r| r.piece == i) else {
                     return;
                 };
                 c.requests.swap_remove(pos);
@@ -1391,7 +1443,7 @@ impl Engine {
         let sw = self.swarms[s]
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection of a retired swarm"));
-        if let Some(pos) = c.requests.iter().position(|&x| x == index) {
+        if let Some(pos) = c.requests.iter().position(|r| r.piece == index) {
             c.requests.swap_remove(pos);
             sw.in_flight -= 1;
             if !origin {
@@ -1440,7 +1492,7 @@ impl Engine {
                 let Some(oc) = self.conns.get_mut(other) else {
                     continue;
                 };
-                if let Some(pos) = oc.requests.iter().position(|&x| x == index) {
+                if let Some(pos) = oc.requests.iter().position(|r| r.piece == index) {
                     oc.requests.swap_remove(pos);
                     sw.in_flight -= 1;
                     if !oc.origin {
@@ -1734,11 +1786,28 @@ impl Engine {
             return;
         }
         let target = target_in_flight(cfg, sw, now);
+        // Requests waiting far longer than a piece takes at this blob's rate (queued behind
+        // a slow peer's other uploads) do not count against the target: otherwise a few
+        // slow peers hold a host to their pace, and its rate, and so its target, stay low.
+        let rate = sw.rate.decayed(now, cfg.rate_window);
+        let piece_time = Duration::try_from_secs_f64(sw.layout.piece_length as f64 / rate)
+            .unwrap_or(Duration::MAX);
+        let late_after = piece_time
+            .saturating_mul(3)
+            .max(cfg.request_queue_time.saturating_mul(2));
+        let late = sw
+            .conns
+            .iter()
+            .filter_map(|&id| conns.get(id))
+            .filter(|c| !c.origin)
+            .flat_map(|c| &c.requests)
+            .filter(|r| now.saturating_duration_since(r.at) > late_after)
+            .count();
         let n = sw.conns.len();
         for pass in 0..3 {
             let Some(pk) = sw.picker.as_ref() else { return };
             let room = |sw: &Swarm| match pass {
-                0 => sw.in_flight_to_peers < target,
+                0 => sw.in_flight_to_peers < target + late,
                 1 => true,
                 _ => sw.in_flight < target,
             };
@@ -1821,7 +1890,7 @@ fn request(
         // The stall clock runs from when an idle connection is given work.
         c.last_progress = now;
     }
-    c.requests.push(p);
+    c.requests.push(Req { piece: p, at: now });
     if let Some(pk) = sw.picker.as_mut() {
         pk.on_request(p);
     }

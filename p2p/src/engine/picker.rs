@@ -33,8 +33,8 @@ pub(crate) struct Picker {
 /// What the picker needs to know about one connection.
 pub(crate) struct Candidate<'a> {
     pub has: &'a Bitfield,
-    /// Pieces already requested on this connection (endgame must not ask twice).
-    pub asked: &'a [u32],
+    /// Requests already out on this connection (endgame must not ask twice).
+    pub asked: &'a [super::Req],
 }
 
 fn bit(p: u32) -> (usize, u64) {
@@ -213,7 +213,7 @@ impl Picker {
                 let p = (w * 64) as u32 + cand.trailing_zeros();
                 cand &= cand - 1;
                 let r = self.requested[p as usize];
-                if r == 0 || r >= max_copies || c.asked.contains(&p) {
+                if r == 0 || r >= max_copies || c.asked.iter().any(|a| a.piece == p) {
                     continue;
                 }
                 if best.is_none_or(|(br, _)| r < br) {
@@ -283,20 +283,21 @@ mod tests {
             for o in ops {
                 match o {
                     Op::Inc(i) if i < n => p.inc(i),
-                    Op::Dec(i) if i < n => if p.avail[i as usize] > 0 { p.dec(i) },
+                    Op::Dec(i) if i < n && p.avail[i as usize] > 0 => p.dec(i),
                     Op::Remove(i) if i < n => p.remove(i),
                     Op::Insert(i) if i < n => p.insert(i),
                     Op::Request(i) if i < n => { p.on_request(i); req[i as usize] += 1; }
-                    Op::Unrequest(i) if i < n => if req[i as usize] > 0 { p.on_unrequest(i); req[i as usize] -= 1; },
+                    Op::Unrequest(i) if i < n && req[i as usize] > 0 => {
+                        p.on_unrequest(i);
+                        req[i as usize] -= 1;
+                    }
                     _ => {}
                 }
                 p.check();
             }
             let mut peer = Bitfield::new(n as usize);
-            for i in 0..n as usize {
-                if held[i] {
-                    peer.set(i);
-                }
+            for (i, _) in held.iter().enumerate().take(n as usize).filter(|(_, h)| **h) {
+                peer.set(i);
             }
             let c = Candidate { has: &peer, asked: &[] };
             let eligible = |q: u32| p.is_wanted(q) && p.requested(q) == 0 && peer.get(q as usize);
@@ -355,15 +356,17 @@ mod tests {
         p.on_request(0);
         p.on_request(1);
         let all = Bitfield::full(4);
+        let now = std::time::Instant::now();
+        let req = |piece| super::super::Req { piece, at: now };
         let c = Candidate {
             has: &all,
-            asked: &[2],
+            asked: &[req(2)],
         };
         assert_eq!(p.pick(&c, &mut rng), None);
         assert_eq!(p.pick_duplicate(&c, 2), Some(3));
         let c2 = Candidate {
             has: &all,
-            asked: &[2, 3],
+            asked: &[req(2), req(3)],
         };
         assert_eq!(p.pick_duplicate(&c2, 2), None);
         assert!(p.pick_duplicate(&c2, 3).is_some());

@@ -541,15 +541,18 @@ impl Actor {
                 first,
                 stream,
             } => {
-                let io = self.blobs.get(&blob).map(|e| Arc::clone(&e.io));
+                let Some(io) = self.blobs.get(&blob).map(|e| Arc::clone(&e.io)) else {
+                    // The blob retired while the dial was under way.
+                    self.ctx
+                        .tasks
+                        .spawn(conn::goodbye(stream, ErrorCode::Shutdown));
+                    return;
+                };
                 match self
                     .engine
                     .open(now(), &blob, peer.peer_id, peer.addr, peer.origin, true)
                 {
                     Ok(conn) => {
-                        let Some(io) = io else {
-                            return;
-                        };
                         let setup = self.register(conn, io, peer.origin);
                         let ctx = Arc::clone(&self.ctx);
                         self.ctx.tasks.spawn(conn::run(ctx, stream, setup, None));
