@@ -429,16 +429,36 @@ fn ensure_seeding(st: &AppState, digest: Digest) {
             // Pinned before the check, so an eviction cannot remove the blob under the seed.
             let _hold = st2.cache.hold(digest);
             if st2.cache.contains(&digest) && st2.node.stats(digest).await.is_none() {
-                match st2.cache.load_metainfo(&digest).await {
+                match seed_metainfo(&st2, digest).await {
                     Some(m) => match st2.node.seed(m).await {
                         Ok(()) => tracing::debug!("seeding a cached blob again"),
                         Err(e) => tracing::warn!(error = %e, "cannot seed a cached blob"),
                     },
-                    None => tracing::debug!("no metainfo saved; the blob is served but not seeded"),
+                    None => tracing::debug!("no metainfo; the blob is served but not seeded"),
                 }
             }
             lock(&st2.seeding).remove(&digest);
         }
         .instrument(tracing::info_span!("seed", %digest)),
     );
+}
+
+/// The metainfo to seed a cached blob with: the one saved beside it, or (if a crash lost it)
+/// the tracker's, which is saved for next time.
+async fn seed_metainfo(st: &State, digest: Digest) -> Option<Metainfo> {
+    if let Some(m) = st.cache.load_metainfo(&digest).await {
+        return Some(m);
+    }
+    let m = match st.upstream.metainfo(digest).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!(error = %e, "no metainfo to seed with");
+            return None;
+        }
+    };
+    if let Err(e) = st.cache.save_metainfo(&m).await {
+        tracing::warn!(error = %e, "cannot save the metainfo");
+    }
+    Some(m)
 }

@@ -170,6 +170,7 @@ impl Cache {
     }
 
     fn update_gauges(&self, ix: &Index) {
+        self.metrics.cache_max_bytes.set(self.max as i64);
         self.metrics.cache_bytes.set(ix.total as i64);
         self.metrics.cache_blobs.set(ix.entries.len() as i64);
     }

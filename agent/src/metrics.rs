@@ -12,6 +12,7 @@ pub struct Metrics {
     /// Bytes fetched from origins over HTTP (manifests and small blobs).
     pub origin_http_bytes: IntCounter,
     pub cache_bytes: IntGauge,
+    pub cache_max_bytes: IntGauge,
     pub cache_blobs: IntGauge,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
@@ -69,6 +70,13 @@ impl Metrics {
             cache_bytes: register(
                 registry,
                 IntGauge::new("shoal_agent_cache_bytes", "Bytes of blobs in the cache.")?,
+            )?,
+            cache_max_bytes: register(
+                registry,
+                IntGauge::new(
+                    "shoal_agent_cache_max_bytes",
+                    "The cache's configured size (cache.max_size).",
+                )?,
             )?,
             cache_blobs: register(
                 registry,

@@ -16,6 +16,7 @@ use axum::routing::any;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use shoal_core::telemetry::{Readiness, ops_router};
 use shoal_core::{ApiError, ErrorCode};
+use tracing::Instrument;
 
 use crate::metrics::RouteClass;
 use crate::state::AppState;
@@ -94,15 +95,22 @@ fn is_read(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
 
-/// Counts every API request by route class and status class.
+/// Gives every API request a span, and counts it by route class and status class.
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let class = if is_read(req.method()) {
         V2Path::parse(req.uri().path()).class()
     } else {
         RouteClass::Write
     };
-    let res = next.run(req).await;
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        route = class.label()
+    );
+    let res = next.run(req).instrument(span.clone()).await;
     st.metrics.request(class, res.status());
+    span.in_scope(|| tracing::debug!(status = res.status().as_u16(), "answered"));
     res
 }
 

@@ -412,3 +412,56 @@ async fn without_a_tracker_the_origins_are_the_peers() {
     a.stop().await;
     origins.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_stays_within_its_size_by_evicting_what_the_swarm_let_go() {
+    let origins = TestOrigins::start(1, 1).await;
+    let tracker = TestTracker::start(&origins, 1).await;
+    let a_bytes = blob_bytes(6 * MIB, 51);
+    let b_bytes = blob_bytes(6 * MIB, 52);
+    let a_d = origins.push(&a_bytes).await;
+    let b_d = origins.push(&b_bytes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = agent_config(dir.path(), &origins, Some(&tracker));
+    config.cache.max_size = shoal_core::units::ByteSize(10 * MIB as u64);
+    config.swarm.seed_idle = Duration::from_millis(300);
+    let a = TestAgent::start(config).await;
+    let get = |d: Digest| {
+        let url = format!("{}/v2/x/blobs/{d}", a.url);
+        async move {
+            let res = http().get(url).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.bytes().await.unwrap()
+        }
+    };
+    assert!(get(a_d).await == a_bytes);
+    let node = a.agent.node().clone();
+    wait_until(
+        "the swarm lets the first blob go",
+        Duration::from_secs(10),
+        || {
+            let node = node.clone();
+            async move { node.stats(a_d).await.is_none() }
+        },
+    )
+    .await;
+    assert!(a.agent.cache().contains(&a_d));
+
+    // The second blob needs the first one's room.
+    assert!(get(b_d).await == b_bytes);
+    let cache = a.agent.cache().clone();
+    wait_until("the second blob is cached", Duration::from_secs(10), || {
+        let ok = cache.contains(&b_d);
+        async move { ok }
+    })
+    .await;
+    assert!(!cache.contains(&a_d));
+    assert!(!cache.store().contains(&a_d).await.unwrap());
+    assert!(cache.size() <= 10 * MIB as u64);
+    assert_eq!(a.metric("shoal_agent_cache_evictions_total", None), 1.0);
+    assert_eq!(a.metric("shoal_agent_cache_bytes", None), 6.0 * MIB as f64);
+
+    a.stop().await;
+    tracker.shutdown().await;
+    origins.shutdown().await;
+}
