@@ -1,5 +1,5 @@
 //! The registry API's edges: OCI errors for bad input, 405 for writes, ranges, media types,
-//! a blob that fails its final check, and a real client (skopeo) against the agent.
+//! and a blob that fails its final check.
 
 // Helpers here are test code too; clippy's test exemption covers only `#[test]` functions.
 #![allow(clippy::unwrap_used)]
@@ -329,92 +329,4 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
     origins.shutdown().await;
     shutdown.cancel();
     seeder.closed().await;
-}
-
-/// skopeo, as a user would run it, against an agent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skopeo_inspects_and_copies_through_the_agent() {
-    if std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skopeo is not installed; skipping");
-        return;
-    }
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
-    let layer = blob_bytes(3 << 20, 41);
-    let layer_d = origins.push(&layer).await;
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_d.to_string()]},
-        "history": [{"created_by": "test"}],
-    }))
-    .unwrap();
-    let config_d = origins.push(&config).await;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_d.to_string(),
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer_d.to_string(),
-            "size": layer.len(),
-        }],
-    }))
-    .unwrap();
-    let manifest_d = origins.push(&manifest).await;
-    origins.tag("tools/skopeo-test", "1.0", &manifest_d).await;
-    let dir = tempfile::tempdir().unwrap();
-    let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
-    let image = format!(
-        "docker://{}/tools/skopeo-test:1.0",
-        a.url.trim_start_matches("http://")
-    );
-
-    let out = tokio::process::Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &image])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(inspected["Digest"], manifest_d.to_string());
-    assert_eq!(inspected["Os"], "linux");
-
-    let target = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "--src-tls-verify=false",
-            &image,
-            &format!("dir:{}", target.path().display()),
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let copied = std::fs::read(target.path().join(layer_d.hex())).unwrap();
-    assert!(copied == layer, "skopeo got another layer");
-    let copied = std::fs::read(target.path().join("manifest.json")).unwrap();
-    assert!(copied == manifest);
-
-    a.stop().await;
-    tracker.shutdown().await;
-    origins.shutdown().await;
 }
