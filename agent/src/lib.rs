@@ -105,6 +105,10 @@ impl Agent {
         registry: Registry,
         shutdown: CancellationToken,
     ) -> Result<Agent, AgentError> {
+        // Dropping the agent stops it, without cancelling the caller's token.
+        let shutdown = shutdown.child_token();
+        let addr = listeners.http.local_addr()?;
+        let ops_addr = listeners.ops.as_ref().map(|l| l.local_addr()).transpose()?;
         let metrics = Metrics::register(&registry)?;
         let cache = Cache::open(
             &config.cache.dir,
@@ -155,14 +159,12 @@ impl Agent {
 
         let ready = Readiness::default();
         let app = routes::router(state.clone(), registry.clone(), ready.clone());
-        let addr = listeners.http.local_addr()?;
         let grace = state.config.shutdown_grace;
         let mut servers = vec![tokio::spawn(
             shoal_core::telemetry::serve(listeners.http, app, shutdown.clone(), grace)
                 .instrument(tracing::info_span!("http", %addr)),
         )];
-        if let Some(ops) = listeners.ops {
-            let ops_addr = ops.local_addr()?;
+        if let (Some(ops), Some(ops_addr)) = (listeners.ops, ops_addr) {
             let app = shoal_core::telemetry::ops_router(registry, ready.clone());
             servers.push(tokio::spawn(
                 shoal_core::telemetry::serve(ops, app, shutdown.clone(), grace)
@@ -270,6 +272,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        self.shutdown.cancel();
         self.node_shutdown.cancel();
     }
 }

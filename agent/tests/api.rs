@@ -330,3 +330,67 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
     shutdown.cancel();
     seeder.closed().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_also_answer_on_the_ops_address() {
+    let origins = TestOrigins::start(1, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = agent_config(dir.path(), &origins, None);
+    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_url = format!("http://{}", ops.local_addr().unwrap());
+    let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", http_l.local_addr().unwrap());
+    let agent = shoal_agent::Agent::start(
+        config,
+        shoal_agent::Listeners {
+            http: http_l,
+            peer: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            ops: Some(ops),
+        },
+        Registry::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let http = http();
+    for base in [&ops_url, &api_url] {
+        assert_eq!(
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("shoal_agent_cache_max_bytes"), "{text}");
+        assert!(text.contains("shoal_agent_downloads_in_flight"), "{text}");
+    }
+    // The ops address serves nothing else.
+    assert_eq!(
+        http.get(format!("{ops_url}/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    agent.stop().await.unwrap();
+    assert!(http.get(format!("{ops_url}/health")).send().await.is_err());
+    origins.shutdown().await;
+}
