@@ -153,6 +153,7 @@ impl Agent {
             metrics,
             downloads: tokio::sync::Mutex::new(HashMap::new()),
             direct: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
             seeding: Mutex::new(HashSet::new()),
             tasks: tasks.clone(),
         });

@@ -2,12 +2,16 @@
 //! (verified, then cached by digest), and its `Content-Type` is read from the manifest.
 
 use bytes::Bytes;
-use shoal_core::reference::{Reference, RepoName};
+use shoal_core::origin_client::OriginError;
+use shoal_core::reference::{Reference, RepoName, Tag};
 use shoal_core::store::StoreError;
 use shoal_core::{ApiError, Digest, ErrorCode};
 
 use crate::blobs::direct;
-use crate::state::AppState;
+use crate::state::{AppState, lock};
+
+/// Tag resolutions remembered for origin outages; past it the memory starts over.
+const MAX_REMEMBERED_TAGS: usize = 4096;
 
 /// The largest manifest served; the distribution spec asks registries to accept 4 MiB.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -42,12 +46,7 @@ pub async fn get(
 ) -> Result<Manifest, ApiError> {
     let digest = match reference {
         Reference::Digest(d) => *d,
-        Reference::Tag(tag) => st
-            .upstream
-            .origins()
-            .get_tag(name, tag)
-            .await?
-            .ok_or_else(|| manifest_unknown(format!("{name}:{tag}")))?,
+        Reference::Tag(tag) => resolve(st, name, tag).await?,
     };
     let bytes = bytes_of(st, digest).await?;
     let media_type = media_type(&bytes).ok_or_else(|| {
@@ -61,6 +60,35 @@ pub async fn get(
         bytes,
         media_type,
     })
+}
+
+/// What a tag points at, from the origins. When no origin can be reached, the answer they
+/// last gave is used, so that pulls of what this host already resolved keep working through
+/// an origin outage.
+async fn resolve(st: &AppState, name: &RepoName, tag: &Tag) -> Result<Digest, ApiError> {
+    let key = format!("{name}:{tag}");
+    match st.upstream.origins().get_tag(name, tag).await {
+        Ok(Some(d)) => {
+            let mut known = lock(&st.tags);
+            if known.len() >= MAX_REMEMBERED_TAGS && !known.contains_key(&key) {
+                known.clear();
+            }
+            known.insert(key, d);
+            Ok(d)
+        }
+        Ok(None) => {
+            lock(&st.tags).remove(&key);
+            Err(manifest_unknown(key))
+        }
+        Err(e @ OriginError::Unavailable(_)) => match lock(&st.tags).get(&key) {
+            Some(d) => {
+                tracing::warn!(tag = %key, digest = %d, error = %e, "origins unreachable; using the tag's last known digest");
+                Ok(*d)
+            }
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The manifest's bytes: from the cache, or from an origin (verified, then cached).

@@ -28,6 +28,8 @@ pub struct State {
     pub(crate) downloads: tokio::sync::Mutex<HashMap<Digest, DownloadHandle>>,
     /// Fetches straight from an origin in flight (manifests, small blobs).
     pub(crate) direct: Mutex<HashMap<Digest, DirectFetch>>,
+    /// The digest each `name:tag` last resolved to, for when no origin answers.
+    pub(crate) tags: Mutex<HashMap<String, Digest>>,
     /// Cached blobs whose seeding is being started.
     pub(crate) seeding: Mutex<HashSet<Digest>>,
     pub(crate) tasks: TaskTracker,

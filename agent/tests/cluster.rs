@@ -465,3 +465,31 @@ async fn the_cache_stays_within_its_size_by_evicting_what_the_swarm_let_go() {
     tracker.shutdown().await;
     origins.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_the_host_already_pulled_survives_an_origin_outage() {
+    let origins = TestOrigins::start(1, 1).await;
+    let tracker = TestTracker::start(&origins, 1).await;
+    let image = push_image(&origins, "team/app", "v1", 2 * MIB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
+    pull(a.url.clone(), "team/app", "v1", &image).await;
+    let cache = a.agent.cache().clone();
+    wait_until("the layer is cached", Duration::from_secs(10), || {
+        let ok = cache.contains(&image.layer_digest);
+        async move { ok }
+    })
+    .await;
+
+    tracker.shutdown().await;
+    origins.shutdown().await;
+    pull(a.url.clone(), "team/app", "v1", &image).await;
+    // A tag this host never resolved cannot be answered.
+    let res = http()
+        .get(format!("{}/v2/team/app/manifests/v2", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    a.stop().await;
+}
