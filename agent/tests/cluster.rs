@@ -133,6 +133,7 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
     }
     let before = origins.bytes_sent();
 
+    let started = std::time::Instant::now();
     let pulls: Vec<_> = agents
         .iter()
         .map(|a| tokio::spawn(pull_owned(a.url.clone(), image_ref(&image))))
@@ -140,6 +141,10 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
     for p in pulls {
         p.await.unwrap();
     }
+    println!(
+        "three agents pulled the image in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let sent = origins.bytes_sent() - before;
     for (i, r) in origins.registries.iter().enumerate() {
