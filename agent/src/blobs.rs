@@ -337,7 +337,7 @@ fn client_stream(
 
 /// Fetches a blob straight from an origin, checks it against its digest, stores it in the
 /// cache and returns it. Concurrent askers of one digest share one fetch. `max` bounds the
-/// length accepted; a longer blob is refused (`None` from [`fetch_small`]).
+/// length accepted; a longer blob is refused.
 pub async fn direct(st: &AppState, digest: Digest, max: u64) -> Result<Bytes, ApiError> {
     let fut = {
         let mut direct = lock(&st.direct);
