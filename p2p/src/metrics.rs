@@ -1,0 +1,120 @@
+//! The node's Prometheus families, registered under a prefix the caller chooses
+//! (`shoal_agent`, `shoal_origin`). Labels are bounded: never a digest or a peer id.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Piece bytes received, by `source` = `peer` | `origin`.
+    pub bytes_received: IntCounterVec,
+    pub bytes_sent: IntCounter,
+    /// Open peer connections.
+    pub connections: IntGauge,
+    /// Connections refused or failed during the handshake, by `reason`.
+    pub connections_refused: IntCounterVec,
+    pub pieces_verified: IntCounter,
+    pub pieces_failed: IntCounter,
+    pub downloads_in_flight: IntGauge,
+    /// Finished downloads, by `result` = `ok` | `failed`.
+    pub downloads: IntCounterVec,
+    pub peers_shunned: IntCounter,
+}
+
+impl Metrics {
+    /// Registers every family on `registry` as `<prefix>_<name>`.
+    pub fn register(registry: &Registry, prefix: &str) -> Result<Self, prometheus::Error> {
+        let name = |n: &str| format!("{prefix}_{n}");
+        let m = Metrics {
+            bytes_received: IntCounterVec::new(
+                Opts::new(
+                    name("peer_bytes_received_total"),
+                    "Piece bytes received from the swarm, by whether they came from a peer or an origin.",
+                ),
+                &["source"],
+            )?,
+            bytes_sent: IntCounter::new(
+                name("peer_bytes_sent_total"),
+                "Piece bytes uploaded to peers.",
+            )?,
+            connections: IntGauge::new(name("peer_connections"), "Open peer connections.")?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    name("peer_connections_refused_total"),
+                    "Peer connections refused or failed before they opened, by reason.",
+                ),
+                &["reason"],
+            )?,
+            pieces_verified: IntCounter::new(
+                name("pieces_verified_total"),
+                "Pieces received whose SHA-256 matched the metainfo.",
+            )?,
+            pieces_failed: IntCounter::new(
+                name("pieces_failed_total"),
+                "Pieces received whose SHA-256 did not match; the sender was shunned.",
+            )?,
+            downloads_in_flight: IntGauge::new(
+                name("downloads_in_flight"),
+                "Blobs being downloaded through the swarm.",
+            )?,
+            downloads: IntCounterVec::new(
+                Opts::new(
+                    name("downloads_total"),
+                    "Finished swarm downloads, by result.",
+                ),
+                &["result"],
+            )?,
+            peers_shunned: IntCounter::new(
+                name("peers_shunned_total"),
+                "Peers dropped for corrupt pieces or repeated failures.",
+            )?,
+        };
+        registry.register(Box::new(m.bytes_received.clone()))?;
+        registry.register(Box::new(m.bytes_sent.clone()))?;
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
+        registry.register(Box::new(m.pieces_verified.clone()))?;
+        registry.register(Box::new(m.pieces_failed.clone()))?;
+        registry.register(Box::new(m.downloads_in_flight.clone()))?;
+        registry.register(Box::new(m.downloads.clone()))?;
+        registry.register(Box::new(m.peers_shunned.clone()))?;
+        // Make the label values visible at zero, so dashboards need not guess them.
+        for source in ["peer", "origin"] {
+            m.bytes_received.with_label_values(&[source]);
+        }
+        for result in ["ok", "failed"] {
+            m.downloads.with_label_values(&[result]);
+        }
+        Ok(m)
+    }
+
+    pub fn received(&self, origin: bool, bytes: u64) {
+        self.bytes_received
+            .with_label_values(&[if origin { "origin" } else { "peer" }])
+            .inc_by(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let r = Registry::new();
+        let m = Metrics::register(&r, "shoal_agent").unwrap();
+        m.received(true, 10);
+        m.received(false, 5);
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&r.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("shoal_agent_peer_bytes_received_total{source=\"origin\"} 10"));
+        assert!(text.contains("shoal_agent_peer_bytes_received_total{source=\"peer\"} 5"));
+        assert!(text.contains("shoal_agent_downloads_in_flight 0"));
+        // A second registration under the same prefix clashes; another prefix does not.
+        assert!(Metrics::register(&r, "shoal_agent").is_err());
+        assert!(Metrics::register(&r, "shoal_origin").is_ok());
+    }
+}

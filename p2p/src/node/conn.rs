@@ -1,0 +1,472 @@
+//! One peer connection's tasks: dialling and accepting (the handshake), then a reader that
+//! decodes and verifies, and a writer that sends control messages and paced pieces.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shoal_core::Digest;
+use shoal_core::peer::PeerInfo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::blob::BlobIo;
+use super::{Cmd, Ctx, InboundAnswer};
+use crate::engine::{CloseReason, ConnId, Event};
+use crate::wire::{
+    self, Decoder, ErrorCode, Hello, Layout, Message, Unpaced, WireError, piece_header,
+};
+
+/// Bytes of a piece written between two payments to the egress cap.
+const WRITE_CHUNK: usize = wire::READ_CHUNK;
+
+/// What the node tells one connection's writer.
+#[derive(Debug)]
+pub(crate) enum ConnCmd {
+    Send(Message),
+    Upload(u32),
+    Cancel(u32),
+    /// Say why (if given), then close.
+    Close(Option<ErrorCode>),
+}
+
+/// What a connection needs once the engine has admitted it.
+pub(crate) struct ConnSetup {
+    pub conn: ConnId,
+    pub rx: mpsc::UnboundedReceiver<ConnCmd>,
+    pub cancel: CancellationToken,
+    pub io: Arc<BlobIo>,
+    /// The peer is an origin (its bytes are counted apart).
+    pub origin: bool,
+}
+
+fn hello(ctx: &Ctx, digest: Digest) -> Hello {
+    Hello {
+        digest,
+        peer_id: ctx.peer_id,
+        origin: ctx.cfg.origin,
+    }
+}
+
+/// Dials a peer for a blob and hands the connection to the node, or reports the failure.
+pub(crate) async fn dial(ctx: Arc<Ctx>, blob: Digest, peer: PeerInfo, layout: Layout) {
+    let code = match handshake_out(&ctx, blob, &peer, layout).await {
+        Ok((stream, first)) => {
+            let _ = ctx.cmd.send(Cmd::Dialed {
+                blob,
+                peer,
+                first,
+                stream,
+            });
+            return;
+        }
+        Err(code) => code,
+    };
+    let reason = match code {
+        Some(ErrorCode::Busy) => "busy",
+        Some(_) => "refused",
+        None => "unreachable",
+    };
+    ctx.metrics
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
+    let _ = ctx.cmd.send(Cmd::Engine(Event::DialFailed {
+        blob,
+        peer: peer.peer_id,
+        code,
+    }));
+}
+
+/// Connect, exchange hellos, read the peer's bitfield. `Err(Some(code))`: the peer said no.
+async fn handshake_out(
+    ctx: &Ctx,
+    blob: Digest,
+    peer: &PeerInfo,
+    layout: Layout,
+) -> Result<(TcpStream, crate::bitfield::Bitfield), Option<ErrorCode>> {
+    let cfg = &ctx.cfg;
+    let mut stream = match timeout(cfg.connect_timeout, TcpStream::connect(peer.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %peer.addr, error = %e, "dial failed");
+            return Err(None);
+        }
+        Err(_) => {
+            tracing::debug!(addr = %peer.addr, "dial timed out");
+            return Err(None);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let exchange = async {
+        wire::write_hello(&mut stream, &hello(ctx, blob)).await?;
+        let theirs = wire::read_hello(&mut stream).await?;
+        let first =
+            wire::read_message(&mut stream, &Decoder::new(layout), &Unpaced, |_| {}).await?;
+        Ok::<_, WireError>((theirs, first))
+    };
+    let (theirs, first) = match timeout(cfg.handshake_timeout, exchange).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %peer.addr, error = %e, "handshake failed");
+            return Err(None);
+        }
+        Err(_) => {
+            tracing::debug!(addr = %peer.addr, "handshake timed out");
+            return Err(None);
+        }
+    };
+    if theirs.digest != blob || theirs.peer_id != peer.peer_id {
+        // Someone else now listens at that address (a restarted peer, a stale handout).
+        tracing::debug!(addr = %peer.addr, "peer answered for another blob or id");
+        return Err(None);
+    }
+    match first {
+        Message::Bitfield(b) => Ok((stream, b)),
+        Message::Error { code, message } => {
+            tracing::debug!(addr = %peer.addr, ?code, %message, "peer refused the connection");
+            Err(Some(code))
+        }
+        other => {
+            tracing::debug!(addr = %peer.addr, ?other, "peer did not start with its bitfield");
+            Err(None)
+        }
+    }
+}
+
+/// Handles an incoming connection: reads the hello, asks the node to admit it (fetching the
+/// blob's metainfo first if the node does not know the blob yet), then runs it.
+pub(crate) async fn accept(ctx: Arc<Ctx>, mut stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let theirs = match timeout(ctx.cfg.handshake_timeout, wire::read_hello(&mut stream)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "bad hello");
+            refuse_metric(&ctx, "handshake");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "no hello in time");
+            refuse_metric(&ctx, "handshake");
+            return;
+        }
+    };
+    let mut looked_up = false;
+    let code = loop {
+        let (reply, answer) = oneshot::channel();
+        if ctx
+            .cmd
+            .send(Cmd::Inbound {
+                hello: theirs.clone(),
+                addr,
+                reply,
+            })
+            .is_err()
+        {
+            break ErrorCode::Shutdown;
+        }
+        match answer.await {
+            Ok(InboundAnswer::Accept(setup)) => {
+                let preamble = hello(&ctx, theirs.digest).encode();
+                run(ctx, stream, setup, Some(preamble)).await;
+                return;
+            }
+            Ok(InboundAnswer::Unknown) if !looked_up => {
+                looked_up = true;
+                let Some(source) = ctx.source.clone() else {
+                    break ErrorCode::UnknownBlob;
+                };
+                // An origin serves every blob it holds: learn this one's layout, and seed it.
+                let Some(m) = source.metainfo(theirs.digest).await else {
+                    break ErrorCode::UnknownBlob;
+                };
+                if m.digest() != theirs.digest
+                    || !matches!(ctx.store.stat(&theirs.digest).await, Ok(Some(len)) if len == m.length())
+                {
+                    break ErrorCode::UnknownBlob;
+                }
+                let (reply, done) = oneshot::channel();
+                if ctx
+                    .cmd
+                    .send(Cmd::Seed {
+                        metainfo: m,
+                        announce: ctx.cfg.announce_seeds,
+                        reply,
+                    })
+                    .is_err()
+                {
+                    break ErrorCode::Shutdown;
+                }
+                let _ = done.await;
+            }
+            Ok(InboundAnswer::Unknown) => break ErrorCode::UnknownBlob,
+            Ok(InboundAnswer::Refuse(code)) => break code,
+            Err(_) => break ErrorCode::Shutdown,
+        }
+    };
+    refuse_metric(
+        &ctx,
+        match code {
+            ErrorCode::Busy => "busy",
+            ErrorCode::UnknownBlob => "unknown_blob",
+            _ => "refused",
+        },
+    );
+    // Answer with a hello and the reason, so the dialler knows not to count it a fault.
+    let mut out = hello(&ctx, theirs.digest).encode();
+    let mut frame = BytesMut::new();
+    Message::Error {
+        code,
+        message: String::new(),
+    }
+    .encode(&mut frame);
+    out.extend_from_slice(&frame);
+    let _ = timeout(ctx.cfg.handshake_timeout, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+fn refuse_metric(ctx: &Ctx, reason: &str) {
+    ctx.metrics
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// Runs an admitted connection until either side closes it.
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    setup: ConnSetup,
+    preamble: Option<Vec<u8>>,
+) {
+    let (rd, wr) = stream.into_split();
+    let ConnSetup {
+        conn,
+        rx,
+        cancel,
+        io,
+        origin,
+    } = setup;
+    let writer = {
+        let ctx = Arc::clone(&ctx);
+        let io = Arc::clone(&io);
+        let cancel = cancel.clone();
+        ctx.tasks.clone().spawn(async move {
+            let c = cancel.clone();
+            tokio::select! {
+                () = c.cancelled() => {}
+                r = write_loop(&ctx, conn, wr, rx, &io, preamble, &cancel) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%conn, error = %e, "connection write failed");
+                    }
+                }
+            }
+            // Whatever ended the writer ends the reader too.
+            cancel.cancel();
+        })
+    };
+    let reason = tokio::select! {
+        () = cancel.cancelled() => CloseReason::Disconnected,
+        r = read_loop(&ctx, conn, rd, &io, origin) => r,
+    };
+    cancel.cancel();
+    let _ = writer.await;
+    let _ = ctx.cmd.send(Cmd::Engine(Event::Closed { conn, reason }));
+}
+
+async fn read_loop(
+    ctx: &Ctx,
+    conn: ConnId,
+    mut rd: OwnedReadHalf,
+    io: &Arc<BlobIo>,
+    origin: bool,
+) -> CloseReason {
+    let decoder = Decoder::new(Layout::of(&io.metainfo));
+    loop {
+        let msg = match timeout(
+            ctx.cfg.idle_timeout,
+            wire::read_message(&mut rd, &decoder, &ctx.ingress, |_| {}),
+        )
+        .await
+        {
+            Ok(Ok(m)) => m,
+            Ok(Err(WireError::Io(e))) => {
+                tracing::debug!(%conn, error = %e, "connection lost");
+                return CloseReason::Disconnected;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(%conn, error = %e, "peer broke the protocol");
+                return CloseReason::Protocol;
+            }
+            Err(_) => {
+                tracing::debug!(%conn, "connection idle too long");
+                return CloseReason::Disconnected;
+            }
+        };
+        match msg {
+            Message::Piece { index, data } => {
+                ctx.metrics.received(origin, data.len() as u64);
+                let m = Arc::clone(&io.metainfo);
+                let d = data.clone();
+                // Hashing a piece takes milliseconds: off the async threads.
+                let valid = tokio::task::spawn_blocking(move || m.verify_piece(index as usize, &d))
+                    .await
+                    .unwrap_or(false);
+                if valid {
+                    ctx.metrics.pieces_verified.inc();
+                } else {
+                    ctx.metrics.pieces_failed.inc();
+                    tracing::warn!(%conn, index, "piece failed its hash check");
+                }
+                let _ = ctx.cmd.send(Cmd::PieceArrived {
+                    conn,
+                    index,
+                    data: valid.then_some(data),
+                });
+            }
+            Message::Error { code, message } => {
+                tracing::debug!(%conn, ?code, %message, "peer closed with an error");
+                return CloseReason::Remote(code);
+            }
+            Message::KeepAlive => {}
+            other => {
+                let _ = ctx
+                    .cmd
+                    .send(Cmd::Engine(Event::Message { conn, msg: other }));
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    ctx: &Ctx,
+    conn: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<ConnCmd>,
+    io: &Arc<BlobIo>,
+    preamble: Option<Vec<u8>>,
+    cancel: &CancellationToken,
+) -> Result<(), WireError> {
+    if let Some(p) = preamble {
+        wr.write_all(&p).await?;
+    }
+    let keepalive = ctx.cfg.idle_timeout / 3;
+    let mut uploads: VecDeque<u32> = VecDeque::new();
+    let mut out = BytesMut::new();
+    loop {
+        // Take every command that is waiting, so control messages go out together and a
+        // cancel reaches a queued upload before it starts.
+        let mut closing = None;
+        loop {
+            match rx.try_recv() {
+                Ok(ConnCmd::Send(m)) => m.encode(&mut out),
+                Ok(ConnCmd::Upload(i)) => uploads.push_back(i),
+                Ok(ConnCmd::Cancel(i)) => uploads.retain(|&u| u != i),
+                Ok(ConnCmd::Close(code)) => {
+                    closing = Some(code);
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closing = Some(None);
+                    break;
+                }
+            }
+        }
+        if let Some(code) = closing {
+            if let Some(code) = code {
+                Message::Error {
+                    code,
+                    message: String::new(),
+                }
+                .encode(&mut out);
+            }
+            wr.write_all(&out).await?;
+            let _ = wr.shutdown().await;
+            cancel.cancel();
+            return Ok(());
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+            out.clear();
+        }
+        if let Some(index) = uploads.pop_front() {
+            send_piece(ctx, conn, &mut wr, io, index).await?;
+            continue;
+        }
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(ConnCmd::Send(m)) => m.encode(&mut out),
+                Some(ConnCmd::Upload(i)) => uploads.push_back(i),
+                Some(ConnCmd::Cancel(i)) => uploads.retain(|&u| u != i),
+                Some(ConnCmd::Close(code)) => {
+                    if let Some(code) = code {
+                        Message::Error { code, message: String::new() }.encode(&mut out);
+                    }
+                    wr.write_all(&out).await?;
+                    let _ = wr.shutdown().await;
+                    cancel.cancel();
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            () = tokio::time::sleep(keepalive) => Message::KeepAlive.encode(&mut out),
+        }
+    }
+}
+
+/// Reads a piece and sends it, paying the egress cap chunk by chunk.
+async fn send_piece(
+    ctx: &Ctx,
+    conn: ConnId,
+    wr: &mut OwnedWriteHalf,
+    io: &Arc<BlobIo>,
+    index: u32,
+) -> Result<(), WireError> {
+    let data = match io.read_piece(index as usize).await {
+        Ok(d) => d,
+        Err(e) => {
+            // A local fault, not the peer's: tell the engine the upload is over and close,
+            // so the peer asks someone else.
+            tracing::warn!(%conn, index, error = %e, "cannot read a piece to upload");
+            let _ = ctx.cmd.send(Cmd::Engine(Event::Uploaded { conn, index }));
+            return Err(WireError::Io(std::io::Error::other(e.to_string())));
+        }
+    };
+    wr.write_all(&piece_header(index, data.len() as u32))
+        .await?;
+    for chunk in data.chunks(WRITE_CHUNK) {
+        ctx.egress.acquire(chunk.len()).await;
+        wr.write_all(chunk).await?;
+    }
+    ctx.metrics.bytes_sent.inc_by(data.len() as u64);
+    let _ = ctx.cmd.send(Cmd::Engine(Event::Uploaded { conn, index }));
+    Ok(())
+}
+
+/// How long to wait for a refused connection's goodbye to be written.
+pub(crate) const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells a dialled peer the engine would not have it, then closes.
+pub(crate) async fn goodbye(mut stream: TcpStream, code: ErrorCode) {
+    let mut frame = BytesMut::new();
+    Message::Error {
+        code,
+        message: String::new(),
+    }
+    .encode(&mut frame);
+    let _ = timeout(GOODBYE_TIMEOUT, async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await
+    })
+    .await;
+}

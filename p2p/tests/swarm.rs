@@ -1,0 +1,516 @@
+//! Nodes over real TCP on 127.0.0.1, in one process: honest swarms, and adversarial peers
+//! (written here against the wire module) that corrupt pieces, stall, or lie about a blob.
+// Helpers here are test code too; clippy's test exemption covers only `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, Registry};
+use shoal_core::peer::{PeerId, PeerInfo};
+use shoal_core::store::BlobStore;
+use shoal_core::{Digest, Metainfo};
+use shoal_p2p::bitfield::Bitfield;
+use shoal_p2p::engine::Config;
+use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
+use shoal_p2p::{DownloadError, MetainfoSource, Node, NodeConfig, StaticDiscovery};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes that do not compress and differ per seed.
+fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An origin's metainfo source: computes it from the committed blob.
+struct FromStore(BlobStore);
+
+impl MetainfoSource for FromStore {
+    fn metainfo(&self, digest: Digest) -> BoxFuture<'_, Option<Metainfo>> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let f = store.open_blob_sync(&digest).ok()?;
+                Metainfo::compute_from_file(&f, digest).ok()
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    }
+}
+
+struct TestNode {
+    node: Node,
+    store: BlobStore,
+    registry: Registry,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// A sample's value from the node's `/metrics` text (0 if absent).
+    fn metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let key = match label {
+            Some((k, v)) => format!("{name}{{{k}=\"{v}\"}}"),
+            None => name.to_owned(),
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+async fn start(
+    mut cfg: NodeConfig,
+    discovery: &StaticDiscovery,
+    shutdown: &CancellationToken,
+    source: bool,
+) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry = Registry::new();
+    cfg.engine.tick = Duration::from_millis(50);
+    let src: Option<Arc<dyn MetainfoSource>> = if source {
+        Some(Arc::new(FromStore(store.clone())))
+    } else {
+        None
+    };
+    let node = Node::start(
+        cfg,
+        listener,
+        store.clone(),
+        Arc::new(discovery.clone()),
+        src,
+        &registry,
+        shutdown.child_token(),
+    )
+    .unwrap();
+    TestNode {
+        node,
+        store,
+        registry,
+        _dir: dir,
+    }
+}
+
+/// An origin holding `data`, listed in `discovery`.
+async fn origin_with(
+    data: &[u8],
+    discovery: &StaticDiscovery,
+    shutdown: &CancellationToken,
+    cfg: NodeConfig,
+) -> (TestNode, Metainfo) {
+    let o = start(cfg, discovery, shutdown, true).await;
+    let meta = Metainfo::from_bytes(data);
+    o.store.put_bytes(Some(meta.digest()), data).await.unwrap();
+    discovery.add(o.node.peer_info());
+    (o, meta)
+}
+
+async fn assert_holds(n: &TestNode, data: &[u8]) {
+    let digest = Digest::sha256_of(data);
+    let stored = n.store.read_all(&digest).await.unwrap();
+    assert!(stored == data, "stored copy differs");
+}
+
+fn agent() -> NodeConfig {
+    NodeConfig::agent()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seeder_eight_leechers_share_32_mib() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(32 << 20, 1);
+    let (origin, meta) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
+    let mut leechers = Vec::new();
+    for _ in 0..8 {
+        let n = start(agent(), &discovery, &shutdown, false).await;
+        discovery.add(n.node.peer_info());
+        leechers.push(n);
+    }
+    let handles: Vec<_> =
+        futures::future::join_all(leechers.iter().map(|n| n.node.download(meta.clone())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    for h in &handles {
+        let info = tokio::time::timeout(Duration::from_secs(60), h.finished())
+            .await
+            .expect("download did not finish in time")
+            .unwrap();
+        assert_eq!(info.digest, meta.digest());
+        assert_eq!(info.length, data.len() as u64);
+    }
+    let mut from_peers = 0.0;
+    for n in &leechers {
+        assert_holds(n, &data).await;
+        from_peers += n.metric(
+            "shoal_agent_peer_bytes_received_total",
+            Some(("source", "peer")),
+        );
+        assert_eq!(n.metric("shoal_agent_pieces_failed_total", None), 0.0);
+        assert_eq!(
+            n.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+            1.0
+        );
+    }
+    // A swarm, not eight clients of one server: most bytes came from other leechers.
+    let sent_by_origin = origin.metric("shoal_origin_peer_bytes_sent_total", None);
+    assert!(
+        sent_by_origin >= data.len() as f64,
+        "the origin sent less than one copy"
+    );
+    assert!(
+        from_peers > sent_by_origin,
+        "peers sent {from_peers} bytes, the origin {sent_by_origin}"
+    );
+    shutdown.cancel();
+    for n in leechers.iter().chain([&origin]) {
+        tokio::time::timeout(Duration::from_secs(10), n.node.closed())
+            .await
+            .expect("node did not stop");
+    }
+}
+
+/// What an adversarial peer does when asked for a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Sends bytes of the right length that are not the piece.
+    Corrupt,
+    /// Never answers.
+    Stall,
+    /// Sends the real bytes (with a lying metainfo, see the test).
+    Honest,
+}
+
+#[derive(Default)]
+struct Seen {
+    conns: AtomicUsize,
+    requests: Mutex<Vec<u32>>,
+    cancels: Mutex<Vec<u32>>,
+}
+
+/// A peer that holds "every piece" of a blob and answers requests its own way.
+async fn fake_peer(
+    digest: Digest,
+    layout: Layout,
+    data: Arc<Vec<u8>>,
+    behaviour: Behaviour,
+) -> (PeerInfo, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let id = PeerId::random();
+    let seen = Arc::new(Seen::default());
+    let s = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let s = Arc::clone(&s);
+            let data = Arc::clone(&data);
+            tokio::spawn(async move {
+                let Ok(h) = wire::read_hello(&mut stream).await else {
+                    return;
+                };
+                assert_eq!(h.digest, digest);
+                s.conns.fetch_add(1, Ordering::SeqCst);
+                let mut out = Hello {
+                    digest,
+                    peer_id: id,
+                    origin: false,
+                }
+                .encode();
+                let mut frame = BytesMut::new();
+                Message::Bitfield(Bitfield::full(layout.pieces as usize)).encode(&mut frame);
+                out.extend_from_slice(&frame);
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                let decoder = Decoder::new(layout);
+                loop {
+                    let Ok(m) = wire::read_message(&mut stream, &decoder, &Unpaced, |_| {}).await
+                    else {
+                        return;
+                    };
+                    match m {
+                        Message::Request(i) => {
+                            s.requests.lock().unwrap().push(i);
+                            let start = i as usize * layout.piece_length as usize;
+                            let size = layout.piece_size(i).unwrap() as usize;
+                            let bytes = match behaviour {
+                                Behaviour::Stall => continue,
+                                Behaviour::Honest => data[start..start + size].to_vec(),
+                                Behaviour::Corrupt => vec![0xee; size],
+                            };
+                            let mut frame = BytesMut::new();
+                            Message::Piece {
+                                index: i,
+                                data: bytes.into(),
+                            }
+                            .encode(&mut frame);
+                            if stream.write_all(&frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        Message::Cancel(i) => s.cancels.lock().unwrap().push(i),
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (
+        PeerInfo {
+            peer_id: id,
+            addr,
+            complete: true,
+            origin: false,
+        },
+        seen,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_peer_is_shunned_and_the_rest_complete() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(8 << 20, 2);
+    let meta = Metainfo::from_bytes(&data);
+    // Listed first and not an origin: downloaders prefer it.
+    let (bad, seen) = fake_peer(
+        meta.digest(),
+        Layout::of(&meta),
+        Arc::new(data.clone()),
+        Behaviour::Corrupt,
+    )
+    .await;
+    discovery.add(bad.clone());
+    let (_origin, _) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
+    let mut leechers = Vec::new();
+    for _ in 0..3 {
+        let n = start(agent(), &discovery, &shutdown, false).await;
+        discovery.add(n.node.peer_info());
+        leechers.push(n);
+    }
+    for n in &leechers {
+        let h = n.node.download(meta.clone()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), h.finished())
+            .await
+            .expect("download did not finish")
+            .unwrap();
+    }
+    let mut caught = 0;
+    for n in &leechers {
+        assert_holds(n, &data).await;
+        let failed = n.metric("shoal_agent_pieces_failed_total", None);
+        if failed > 0.0 {
+            caught += 1;
+            assert!(n.node.is_shunned(bad.peer_id).await);
+            // Dropped at its first bad piece: no more bad pieces arrive than were already
+            // requested from it when the first one did.
+            let window = Config::default().max_window as f64;
+            assert!(failed <= window, "{failed} bad pieces reached one node");
+            assert_eq!(n.metric("shoal_agent_peers_shunned_total", None), 1.0);
+        }
+    }
+    assert!(caught > 0, "no node asked the corrupt peer for anything");
+    // Each node that caught it dialled it once and never again.
+    assert!(seen.conns.load(Ordering::SeqCst) <= leechers.len());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_peer_has_its_requests_moved() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(4 << 20, 3);
+    let meta = Metainfo::from_bytes(&data);
+    let (staller, seen) = fake_peer(
+        meta.digest(),
+        Layout::of(&meta),
+        Arc::new(data.clone()),
+        Behaviour::Stall,
+    )
+    .await;
+    discovery.add(staller.clone());
+    let (_origin, _) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
+    let mut cfg = agent();
+    cfg.engine = Config {
+        request_timeout: Duration::from_millis(500),
+        // No endgame copies: only the time-out can move a request.
+        endgame_copies: 1,
+        ..cfg.engine
+    };
+    let n = start(cfg, &discovery, &shutdown, false).await;
+    let h = n.node.download(meta.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), h.finished())
+        .await
+        .expect("download did not finish")
+        .unwrap();
+    assert_holds(&n, &data).await;
+    let requested = seen.requests.lock().unwrap().clone();
+    let cancelled = seen.cancels.lock().unwrap().clone();
+    assert!(!requested.is_empty(), "the staller was never asked");
+    // Every piece asked of the staller was cancelled there and fetched elsewhere.
+    let mut r = requested.clone();
+    r.sort();
+    let mut c = cancelled.clone();
+    c.sort();
+    c.dedup();
+    r.dedup();
+    assert_eq!(r, c);
+    let stats = n.node.stats(meta.digest()).await.unwrap();
+    assert!(stats.timeouts >= 1);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_and_ingress_caps_hold() {
+    let data = blob_bytes(6 << 20, 4);
+    let rate = 4u64 << 20;
+    for which in ["egress", "ingress"] {
+        let shutdown = CancellationToken::new();
+        let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+        let mut ocfg = NodeConfig::origin();
+        let mut acfg = agent();
+        if which == "egress" {
+            ocfg.egress_rate = Some(rate);
+        } else {
+            acfg.ingress_rate = Some(rate);
+        }
+        let (_origin, meta) = origin_with(&data, &discovery, &shutdown, ocfg).await;
+        let n = start(acfg, &discovery, &shutdown, false).await;
+        let t0 = Instant::now();
+        let h = n.node.download(meta.clone()).await.unwrap();
+        h.finished().await.unwrap();
+        let took = t0.elapsed().as_secs_f64();
+        let floor = data.len() as f64 / rate as f64;
+        // Loosely: at least size/rate (less the burst allowance), and not wildly slower.
+        assert!(
+            took >= floor * 0.9,
+            "{which}: {took:.2}s for a {floor:.2}s floor"
+        );
+        assert!(
+            took <= floor * 3.0 + 2.0,
+            "{which}: {took:.2}s for a {floor:.2}s floor"
+        );
+        assert_holds(&n, &data).await;
+        shutdown.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_streams_in_order_and_concurrent_calls_share_a_download() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes((3 << 20) + 12345, 5);
+    let mut ocfg = NodeConfig::origin();
+    // Slow enough that the stream runs while pieces arrive.
+    ocfg.egress_rate = Some(8 << 20);
+    let (_origin, meta) = origin_with(&data, &discovery, &shutdown, ocfg).await;
+    let n = start(agent(), &discovery, &shutdown, false).await;
+    let (a, b) = tokio::join!(n.node.download(meta.clone()), n.node.download(meta.clone()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut whole = Box::pin(a.stream(0..meta.length()));
+    let part = b.stream(1_000_000..2_500_000);
+    let first = whole.next().await.unwrap().unwrap();
+    // The first bytes come while the rest are still on their way.
+    assert!(
+        a.progress().borrow().outcome.is_none(),
+        "the stream waited for the whole blob"
+    );
+    let mut got = first.to_vec();
+    while let Some(chunk) = whole.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == data);
+    let part: Vec<u8> = part.map(|r| r.unwrap().to_vec()).concat().await;
+    assert!(part == data[1_000_000..2_500_000]);
+    assert_eq!(a.finished().await.unwrap(), b.finished().await.unwrap());
+    assert_eq!(
+        n.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+        1.0
+    );
+    // A range past the end is an error, not a panic.
+    let bad: Vec<_> = a.stream(0..meta.length() + 1).collect().await;
+    assert!(matches!(bad[..], [Err(DownloadError::OutOfRange { .. })]));
+    // A later call finds the blob in the store: complete at once.
+    let again = n.node.download(meta.clone()).await.unwrap();
+    assert_eq!(again.finished().await.unwrap().digest, meta.digest());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_that_fails_its_digest_is_never_visible() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(2 << 20, 6);
+    let honest = Metainfo::from_bytes(&data);
+    // Piece hashes of the real bytes under another blob's digest: every piece verifies,
+    // the whole does not.
+    let wrong = Digest::sha256_of(b"something else");
+    let hashes = (0..honest.piece_count())
+        .map(|i| *honest.piece_hash(i).unwrap())
+        .collect();
+    let lying = Metainfo::new(wrong, honest.length(), honest.piece_length(), hashes).unwrap();
+    let (peer, _) = fake_peer(
+        wrong,
+        Layout::of(&lying),
+        Arc::new(data.clone()),
+        Behaviour::Honest,
+    )
+    .await;
+    discovery.add(peer);
+    let n = start(agent(), &discovery, &shutdown, false).await;
+    let h = n.node.download(lying).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), h.finished())
+        .await
+        .expect("download did not end");
+    assert_eq!(r, Err(DownloadError::BlobMismatch));
+    assert!(!n.store.contains(&wrong).await.unwrap());
+    assert!(n.store.list().await.unwrap().is_empty());
+    assert_eq!(
+        n.metric("shoal_agent_downloads_total", Some(("result", "failed"))),
+        1.0
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_downloads_and_tasks() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(2 << 20, 7);
+    let meta = Metainfo::from_bytes(&data);
+    // Nobody holds the blob, so the download waits for peers for ever.
+    let n = start(agent(), &discovery, &shutdown, false).await;
+    let h = n.node.download(meta).await.unwrap();
+    shutdown.cancel();
+    assert_eq!(h.finished().await, Err(DownloadError::Stopped));
+    tokio::time::timeout(Duration::from_secs(10), n.node.closed())
+        .await
+        .expect("node did not stop");
+}
