@@ -27,6 +27,7 @@
 #   CARGO_TARGET_DIR          honoured as cargo honours it
 #   SHOAL_DEVCLUSTER_LOG      the processes' log filter (default info)
 #   SHOAL_DEVCLUSTER_TIMEOUT  seconds to wait for every process to be ready (default 60)
+#   SHOAL_DEMO_TIMEOUT        seconds the demo's pulls may take together (default 300)
 #   SHOAL_DEMO_CLIENT         what the demo pushes and pulls with: skopeo, or curl (plain registry
 #                             requests) where skopeo is not installed (default: skopeo if found)
 set -euo pipefail
@@ -500,6 +501,7 @@ cmd_down() {
 # ---------------------------------------------------------------- demo
 
 DEMO_REPO=demo/app
+DEMO_TIMEOUT="${SHOAL_DEMO_TIMEOUT:-300}"
 DEMO_TAG=v1
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -597,6 +599,17 @@ agent_metric() {
       END { printf "%.0f\n", sum + 0 }'
 }
 
+# Stops the demo's pulls still running, each with its whole process group.
+stop_jobs() {
+  local p
+  for p in "${DEMO_JOBS[@]+"${DEMO_JOBS[@]}"}"; do
+    kill -TERM -- "-$p" 2>/dev/null || true
+  done
+  for p in "${DEMO_JOBS[@]+"${DEMO_JOBS[@]}"}"; do
+    wait "$p" 2>/dev/null || true
+  done
+}
+
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%d%%", 100 * a / b; else printf "-" }'; }
 
@@ -638,8 +651,7 @@ cmd_demo() {
   DEMO_JOBS=()
   # shellcheck disable=SC2154 # status is assigned inside the trap
   trap 'status=$?; trap - EXIT INT TERM
-        for p in "${DEMO_JOBS[@]+"${DEMO_JOBS[@]}"}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-        rm -rf "$DEMO_TMP"; exit $status' EXIT
+        stop_jobs; rm -rf "$DEMO_TMP"; exit $status' EXIT
   trap 'exit 130' INT TERM
 
   local use_skopeo=0
@@ -675,29 +687,51 @@ cmd_demo() {
   done
 
   say "pulling $ref through all $agents agents at once"
+  # Each pull runs in a process group of its own (set -m), so that a timeout or Ctrl-C
+  # stops the pull's client too, not only the subshell that waits for it.
+  set -m
   for ((i = 1; i <= agents; i++)); do
     (
       s="$(date +%s%N)"
       if [ "$use_skopeo" = 1 ]; then
         skopeo --insecure-policy copy --quiet --src-tls-verify=false \
-          "docker://$HOST:$(agent_port "$i")/$ref" "dir:$tmp/pull-$i" >"$tmp/pull-$i.log" 2>&1
+          "docker://$HOST:$(agent_port "$i")/$ref" "dir:$tmp/pull-$i" >"$tmp/pull-$i.log" 2>&1 &&
+          rc=0 || rc=$?
       else
-        pull_with_curl "$(agent_port "$i")" "$tmp/pull-$i" >"$tmp/pull-$i.log" 2>&1
+        pull_with_curl "$(agent_port "$i")" "$tmp/pull-$i" >"$tmp/pull-$i.log" 2>&1 &&
+          rc=0 || rc=$?
       fi
-      rc=$?
       e="$(date +%s%N)"
       echo "$rc $((e - s))" >"$tmp/pull-$i.result"
     ) &
     DEMO_JOBS+=($!)
   done
-  for p in "${DEMO_JOBS[@]}"; do wait "$p" || true; done
+  set +m
+  local deadline=$(($(date +%s) + DEMO_TIMEOUT)) p running
+  while :; do
+    running=0
+    for p in "${DEMO_JOBS[@]}"; do kill -0 "$p" 2>/dev/null && running=1; done
+    [ "$running" = 1 ] || break
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "pulls still running after ${DEMO_TIMEOUT}s: stopping them"
+      stop_jobs
+      break
+    fi
+    sleep 0.2
+  done
+  for p in "${DEMO_JOBS[@]}"; do wait "$p" 2>/dev/null || true; done
   DEMO_JOBS=()
 
   local failed=0 rc ns hex total_peer=0 total_origin=0 dp dorig
   echo
   printf '  %-8s %9s %11s %20s %20s\n' agent time image "from peers" "from origins"
   for ((i = 1; i <= agents; i++)); do
-    read -r rc ns <"$tmp/pull-$i.result" || rc=1
+    if [ ! -f "$tmp/pull-$i.result" ]; then
+      printf '  %-8s did not finish within %ss\n' "agent-$i" "$DEMO_TIMEOUT"
+      failed=1
+      continue
+    fi
+    read -r rc ns <"$tmp/pull-$i.result"
     if [ "$rc" != 0 ]; then
       printf '  %-8s failed: %s\n' "agent-$i" "$(tail -n 3 "$tmp/pull-$i.log" | tr '\n' ' ')"
       failed=1
