@@ -276,6 +276,15 @@ kind = "filesystem"
 # One directory for all three, as a shared bucket would be.
 path = "$DIR/data/backend"
 EOF
+    if [ "$rate" != 0 ]; then
+      cat >>"$(config_of "$name")" <<EOF
+
+[peer]
+# Bytes per second over the peer protocol (up --rate).
+egress = $rate_toml
+ingress = $rate_toml
+EOF
+    fi
   done
   cat >"$(config_of tracker)" <<EOF
 # Written by deploy/devcluster.sh; deploy/config/tracker.toml documents every key.
