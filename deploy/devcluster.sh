@@ -601,8 +601,20 @@ pull_with_curl() {
 }
 
 # Sum of an agent's counter samples named $2 whose labels contain $3.
-agent_metric() {
-  curl -fsS --max-time 5 "http://$HOST:$(agent_port "$1")/metrics" 2>/dev/null |
+agent_metric() { metric_at "$HOST:$(agent_port "$1")" "$2" "$3"; }
+
+# Sum over the origins of their samples named $1 whose labels contain $2.
+origins_metric() {
+  local i sum=0
+  for ((i = 0; i < ORIGINS; i++)); do
+    sum=$((sum + $(metric_at "$HOST:$((ORIGIN_HTTP_BASE + i))" "$1" "$2")))
+  done
+  echo "$sum"
+}
+
+# Sum of the samples named $2 whose labels contain $3 in the /metrics of address $1.
+metric_at() {
+  curl -fsS --max-time 5 "http://$1/metrics" 2>/dev/null |
     awk -v name="$2" -v label="$3" '
       $1 ~ ("^" name "([{]|$)") && index($1, label) { sum += $NF }
       END { printf "%.0f\n", sum + 0 }'
@@ -694,6 +706,8 @@ cmd_demo() {
     peer0[i]="$(agent_metric "$i" shoal_agent_peer_bytes_received_total 'source="peer"')"
     origin0[i]="$(agent_metric "$i" shoal_agent_peer_bytes_received_total 'source="origin"')"
   done
+  local seeded0
+  seeded0="$(origins_metric shoal_origin_sent_bytes_total 'proto="peer"')"
 
   say "pulling $ref through all $agents agents at once"
   # Each pull runs in a process group of its own (set -m), so that a timeout or Ctrl-C
@@ -763,6 +777,10 @@ cmd_demo() {
   printf '  %-8s %9s %11s %11s (%4s) %11s (%4s)\n' all "" "" "$(mib "$total_peer")" \
     "$(pct "$total_peer" $((total_peer + total_origin)))" "$(mib "$total_origin")" \
     "$(pct "$total_origin" $((total_peer + total_origin)))"
+  local seeded
+  seeded=$(($(origins_metric shoal_origin_sent_bytes_total 'proto="peer"') - seeded0))
+  printf '  the origins sent %s over the peer protocol: %s times the image\n' "$(mib "$seeded")" \
+    "$(awk -v a="$seeded" -v b="$DEMO_BYTES" 'BEGIN { printf "%.2f", a / b }')"
   echo
   [ "$failed" = 0 ] || die "the image did not arrive at every agent (logs in $DIR/logs/)"
   say "every agent has $ref; $(pct "$total_peer" $((total_peer + total_origin))) of the layer bytes came from peers"

@@ -73,6 +73,18 @@ fn real_clients_push_through_the_proxy_and_pull_through_every_agent() {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Piece bytes agent `i` has received since it started: (from peers, from origins).
+fn swarm_bytes(cluster: &DevCluster, i: usize) -> (f64, f64) {
+    let m = cluster.metrics(&agent(i));
+    let name = "shoal_agent_peer_bytes_received_total";
+    (
+        metric_sum(&m, name, &["source=\"peer\""]),
+        metric_sum(&m, name, &["source=\"origin\""]),
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // docker
 
@@ -200,6 +212,7 @@ fn docker(cluster: &DevCluster) {
     let work = tempfile::tempdir().unwrap();
     let program = static_program(work.path());
     let payload = noise(1, 40 << 20);
+    let payload_len = payload.len();
     let expected = format!(
         "shoal e2e: {} bytes, fnv1a64 {:016x}",
         payload.len(),
@@ -234,7 +247,30 @@ fn docker(cluster: &DevCluster) {
 
     for i in 1..=cluster.agents {
         let pulled = format!("{}/e2e/docker:v1", agent(i));
+        let before = swarm_bytes(cluster, i);
         let out = docker.cli(&["pull", &pulled]).ok();
+        let after = swarm_bytes(cluster, i);
+        let (from_peers, from_origins) = (after.0 - before.0, after.1 - before.1);
+        eprintln!(
+            "agent-{i}: {:.1} MiB from peers, {:.1} MiB from origins",
+            from_peers / MIB,
+            from_origins / MIB
+        );
+        // The 40 MiB layer came through the swarm, and once one agent had it, mostly from
+        // that agent rather than the origins.
+        assert!(
+            from_peers + from_origins >= payload_len as f64,
+            "agent-{i} took only {:.1} MiB through the swarm",
+            (from_peers + from_origins) / MIB
+        );
+        if i > 1 {
+            assert!(
+                from_peers > from_origins,
+                "agent-{i} took {:.1} MiB from origins and only {:.1} MiB from peers that had it",
+                from_origins / MIB,
+                from_peers / MIB
+            );
+        }
         assert!(
             out.contains(&format!("Digest: {digest}")),
             "agent-{i} served another manifest than the one pushed ({digest}):\n{out}"
@@ -495,6 +531,18 @@ fn demo(cluster: &DevCluster) {
     let o = cluster.script(&["demo", "--size", "24"]).ok();
     eprintln!("{o}");
     assert!(o.contains("every agent has demo/app:v1"), "{o}");
+    // Three agents pulling at once can take at most two thirds from each other; the origins
+    // should not be sending the image once per agent.
+    let share: u32 = o
+        .split("; ")
+        .nth(1)
+        .and_then(|t| t.split('%').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the demo printed no share of bytes from peers:\n{o}"));
+    assert!(
+        share > 50,
+        "only {share}% of the bytes came from peers:\n{o}"
+    );
     for i in 1..=cluster.agents {
         assert!(
             o.contains(&format!("agent-{i} ")),
