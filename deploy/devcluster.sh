@@ -355,7 +355,7 @@ parse_rate() {
 }
 
 cmd_up() {
-  local agents="$DEFAULT_AGENTS" rate=0
+  local agents="$DEFAULT_AGENTS" rate=0 i
   while [ $# -gt 0 ]; do
     case "$1" in
       --agents)
@@ -394,8 +394,13 @@ cmd_up() {
       port_in_use "$port" && busy+=("$port ($name)")
     done
   done
-  [ ${#busy[@]} -eq 0 ] ||
-    die "ports already in use by another program: ${busy[*]}; is a cluster from another directory running?"
+  if [ ${#busy[@]} -gt 0 ]; then
+    local hint="is a cluster from another directory running?"
+    if [ "$DIR" != "$ROOT/.devcluster" ] && [ -n "$(DIR="$ROOT/.devcluster" running_names)" ]; then
+      hint="the cluster in $ROOT/.devcluster runs: stop it with 'SHOAL_DEVCLUSTER_DIR=$ROOT/.devcluster $0 down'"
+    fi
+    die "ports already in use: ${busy[*]}; $hint"
+  fi
 
   resolve_binaries "$agents"
   mkdir -p "$DIR"
