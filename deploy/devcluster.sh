@@ -418,7 +418,7 @@ cmd_up() {
   for ((i = 0; i < ORIGINS; i++)); do origins+=("origin-$i"); done
   for ((i = 1; i <= agents; i++)); do agents_names+=("agent-$i"); done
 
-  say "starting ${#origins[@]} origins, the tracker, the proxy and $agents agents in $DIR"
+  say "starting ${#origins[@]} origins, the tracker, the proxy and $agents agent$([ "$agents" = 1 ] || echo s) in $DIR"
   for name in "${origins[@]}"; do start_one "$name"; done
   wait_ready "${origins[@]}"
   start_one tracker
