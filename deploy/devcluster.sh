@@ -184,7 +184,8 @@ start_one() {
   bin="$BIN_DIR/$(binary_of "$name")"
   mkdir -p "$DIR/run" "$DIR/logs"
   printf '\n==== %s started %s\n' "$name" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$(log_of "$name")"
-  setsid "$bin" --config "$(config_of "$name")" --log "$LOG_FILTER" \
+  # NO_COLOR: the logs are files, read with less and grep, not a terminal.
+  NO_COLOR=1 setsid "$bin" --config "$(config_of "$name")" --log "$LOG_FILTER" \
     </dev/null >>"$(log_of "$name")" 2>&1 &
   pid=$!
   echo "$pid" >"$(pidfile "$name")"
