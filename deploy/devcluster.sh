@@ -145,6 +145,15 @@ port_in_use() {
   (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
 }
 
+# Whether pid $1 still runs. A zombie does not: the processes `up` started are its children
+# until it returns, and one that has exited stays a zombie until that shell ends.
+running_pid() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
 # Stops the named processes: SIGTERM to all of them, then SIGKILL to any still running
 # after STOP_GRACE seconds. Pid files of stopped processes are removed.
 stop_names() {
@@ -160,12 +169,12 @@ stop_names() {
   while :; do
     any=0
     for entry in "${pids[@]}"; do
-      kill -0 "${entry#*:}" 2>/dev/null && any=1
+      running_pid "${entry#*:}" && any=1
     done
     [ "$any" -eq 1 ] || break
     if [ "$waited" -ge $((STOP_GRACE * 10)) ]; then
       for entry in "${pids[@]}"; do
-        if kill -0 "${entry#*:}" 2>/dev/null; then
+        if running_pid "${entry#*:}"; then
           say "${entry%%:*} (pid ${entry#*:}) did not stop within ${STOP_GRACE}s: killing it"
           kill -KILL "${entry#*:}" 2>/dev/null || true
         fi
@@ -190,6 +199,13 @@ start_one() {
   pid=$!
   echo "$pid" >"$(pidfile "$name")"
   STARTED+=("$name")
+  # Until the child has exec'd, its command line is this script's and live_pid would take it
+  # for gone; wait for the exec (or the child's end) so that readiness checks are not fooled.
+  local tries=0
+  until live_pid "$name" >/dev/null || ! running_pid "$pid" || [ "$tries" -ge 500 ]; do
+    sleep 0.01
+    tries=$((tries + 1))
+  done
 }
 
 # Waits until every named process answers /ready, or fails naming the one that does not

@@ -207,9 +207,17 @@ pub fn signal(pid: u32, signal: &str) {
         .status();
 }
 
-/// Whether a process with this pid exists (a zombie counts until it is reaped).
-pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Whether the process with this pid runs: it exists and is not a zombie (one that has
+/// exited but that its parent, perhaps init, has not reaped yet).
+pub fn pid_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// A program running in the background with its output in a log file. Dropping it stops
@@ -366,8 +374,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = Daemon::spawn("sleeper", "sleep", &["30".into()], &dir.path().join("log"));
         let pid = d.pid();
-        assert!(pid_alive(pid));
+        assert!(pid_running(pid));
         drop(d);
-        assert!(!pid_alive(pid));
+        assert!(!pid_running(pid));
     }
 }

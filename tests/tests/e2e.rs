@@ -29,7 +29,7 @@ use shoal_tests::data::{fnv1a64, noise};
 use shoal_tests::devcluster::{DevCluster, PROXY, agent, exclusive};
 use shoal_tests::http::metric_sum;
 use shoal_tests::oci::{Entry, Layout, OCI_INDEX, OCI_MANIFEST, tar};
-use shoal_tests::process::{Daemon, cmd, pid_alive, require, signal};
+use shoal_tests::process::{Daemon, cmd, pid_running, require, signal};
 
 const AGENTS: usize = 3;
 
@@ -593,7 +593,7 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
             "agent-1", "origin-0", "origin-1", "origin-2", "proxy", "tracker"
         ]
     );
-    assert!(started.iter().all(|(_, pid)| pid_alive(*pid)));
+    assert!(started.iter().all(|(_, pid)| pid_running(*pid)));
 
     let status = cluster.script(&["status"]).ok();
     assert_eq!(status.matches(" ready ").count(), 6, "{status}");
@@ -631,7 +631,12 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
     let down = cluster.down(false);
     assert!(down.success(), "{}", down.stderr);
     for (name, pid) in &started {
-        assert!(!pid_alive(*pid), "{name} (pid {pid}) still runs after down");
+        assert!(
+            !pid_running(*pid),
+            "{name} (pid {pid}) still runs after down, which said:\n{}\n{}",
+            down.stdout,
+            down.stderr
+        );
     }
     for port in [5000, 7070, 9000, 9001, 9002, 7000, 7001, 7002, 8081, 7101] {
         assert!(!port_open(port), "port {port} still answers after down");
