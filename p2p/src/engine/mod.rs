@@ -112,7 +112,7 @@ impl Default for Config {
             max_origin_conns_per_blob: 2,
             min_in_flight: 4,
             max_in_flight: 64,
-            request_queue_time: Duration::from_millis(20),
+            request_queue_time: Duration::from_millis(50),
             initial_window: 2,
             max_window: 8,
             rate_window: Duration::from_millis(500),
