@@ -17,6 +17,7 @@ need docker-registry docker-registry
 need ip iproute2
 need jq jq
 need curl curl
+need systemd-analyze systemd
 
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "== installing ${apt_packages[*]}"
@@ -28,6 +29,7 @@ py_missing=()
 python3 -c 'import oras' 2>/dev/null || py_missing+=(oras)
 python3 -c 'import kubernetes_validate' 2>/dev/null || py_missing+=(kubernetes-validate)
 python3 -c 'import helm_python' 2>/dev/null || py_missing+=(helm-python-sdk)
+python3 -c 'import yaml' 2>/dev/null || py_missing+=(PyYAML)
 if [ ${#py_missing[@]} -gt 0 ]; then
   echo "== pip install ${py_missing[*]}"
   python3 -m pip install -q "${py_missing[@]}"

@@ -1,1 +1,279 @@
-//! placeholder
+//! The agent: one per host, a read-only OCI registry on 127.0.0.1:8081 whose layers arrive
+//! piece by piece through the swarm, and a seeder of what it downloaded.
+//!
+//! - [`config`]: every config key, its default and its checks.
+//! - [`routes`]: the registry API (`GET /v2/`, manifests, blobs with `Range`, tag lists);
+//!   writes answer 405.
+//! - [`manifests`]: tags resolved through the origins; manifests from an origin, verified,
+//!   cached; their media types.
+//! - [`blobs`]: blob bytes from the cache, straight from an origin (small ones), or streamed
+//!   from the swarm in order as pieces verify.
+//! - [`cache`]: the bounded blob cache on disk: index, recency, eviction, restart.
+//! - [`upstream`]: metainfo from the tracker or the origins; origins as the only peers when
+//!   there is no tracker.
+//! - [`containerd`]: writing and restoring containerd's `hosts.toml` so that it pulls
+//!   through the agent.
+//! - [`metrics`]: the agent's own `shoal_agent_…` families (the swarm registers its own).
+//! - [`state`]: what handlers and background tasks share.
+//! - [`error`]: the crate's error type.
+//!
+//! [`Agent::start`] opens the cache, starts the p2p node on the peer listener and serves the
+//! registry API; [`run`] is that plus waiting for shutdown.
+#![forbid(unsafe_code)]
+
+pub mod blobs;
+pub mod cache;
+pub mod config;
+pub mod containerd;
+pub mod error;
+pub mod manifests;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod upstream;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::Registry;
+use shoal_core::Digest;
+use shoal_core::origin_client::OriginClient;
+use shoal_core::telemetry::Readiness;
+use shoal_p2p::discovery::{Discovery, TrackerDiscovery};
+use shoal_p2p::{Node, NodeConfig, Progress};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::Config;
+pub use error::AgentError;
+
+use cache::Cache;
+use metrics::Metrics;
+use state::{AppState, State};
+use upstream::{OriginDiscovery, Upstream};
+
+/// How often the cache is trimmed, since seeding blobs become evictable only once the
+/// swarm lets them go.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+const TRACKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sockets an agent serves, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The registry API, `/health`, `/ready` and `/metrics`.
+    pub http: TcpListener,
+    /// The peer protocol.
+    pub peer: TcpListener,
+    /// `/health`, `/ready` and `/metrics` again, elsewhere (`ops_listen`).
+    pub ops: Option<TcpListener>,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    state: AppState,
+    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    shutdown: CancellationToken,
+    /// Stops the p2p node once the HTTP servers have drained, so that responses in flight
+    /// can finish during the grace period.
+    node_shutdown: CancellationToken,
+    addr: SocketAddr,
+}
+
+/// Starts an agent and waits until `shutdown` is cancelled and it has stopped.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    Agent::start(config, listeners, registry, shutdown)
+        .await?
+        .wait()
+        .await
+}
+
+impl Agent {
+    pub async fn start(
+        config: Config,
+        listeners: Listeners,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        // Dropping the agent stops it, without cancelling the caller's token.
+        let shutdown = shutdown.child_token();
+        let addr = listeners.http.local_addr()?;
+        let ops_addr = listeners.ops.as_ref().map(|l| l.local_addr()).transpose()?;
+        let metrics = Metrics::register(&registry)?;
+        let cache = Cache::open(
+            &config.cache.dir,
+            config.cache.max_size.bytes(),
+            metrics.clone(),
+        )
+        .await?;
+        let origins = Arc::new(OriginClient::new(&config.origins, None)?);
+        let tracker = config.tracker_url();
+        let discovery: Arc<dyn Discovery> = match &tracker {
+            Some(url) => Arc::new(
+                TrackerDiscovery::new(url, TRACKER_TIMEOUT)
+                    .map_err(|e| AgentError::Tracker(e.to_string()))?,
+            ),
+            None => Arc::new(OriginDiscovery::new(Arc::clone(&origins))),
+        };
+        let upstream = Upstream::new(origins, tracker.clone())?;
+
+        let mut node_cfg = NodeConfig::agent();
+        node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
+        node_cfg.egress_rate = config.limits.egress.per_second();
+        node_cfg.ingress_rate = config.limits.ingress.per_second();
+        node_cfg.advertise_addr = config.advertise_ip();
+        node_cfg.metrics_prefix = "shoal_agent".into();
+        let node_shutdown = CancellationToken::new();
+        let node = Node::start(
+            node_cfg,
+            listeners.peer,
+            cache.store().clone(),
+            discovery,
+            None,
+            &registry,
+            node_shutdown.clone(),
+        )?;
+
+        let tasks = TaskTracker::new();
+        let state: AppState = Arc::new(State {
+            config,
+            cache,
+            node,
+            upstream,
+            metrics,
+            downloads: tokio::sync::Mutex::new(HashMap::new()),
+            direct: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
+            seeding: Mutex::new(HashSet::new()),
+            tasks: tasks.clone(),
+        });
+
+        let ready = Readiness::default();
+        let app = routes::router(state.clone(), registry.clone(), ready.clone());
+        let grace = state.config.shutdown_grace;
+        let mut servers = vec![tokio::spawn(
+            shoal_core::telemetry::serve(listeners.http, app, shutdown.clone(), grace)
+                .instrument(tracing::info_span!("http", %addr)),
+        )];
+        if let (Some(ops), Some(ops_addr)) = (listeners.ops, ops_addr) {
+            let app = shoal_core::telemetry::ops_router(registry, ready.clone());
+            servers.push(tokio::spawn(
+                shoal_core::telemetry::serve(ops, app, shutdown.clone(), grace)
+                    .instrument(tracing::info_span!("ops", addr = %ops_addr)),
+            ));
+        }
+        {
+            let st = state.clone();
+            let token = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    let mut tick = tokio::time::interval(TRIM_EVERY);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            () = token.cancelled() => return,
+                            _ = tick.tick() => {}
+                        }
+                        if let Err(e) = st.cache.trim(&st.node).await {
+                            tracing::warn!(error = %e, "cache eviction failed");
+                        }
+                    }
+                }
+                .instrument(tracing::info_span!("trim")),
+            );
+        }
+        {
+            let ready = ready.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                ready.set(false);
+            });
+        }
+        ready.set(true);
+        tracing::info!(
+            %addr,
+            peer_addr = %state.node.local_addr(),
+            peer_id = %state.node.peer_id(),
+            tracker = tracker.as_deref().unwrap_or("(none: origins only)"),
+            origins = state.upstream.origins().origins().len(),
+            "agent started"
+        );
+        Ok(Agent {
+            state,
+            servers,
+            shutdown,
+            node_shutdown,
+            addr,
+        })
+    }
+
+    /// The address the registry API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address the peer protocol is bound to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.state.node.local_addr()
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.state.node
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.state.cache
+    }
+
+    /// The progress of the swarm download of `digest`, while this agent runs one.
+    pub async fn progress(&self, digest: &Digest) -> Option<watch::Receiver<Progress>> {
+        self.state
+            .active_download(digest)
+            .await
+            .map(|h| h.progress())
+    }
+
+    /// Waits until shutdown has been asked for and everything has stopped: the HTTP servers
+    /// drain first (for up to the grace period), then the swarm stops.
+    pub async fn wait(mut self) -> Result<(), AgentError> {
+        let mut result = Ok(());
+        for s in std::mem::take(&mut self.servers) {
+            match s.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e.into()),
+                Err(e) => result = Err(std::io::Error::other(e).into()),
+            }
+        }
+        self.shutdown.cancel();
+        self.node_shutdown.cancel();
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+        self.state.node.closed().await;
+        tracing::info!(addr = %self.addr, "agent stopped");
+        result
+    }
+
+    /// Asks the agent to stop and waits until it has.
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.node_shutdown.cancel();
+    }
+}

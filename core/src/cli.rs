@@ -22,9 +22,32 @@ pub struct CommonArgs {
     /// Log filter, such as `info` or `shoal_agent=debug,info` (RUST_LOG wins if set).
     #[arg(long, env = "SHOAL_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
+
+    /// Load and check the config, print every problem (or the effective config), and exit:
+    /// 0 if it is valid, 64 if not. Nothing is started.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl CommonArgs {
+    /// Ends a `--check-config` run: prints the outcome and returns the exit status. `show`
+    /// renders the effective config for the user to read.
+    pub fn check_outcome<T: serde::Serialize>(result: &Result<T, ConfigError>) -> i32 {
+        match result {
+            Ok(config) => {
+                match toml::to_string_pretty(config) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => println!("# config is valid (it cannot be shown: {e})"),
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                crate::config::EX_CONFIG
+            }
+        }
+    }
+
     /// The config sources: the file, `<env_prefix>…` variables, then `--set` pairs. Callers
     /// add their own typed flags with [`Sources::set`] afterwards, so those win.
     pub fn sources(&self, env_prefix: &str) -> Result<Sources, ConfigError> {

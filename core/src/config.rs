@@ -9,6 +9,7 @@
 //! Environment variables map to keys by dropping the prefix, lowercasing, and reading `__`
 //! as a dot: `SHOAL_AGENT_CACHE__MAX_SIZE=10GiB` sets `cache.max_size`. Values are read as
 //! TOML (`3`, `true`, `["a", "b"]`) and, where that fails, as a plain string.
+//! Kubernetes service-link variables (`…_SERVICE_HOST`, `…_PORT…`) are skipped.
 
 use std::path::{Path, PathBuf};
 
@@ -100,7 +101,11 @@ impl Sources {
         if !self.env_prefix.is_empty() {
             let mut env: Vec<(String, String)> = env
                 .into_iter()
-                .filter(|(k, _)| k.starts_with(&self.env_prefix) && !self.env_ignore.contains(k))
+                .filter(|(k, _)| {
+                    k.strip_prefix(self.env_prefix.as_str())
+                        .is_some_and(|rest| !is_service_link(rest))
+                        && !self.env_ignore.contains(k)
+                })
                 .collect();
             env.sort();
             for (name, value) in env {
@@ -126,6 +131,17 @@ impl Sources {
             _ => Err(ConfigError { problems }),
         }
     }
+}
+
+/// Kubernetes puts `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT` and `<SERVICE>_PORT_<n>_TCP…`
+/// into every pod for every Service; a Service named `shoal-tracker` makes them look like
+/// tracker config keys. No config key is spelt like that, so they are skipped.
+fn is_service_link(rest: &str) -> bool {
+    rest.starts_with("SERVICE_")
+        || rest == "PORT"
+        || rest
+            .strip_prefix("PORT_")
+            .is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 fn read_file(path: &Path, problems: &mut Vec<String>) -> toml::Table {
@@ -308,6 +324,10 @@ mod tests {
                 ("SHOAL_T_PEERS", "[\"a\", \"b\"]"),
                 ("SHOAL_T_INTERVAL", "10s"),
                 ("SHOAL_T_CONFIG", "/etc/whatever.toml"),
+                ("SHOAL_T_SERVICE_HOST", "10.0.0.1"),
+                ("SHOAL_T_SERVICE_PORT_HTTP", "7070"),
+                ("SHOAL_T_PORT", "tcp://10.0.0.1:7070"),
+                ("SHOAL_T_PORT_7070_TCP_ADDR", "10.0.0.1"),
                 ("OTHER", "ignored"),
             ]))
             .unwrap();

@@ -5,7 +5,7 @@
 //! next origin when one cannot be reached or answers 502/503/504. An origin that refused a
 //! connection is tried last for a few seconds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -108,6 +108,25 @@ pub struct BlobEntry {
     pub length: u64,
 }
 
+/// A manifest that names another as its `subject`, as the referrers API lists it: an OCI
+/// descriptor of the referring manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferrerList {
+    pub referrers: Vec<Referrer>,
+}
+
 /// A blob body on its way from an origin.
 pub struct BlobBody {
     /// The bytes in this response (the range's length for a 206).
@@ -142,6 +161,11 @@ pub fn blob_key(digest: &Digest) -> Vec<u8> {
 /// The tag key on the ring.
 pub fn tag_key(name: &RepoName, tag: &Tag) -> Vec<u8> {
     format!("{name}:{tag}").into_bytes()
+}
+
+/// The key on the ring of the referrers of `subject` in a repository.
+pub fn referrers_key(name: &RepoName, subject: &Digest) -> Vec<u8> {
+    format!("{name}@{subject}").into_bytes()
 }
 
 /// Normalises an origin address to a base URL: adds `http://` if no scheme is given and
@@ -409,7 +433,7 @@ impl OriginClient {
     pub async fn get_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>, OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.get(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.get(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         if res.status() == StatusCode::NOT_FOUND {
@@ -428,8 +452,7 @@ impl OriginClient {
         let body = TagBody { digest: *digest };
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.put(format!("{o}/v1/repositories/{name}/tags/{tag}"))
-                    .json(&body)
+                c.put(format!("{o}/v1/tags/{name}:{tag}")).json(&body)
             })
             .await?;
         check(res).await.map(drop)
@@ -438,7 +461,7 @@ impl OriginClient {
     pub async fn delete_tag(&self, name: &RepoName, tag: &Tag) -> Result<(), OriginError> {
         let res = self
             .send(&tag_key(name, tag), |c, o| {
-                c.delete(format!("{o}/v1/repositories/{name}/tags/{tag}"))
+                c.delete(format!("{o}/v1/tags/{name}:{tag}"))
             })
             .await?;
         check(res).await.map(drop)
@@ -462,6 +485,53 @@ impl OriginClient {
             return Ok(None);
         }
         json(res).await.map(Some)
+    }
+
+    /// Records `referrer` as naming `subject` in repository `name` (idempotent).
+    pub async fn put_referrer(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        referrer: &Referrer,
+    ) -> Result<(), OriginError> {
+        let res = self
+            .send(&referrers_key(name, subject), |c, o| {
+                c.put(format!("{o}/v1/referrers/{name}@{subject}"))
+                    .json(referrer)
+            })
+            .await?;
+        check(res).await.map(drop)
+    }
+
+    /// The manifests in repository `name` that name `subject`, in no particular order;
+    /// empty when there are none.
+    pub async fn list_referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, OriginError> {
+        let res = self
+            .send(&referrers_key(name, subject), |c, o| {
+                c.get(format!("{o}/v1/referrers/{name}@{subject}"))
+            })
+            .await?;
+        let list: ReferrerList = json(res).await?;
+        Ok(list.referrers)
+    }
+
+    /// Forgets that `referrer` names `subject` in repository `name`.
+    pub async fn delete_referrer(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> Result<(), OriginError> {
+        let res = self
+            .send(&referrers_key(name, subject), |c, o| {
+                c.delete(format!("{o}/v1/referrers/{name}@{subject}/{referrer}"))
+            })
+            .await?;
+        check(res).await.map(drop)
     }
 
     pub async fn list_repositories(

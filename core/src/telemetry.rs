@@ -100,14 +100,23 @@ async fn metrics_handler(State(s): State<OpsState>) -> Response {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting, lets
-/// requests in flight finish for up to `grace`, and returns.
+/// requests in flight finish for up to `grace`, and returns. Handlers can extract the
+/// caller's address with `ConnectInfo<SocketAddr>`. Responses go out without Nagle's delay:
+/// registry and tracker answers are small and callers keep their connections.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> io::Result<()> {
+    use axum::serve::ListenerExt;
     let addr = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {

@@ -1,1 +1,317 @@
-//! placeholder
+//! The origin: Shoal's durable blob and tag store, and the first seeder of every swarm.
+//!
+//! - [`config`]: every config key, its default and its checks.
+//! - [`cluster`]: the member list, health checks, and who owns what on the ring.
+//! - [`routes`]: the HTTP API of `origin/API.md`, one module per resource.
+//! - [`blobs`]: storing (verified, with metainfo), reading through and deleting blobs.
+//! - [`db`]: the SQLite index: blobs with their metainfo, tags, referrers, and the durable
+//!   queue.
+//! - [`queue`]: the worker that makes replica copies and write-backs, with back-off.
+//! - [`repair`]: the pass that puts every blob and tag back on as many owners as it needs.
+//! - [`backend`]: where blobs and tags are written back to and read through from.
+//! - [`remote`]: requests from this origin to the others.
+//! - [`seed`]: what the peer-protocol seeder gets from the origin.
+//! - [`metrics`]: the `shoal_origin_…` families.
+//! - [`state`]: what the handlers and background tasks of one origin share.
+//! - [`error`]: the crate's error type and its HTTP answers.
+//! - [`testing`]: starting origins and clusters of them in-process, for tests of any crate.
+//!
+//! [`Origin::start`] opens the data directory, serves the listeners it is given and starts
+//! the background tasks; [`run`] is that plus waiting for shutdown.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use shoal_core::peer::PeerId;
+use shoal_core::store::BlobStore;
+use shoal_core::telemetry::Readiness;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub mod backend;
+pub mod blobs;
+pub mod cluster;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod queue;
+pub mod remote;
+pub mod repair;
+pub mod routes;
+pub mod seed;
+pub mod state;
+pub mod testing;
+
+pub use config::Config;
+pub use error::Error;
+pub use repair::RepairReport;
+pub use seed::{RefuseSeeder, SeedSource, Seeder};
+
+use backend::{Backend, NoBackend, fs::FsBackend};
+use cluster::Cluster;
+use config::BackendKind;
+use db::Db;
+use metrics::Metrics;
+use remote::Remote;
+use state::{AppState, Shared};
+
+/// The sockets an origin serves, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP API, `/health`, `/ready` and `/metrics`.
+    pub http: TcpListener,
+    /// The peer protocol; `None` serves no peers.
+    pub peer: Option<TcpListener>,
+}
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Origin {
+    state: AppState,
+    tasks: TaskTracker,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+    addr: SocketAddr,
+    _lock: std::fs::File,
+}
+
+/// Starts an origin and waits until `shutdown` is cancelled and it has stopped.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    Origin::start(config, listeners, registry, shutdown)
+        .await?
+        .wait()
+        .await
+}
+
+/// Takes the data directory for this process; a second origin on it would wipe the first
+/// one's uploads in progress.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Io(std::io::Error::other(format!(
+            "data directory {} is in use by another origin",
+            dir.display()
+        )))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+impl Origin {
+    /// Opens the data directory, brings the index in line with the store, and starts
+    /// serving and the background tasks. Peers are refused until a seeder is given with
+    /// [`Origin::start_with_seeder`].
+    pub async fn start(
+        config: Config,
+        listeners: Listeners,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Origin, Error> {
+        Self::start_with_seeder(
+            config,
+            listeners,
+            registry,
+            shutdown,
+            Box::new(RefuseSeeder),
+        )
+        .await
+    }
+
+    pub async fn start_with_seeder(
+        config: Config,
+        listeners: Listeners,
+        registry: Registry,
+        shutdown: CancellationToken,
+        seeder: Box<dyn Seeder>,
+    ) -> Result<Origin, Error> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let store = BlobStore::open(&config.data_dir).await?;
+        let db_path = config.data_dir.join("origin.db");
+        let db = tokio::task::spawn_blocking(move || Db::open(&db_path)).await??;
+        let metrics = Metrics::register(&registry)?;
+        let backend: Arc<dyn Backend> = match config.backend.kind {
+            BackendKind::None => Arc::new(NoBackend),
+            BackendKind::Filesystem => Arc::new(FsBackend::open(config.backend_path()).await?),
+        };
+        let peer_id = config.peer_id().unwrap_or_else(PeerId::random);
+        let peer_port = match (config.peer.port, &listeners.peer) {
+            (0, Some(l)) => l.local_addr()?.port(),
+            (0, None) => config.peer_listen.port(),
+            (p, _) => p,
+        };
+        let addr = listeners.http.local_addr()?;
+        let cluster = Arc::new(
+            Cluster::new(&config, peer_id, format!("http://{addr}"), metrics.clone())
+                .map_err(Error::Client)?,
+        );
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.cluster.connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(Error::Client)?;
+        let remote = Remote::new(
+            http,
+            config.internal_token.get().map(str::to_owned),
+            cluster.clone(),
+        );
+        let state: AppState = Arc::new(Shared {
+            config,
+            store,
+            db,
+            cluster,
+            backend,
+            metrics,
+            remote,
+            peer_port,
+            ready: Readiness::default(),
+            queue_wake: Notify::new(),
+        });
+        blobs::reconcile(&state).await?;
+
+        let tasks = TaskTracker::new();
+        let app = routes::router(state.clone(), registry);
+        let server = tokio::spawn(
+            shoal_core::telemetry::serve(
+                listeners.http,
+                app,
+                shutdown.clone(),
+                state.config.shutdown_grace,
+            )
+            .instrument(tracing::info_span!("http", %addr)),
+        );
+        {
+            let st = state.clone();
+            let token = shutdown.clone();
+            tasks.spawn(
+                async move {
+                    let ready = st.ready.clone();
+                    st.cluster.run(token, |c| ready.set(c.me().is_some())).await;
+                }
+                .instrument(tracing::info_span!("health")),
+            );
+        }
+        tasks.spawn(
+            queue::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("queue")),
+        );
+        tasks.spawn(
+            repair::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("repair")),
+        );
+        if let Some(peer) = listeners.peer {
+            let fut = seeder.run(peer, SeedSource::new(state.clone()), shutdown.clone());
+            tasks.spawn(
+                async move {
+                    if let Err(e) = fut.await {
+                        tracing::error!(error = %e, "peer protocol stopped");
+                    }
+                }
+                .instrument(tracing::info_span!("peer")),
+            );
+        }
+        {
+            let ready = state.ready.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                token.cancelled().await;
+                ready.set(false);
+            });
+        }
+        state.ready.set(state.cluster.me().is_some());
+        tracing::info!(
+            %addr,
+            member = state.cluster.me().as_deref().unwrap_or("(finding itself)"),
+            %peer_id,
+            peer_port,
+            replicas = state.config.replicas,
+            backend = state.backend.name(),
+            "origin started"
+        );
+        Ok(Origin {
+            state,
+            tasks,
+            server,
+            shutdown,
+            addr,
+            _lock: lock,
+        })
+    }
+
+    /// Waits until shutdown has been asked for and everything has stopped.
+    pub async fn wait(self) -> Result<(), Error> {
+        let served = self.server.await;
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        tracing::info!(addr = %self.addr, "origin stopped");
+        served??;
+        Ok(())
+    }
+
+    /// Asks the origin to stop and waits until it has.
+    pub async fn stop(self) -> Result<(), Error> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// The address the HTTP API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This origin's URL as the member list has it, once known.
+    pub fn member(&self) -> Option<String> {
+        self.state.cluster.me()
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.state.cluster.peer_id()
+    }
+
+    pub fn peer_port(&self) -> u16 {
+        self.state.peer_port
+    }
+
+    /// The members this origin sees alive, itself included.
+    pub fn live_members(&self) -> Vec<String> {
+        self.state.cluster.live()
+    }
+
+    /// The blob store (what a seeder reads from).
+    pub fn store(&self) -> &BlobStore {
+        &self.state.store
+    }
+
+    pub fn seed_source(&self) -> SeedSource {
+        SeedSource::new(self.state.clone())
+    }
+
+    /// Runs a repair pass now.
+    pub async fn repair(&self) -> Result<RepairReport, Error> {
+        repair::pass(&self.state).await
+    }
+
+    /// Queued tasks: (replication, write-back).
+    pub async fn queue_depth(&self) -> Result<(u64, u64), Error> {
+        self.state.db.queue_depth().await
+    }
+
+    /// Runs one round of health checks now.
+    pub async fn check_members(&self) {
+        self.state.cluster.check_all().await;
+    }
+}

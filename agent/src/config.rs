@@ -1,0 +1,308 @@
+//! The agent's configuration: `deploy/config/agent.toml` documents every key, and a test
+//! loads that file with the real loader.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::config::Validate;
+use shoal_core::units::{ByteRate, ByteSize, duration};
+
+/// The environment prefix of the agent's config keys.
+pub const ENV_PREFIX: &str = "SHOAL_AGENT_";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The registry API for local clients (docker, containerd, podman).
+    pub listen: SocketAddr,
+    /// The peer-protocol port other hosts dial for pieces.
+    pub peer_listen: SocketAddr,
+    /// The IP other peers should dial; empty: the tracker uses the announce's source address.
+    pub advertise_addr: String,
+    /// The tracker's base URL; empty: no tracker (metainfo from the origins, and the origins
+    /// as the only peers).
+    pub tracker: String,
+    /// The origins' base URLs, as in the origins' own member list.
+    pub origins: Vec<String>,
+    /// `/health`, `/ready` and `/metrics` on another address as well (for probes and
+    /// scrapers that cannot reach `listen` on loopback); empty: only on `listen`.
+    pub ops_listen: String,
+    /// How long requests in flight may take to finish after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    pub cache: CacheConfig,
+    pub limits: LimitsConfig,
+    pub swarm: SwarmConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    /// Where blobs, their metainfo and downloads in progress live.
+    pub dir: PathBuf,
+    /// Bytes of blobs kept; past it the least recently used blobs that are neither seeding
+    /// nor being served are removed.
+    pub max_size: ByteSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Piece bytes per second sent to peers, all connections together; 0: unlimited.
+    pub egress: ByteRate,
+    /// Piece bytes per second received from peers and origins; 0: unlimited.
+    pub ingress: ByteRate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwarmConfig {
+    /// How long a complete blob keeps being seeded after its last upload to a peer.
+    #[serde(with = "duration")]
+    pub seed_idle: Duration,
+    /// Blobs at most this long (configs) come straight from an origin, verified, instead of
+    /// through the swarm. 0: everything but manifests goes through the swarm.
+    pub direct_max: ByteSize,
+    /// A client's download is abandoned when no piece of the blob arrives for this long.
+    /// The swarm download itself goes on.
+    #[serde(with = "duration")]
+    pub stall_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7100)),
+            advertise_addr: String::new(),
+            tracker: "http://127.0.0.1:7070".into(),
+            origins: vec!["http://127.0.0.1:9000".into()],
+            ops_listen: String::new(),
+            shutdown_grace: Duration::from_secs(10),
+            cache: CacheConfig::default(),
+            limits: LimitsConfig::default(),
+            swarm: SwarmConfig::default(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("/var/lib/shoal/agent"),
+            max_size: ByteSize::gib(20),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            egress: ByteRate(0),
+            ingress: ByteRate(0),
+        }
+    }
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            seed_idle: Duration::from_secs(300),
+            direct_max: ByteSize(64 << 10),
+            stall_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Config {
+    /// The advertised address, if one is set (checked by [`Validate`]).
+    pub fn advertise_ip(&self) -> Option<IpAddr> {
+        self.advertise_addr.trim().parse().ok()
+    }
+
+    /// The tracker's base URL, if one is configured.
+    pub fn tracker_url(&self) -> Option<String> {
+        let t = self.tracker.trim();
+        (!t.is_empty()).then(|| shoal_core::origin_client::base_url(t))
+    }
+
+    /// The extra address for `/health`, `/ready`, `/metrics`, if one is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listen.trim().parse().ok()
+    }
+}
+
+fn is_base_url(s: &str) -> bool {
+    reqwest::Url::parse(&shoal_core::origin_client::base_url(s))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some()
+}
+
+impl Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.origins.is_empty() {
+            problems.push("`origins`: at least one origin base URL is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, o) in self.origins.iter().enumerate() {
+            if o.trim().is_empty() {
+                problems.push(format!("`origins[{i}]` is empty"));
+            } else if !is_base_url(o) {
+                problems.push(format!("`origins[{i}]` = {o:?} is not a base URL"));
+            } else if !seen.insert(shoal_core::origin_client::base_url(o)) {
+                problems.push(format!("`origins`: {o:?} is listed twice"));
+            }
+        }
+        if !self.tracker.trim().is_empty() && !is_base_url(&self.tracker) {
+            problems.push(format!(
+                "`tracker` = {:?} is not a base URL (leave it empty for no tracker)",
+                self.tracker
+            ));
+        }
+        let adv = self.advertise_addr.trim();
+        if !adv.is_empty() {
+            match adv.parse::<IpAddr>() {
+                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => problems.push(format!(
+                    "`advertise_addr` = {adv:?} cannot be dialled by peers"
+                )),
+                Ok(_) => {}
+                Err(_) => problems.push(format!(
+                    "`advertise_addr` = {adv:?} is not an IP address (leave it empty to let the tracker use the source address)"
+                )),
+            }
+        }
+        if !self.ops_listen.trim().is_empty() && self.ops_addr().is_none() {
+            problems.push(format!(
+                "`ops_listen` = {:?} is not an address such as 0.0.0.0:9102",
+                self.ops_listen
+            ));
+        }
+        if self.cache.dir.as_os_str().is_empty() {
+            problems.push("`cache.dir` must name a directory".into());
+        }
+        if self.cache.max_size.bytes() == 0 {
+            problems.push("`cache.max_size` must be more than 0".into());
+        }
+        if self.swarm.stall_timeout < Duration::from_secs(1) {
+            problems.push("`swarm.stall_timeout` must be at least 1s".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::config::Sources;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml")
+    }
+
+    #[test]
+    fn the_example_config_loads_and_shows_every_default() {
+        let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        assert_eq!(
+            loaded,
+            Config::default(),
+            "the example must show the defaults"
+        );
+
+        // Every key the config knows is written in the example, and nothing else.
+        let text = std::fs::read_to_string(example()).unwrap();
+        let example: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(t) => keys(t, &format!("{prefix}{k}."), out),
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        keys(&defaults, "", &mut want);
+        keys(&example, "", &mut have);
+        want.sort();
+        have.sort();
+        assert_eq!(have, want);
+    }
+
+    #[test]
+    fn the_keys_the_chart_renders_keep_their_names() {
+        let text = r#"
+listen = "127.0.0.1:18081"
+peer_listen = "0.0.0.0:17100"
+advertise_addr = "10.1.2.3"
+tracker = "http://tracker.shoal:7070"
+origins = ["http://origin-0.shoal:9000", "http://origin-1.shoal:9000"]
+shutdown_grace = "30s"
+[cache]
+dir = "/data/shoal"
+max_size = "50GiB"
+[limits]
+egress = "100MiB/s"
+ingress = "0"
+[swarm]
+seed_idle = "10m"
+"#;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        let c: Config = Sources::new(Some(f.path().into()), ENV_PREFIX)
+            .load_with_env(vec![(
+                "SHOAL_AGENT_CACHE__MAX_SIZE".to_string(),
+                "60GiB".to_string(),
+            )])
+            .unwrap();
+        assert_eq!(c.listen.port(), 18081);
+        assert_eq!(c.peer_listen.port(), 17100);
+        assert_eq!(c.advertise_ip(), Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(
+            c.tracker_url().as_deref(),
+            Some("http://tracker.shoal:7070")
+        );
+        assert_eq!(c.origins.len(), 2);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.cache.dir, PathBuf::from("/data/shoal"));
+        assert_eq!(c.cache.max_size, ByteSize::gib(60));
+        assert_eq!(c.limits.egress.per_second(), Some(100 << 20));
+        assert_eq!(c.limits.ingress.per_second(), None);
+        assert_eq!(c.swarm.seed_idle, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![
+                (
+                    "SHOAL_AGENT_ORIGINS".into(),
+                    r#"["a:1", "http://a:1", ""]"#.into(),
+                ),
+                ("SHOAL_AGENT_TRACKER".into(), "ftp://x".into()),
+                ("SHOAL_AGENT_ADVERTISE_ADDR".into(), "nowhere".into()),
+                ("SHOAL_AGENT_CACHE__MAX_SIZE".into(), "0".into()),
+                ("SHOAL_AGENT_OPS_LISTEN".into(), "everywhere".into()),
+            ])
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "listed twice",
+            "origins[2]",
+            "tracker",
+            "advertise_addr",
+            "cache.max_size",
+            "ops_listen",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![("SHOAL_AGENT_TRACKER".into(), "".into())])
+            .unwrap();
+        assert_eq!(c.tracker_url(), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! Real clients against an agent, as users run them: skopeo and podman pull an image that
+//! was pushed to the origins, its layer through the swarm. A missing client program fails
+//! its test with a message that names it.
+
+// Helpers here are test code too; clippy's test exemption covers only `#[test]` functions.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use shoal_core::Digest;
+use support::*;
+
+fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed, and the real-client tests need it \
+         (tests/install-deps.sh installs it)"
+    );
+}
+
+/// Runs a program to the end and returns its stdout; fails the test with its output if it
+/// does not succeed.
+async fn run(program: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} took more than two minutes"))
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tar archive of regular files (ustar), the way image layers are.
+fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let octal = |field: &mut [u8], v: u64| {
+            let s = format!("{:0width$o}\0", v, width = field.len() - 1);
+            field.copy_from_slice(s.as_bytes());
+        };
+        octal(&mut h[100..108], 0o644);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], data.len() as u64);
+        octal(&mut h[136..148], 1_700_000_000);
+        h[148..156].copy_from_slice(b"        ");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+struct Pushed {
+    layer: Vec<u8>,
+    layer_d: Digest,
+    manifest: Vec<u8>,
+    manifest_d: Digest,
+}
+
+/// A one-layer image (an uncompressed tar with a 3 MiB file) tagged `name:tag`.
+async fn push(origins: &TestOrigins, name: &str, tag: &str) -> Pushed {
+    let layer = tar(&[
+        ("etc/hello", b"hello from the swarm\n"),
+        ("data/big", &blob_bytes(3 << 20, 61)),
+    ]);
+    let layer_d = origins.push(&layer).await;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_d.to_string()]},
+        "history": [{"created_by": "a test"}],
+    }))
+    .unwrap();
+    let config_d = origins.push(&config).await;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_d.to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_d.to_string(),
+            "size": layer.len(),
+        }],
+    }))
+    .unwrap();
+    let manifest_d = origins.push(&manifest).await;
+    origins.tag(name, tag, &manifest_d).await;
+    Pushed {
+        layer,
+        layer_d,
+        manifest,
+        manifest_d,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_inspects_and_copies_through_the_agent() {
+    require("skopeo");
+    let origins = TestOrigins::start(1, 1).await;
+    let tracker = TestTracker::start(&origins, 1).await;
+    let image = push(&origins, "tools/skopeo-test", "1.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
+    let remote = format!(
+        "docker://{}/tools/skopeo-test:1.0",
+        a.url.trim_start_matches("http://")
+    );
+
+    let out = run("skopeo", &["inspect", "--tls-verify=false", &remote]).await;
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inspected["Digest"], image.manifest_d.to_string());
+    assert_eq!(inspected["Os"], "linux");
+
+    let target = tempfile::tempdir().unwrap();
+    run(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--src-tls-verify=false",
+            &remote,
+            &format!("dir:{}", target.path().display()),
+        ],
+    )
+    .await;
+    let copied = std::fs::read(target.path().join(image.layer_d.hex())).unwrap();
+    assert!(copied == image.layer, "skopeo got another layer");
+    let copied = std::fs::read(target.path().join("manifest.json")).unwrap();
+    assert!(copied == image.manifest);
+    assert_eq!(
+        a.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+        1.0,
+        "the layer came through the swarm"
+    );
+
+    a.stop().await;
+    tracker.shutdown().await;
+    origins.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_pulls_and_unpacks_an_image_through_the_agent() {
+    require("podman");
+    let origins = TestOrigins::start(1, 1).await;
+    let tracker = TestTracker::start(&origins, 1).await;
+    let image = push(&origins, "team/app", "1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
+    let storage = tempfile::tempdir().unwrap();
+    let root = storage.path().join("root").display().to_string();
+    let runroot = storage.path().join("runroot").display().to_string();
+    let podman = |args: &[&str]| {
+        let mut all: Vec<String> = [
+            "--root",
+            &root,
+            "--runroot",
+            &runroot,
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run("podman", &refs).await
+        }
+    };
+    let reference = format!("{}/team/app:1", a.url.trim_start_matches("http://"));
+    podman(&["pull", "--tls-verify=false", &reference]).await;
+    let images = podman(&[
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.Digest}}",
+    ])
+    .await;
+    assert!(
+        images.contains(&format!("team/app:1 {}", image.manifest_d)),
+        "{images}"
+    );
+    assert!(a.agent.cache().contains(&image.layer_d));
+
+    a.stop().await;
+    tracker.shutdown().await;
+    origins.shutdown().await;
+}

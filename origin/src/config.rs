@@ -1,0 +1,424 @@
+//! The origin's configuration: every key, its default, and the checks it must pass.
+//! `deploy/config/origin.toml` documents each key; a test loads that file with the real
+//! loader so the two cannot drift apart.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::config::Validate;
+use shoal_core::origin_client::base_url;
+use shoal_core::peer::PeerId;
+use shoal_core::units::duration;
+
+/// The environment prefix of the origin's config keys.
+pub const ENV_PREFIX: &str = "SHOAL_ORIGIN_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// The HTTP API (`origin/API.md`), `/health`, `/ready` and `/metrics`.
+    pub listen: SocketAddr,
+    /// The peer protocol: where swarms fetch pieces from this origin.
+    pub peer_listen: SocketAddr,
+    /// Blobs (`blobs/`, `tmp/`) and the SQLite index (`origin.db`).
+    pub data_dir: PathBuf,
+    /// This origin's base URL exactly as the member list spells it. Empty: the origin finds
+    /// itself by asking each member who it is.
+    pub advertise: String,
+    /// How many origins hold each blob and tag (fewer while the cluster is smaller).
+    pub replicas: usize,
+    /// Bearer token for internal writes (`?internal=1`) and deletes. Empty: none required,
+    /// which is only safe on a network that only the Shoal parts can reach.
+    pub internal_token: Secret,
+    /// How long requests in flight may finish after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    /// The most entries one page of a listing holds, whatever `n` asks for.
+    pub max_page: usize,
+    pub peer: PeerConfig,
+    pub cluster: ClusterConfig,
+    pub queue: QueueConfig,
+    pub repair: RepairConfig,
+    pub backend: BackendConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            data_dir: PathBuf::from("/var/lib/shoal/origin"),
+            advertise: String::new(),
+            replicas: 3,
+            internal_token: Secret::default(),
+            shutdown_grace: Duration::from_secs(10),
+            max_page: 10_000,
+            peer: PeerConfig::default(),
+            cluster: ClusterConfig::default(),
+            queue: QueueConfig::default(),
+            repair: RepairConfig::default(),
+            backend: BackendConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerConfig {
+    /// The peer id (40 hex characters). Empty: a random one at each start.
+    pub id: String,
+    /// The peer port announced to others. 0: the port `peer_listen` is bound to.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Every origin's base URL (`http://origin-0.shoal:9000`), this one included, the same
+    /// list on every origin. Empty with `dns` empty: a cluster of this origin alone.
+    pub members: Vec<String>,
+    /// Instead of `members`: `host:port`, where the host resolves to every origin's address.
+    pub dns: String,
+    /// How often `dns` is resolved again.
+    #[serde(with = "duration")]
+    pub dns_refresh: Duration,
+    /// How often each origin asks every other whether it is alive.
+    #[serde(with = "duration")]
+    pub health_interval: Duration,
+    /// How long a health check may take before it counts as failed.
+    #[serde(with = "duration")]
+    pub health_timeout: Duration,
+    /// Failed health checks in a row before an origin drops out of placement.
+    pub down_after: u32,
+    /// How long a connection to another origin may take to open.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            members: Vec::new(),
+            dns: String::new(),
+            dns_refresh: Duration::from_secs(30),
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(1),
+            down_after: 2,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Replica copies and write-backs in flight at once.
+    pub concurrency: usize,
+    /// The first retry's delay; each further failure doubles it.
+    #[serde(with = "duration")]
+    pub retry_min: Duration,
+    /// The longest delay between retries.
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            concurrency: 4,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RepairConfig {
+    /// How often the repair pass runs even when nothing changed. 0 turns repair off.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// How long membership must stay unchanged before a pass runs because of a change.
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// Whether an origin removes its copy of a blob or tag it does not own once all the
+    /// owners hold it.
+    pub drop_strays: bool,
+    /// Entries per page when reading other origins' listings.
+    pub page: usize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            interval: Duration::from_secs(600),
+            settle: Duration::from_secs(10),
+            drop_strays: true,
+            page: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// No backend: the origins' copies are the only ones.
+    None,
+    /// A directory, possibly shared by every origin (a network file system).
+    #[default]
+    Filesystem,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    /// The directory of the filesystem backend. Empty: `<data_dir>/backend`.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// The filesystem backend's directory.
+    pub fn backend_path(&self) -> PathBuf {
+        if self.backend.path.as_os_str().is_empty() {
+            self.data_dir.join("backend")
+        } else {
+            self.backend.path.clone()
+        }
+    }
+
+    /// The configured peer id, if one is set and valid.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        self.peer.id.parse().ok()
+    }
+
+    /// The static member list, normalised to base URLs.
+    pub fn static_members(&self) -> Vec<String> {
+        let mut m: Vec<String> = self.cluster.members.iter().map(|m| base_url(m)).collect();
+        m.sort();
+        m.dedup();
+        m
+    }
+}
+
+/// `host[:port]` or `[v6]:port`, nothing more.
+fn valid_authority(a: &str) -> bool {
+    if a.is_empty() || a.chars().any(|c| c.is_whitespace() || "/?#@".contains(c)) {
+        return false;
+    }
+    let (host, port) = match a.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match a.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (a, None),
+        },
+    };
+    !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+fn check_url(what: &str, url: &str, problems: &mut Vec<String>) {
+    let ok = match base_url(url).split_once("://") {
+        Some(("http", rest)) => valid_authority(rest),
+        _ => false,
+    };
+    if !ok {
+        problems.push(format!(
+            "{what} {url:?} is not a base URL such as http://origin-0:9000"
+        ));
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.replicas == 0 {
+            problems.push("replicas must be at least 1".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must be set".into());
+        }
+        if self.max_page == 0 {
+            problems.push("max_page must be at least 1".into());
+        }
+        if !self.peer.id.is_empty() && self.peer_id().is_none() {
+            problems.push("peer.id must be 40 lowercase hex characters, or empty".into());
+        }
+        if !self.advertise.is_empty() {
+            check_url("advertise", &self.advertise, problems);
+        }
+        for m in &self.cluster.members {
+            check_url("cluster.members entry", m, problems);
+        }
+        let c = &self.cluster;
+        if !c.members.is_empty() && !c.dns.is_empty() {
+            problems.push("set cluster.members or cluster.dns, not both".into());
+        }
+        if !c.dns.is_empty() {
+            match c.dns.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => problems.push(format!(
+                    "cluster.dns {:?} must be host:port, such as origins.shoal:9000",
+                    c.dns
+                )),
+            }
+        }
+        if !c.members.is_empty() && !self.advertise.is_empty() {
+            let me = base_url(&self.advertise);
+            if !self.static_members().contains(&me) {
+                problems.push(format!(
+                    "advertise {me:?} is not in cluster.members; write it exactly as the member list does"
+                ));
+            }
+        }
+        for (name, d) in [
+            ("cluster.health_interval", c.health_interval),
+            ("cluster.health_timeout", c.health_timeout),
+            ("cluster.connect_timeout", c.connect_timeout),
+            ("cluster.dns_refresh", c.dns_refresh),
+            ("queue.retry_min", self.queue.retry_min),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{name} must be more than 0"));
+            }
+        }
+        if c.down_after == 0 {
+            problems.push("cluster.down_after must be at least 1".into());
+        }
+        if self.queue.concurrency == 0 {
+            problems.push("queue.concurrency must be at least 1".into());
+        }
+        if self.queue.retry_max < self.queue.retry_min {
+            problems.push("queue.retry_max must not be less than queue.retry_min".into());
+        }
+        if self.repair.page == 0 {
+            problems.push("repair.page must be at least 1".into());
+        }
+    }
+}
+
+/// A secret string: read from config like any other, never printed (nor written out by
+/// `--check-config`).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+impl Secret {
+    /// The secret, or `None` when it is empty (not configured).
+    pub fn get(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<none>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::config::Sources;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            c.backend_path(),
+            PathBuf::from("/var/lib/shoal/origin/backend")
+        );
+    }
+
+    #[test]
+    fn env_and_problems() {
+        let env = vec![
+            ("SHOAL_ORIGIN_REPLICAS".to_string(), "0".to_string()),
+            (
+                "SHOAL_ORIGIN_CLUSTER__MEMBERS".to_string(),
+                "[\"http://a:1\", \"b:2\"]".to_string(),
+            ),
+            (
+                "SHOAL_ORIGIN_ADVERTISE".to_string(),
+                "http://c:3".to_string(),
+            ),
+            ("SHOAL_ORIGIN_CLUSTER__DNS".to_string(), "nope".to_string()),
+        ];
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(env)
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "replicas",
+            "not both",
+            "host:port",
+            "not in cluster.members",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        for ok in [
+            "http://a:1",
+            "a:9000",
+            "origin-0",
+            "http://[::1]:9000",
+            "10.0.0.5:9000/",
+        ] {
+            let mut p = Vec::new();
+            check_url("m", ok, &mut p);
+            assert!(p.is_empty(), "{ok}: {p:?}");
+        }
+        for bad in [
+            "not a url",
+            "https://a:1",
+            "http://a:99999",
+            "http://a/b",
+            "http://",
+            "http://u@a:1",
+            "[::1",
+        ] {
+            let mut p = Vec::new();
+            check_url("m", bad, &mut p);
+            assert_eq!(p.len(), 1, "{bad}");
+        }
+    }
+
+    #[test]
+    fn members_normalise_and_secrets_hide() {
+        let c = Config {
+            cluster: ClusterConfig {
+                members: vec!["b:2/".into(), "http://a:1".into(), "http://b:2".into()],
+                ..Default::default()
+            },
+            internal_token: Secret("hunter2".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.static_members(), vec!["http://a:1", "http://b:2"]);
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.internal_token.get(), Some("hunter2"));
+    }
+}

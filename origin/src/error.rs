@@ -1,0 +1,75 @@
+//! The origin's error type and how it becomes an HTTP answer.
+
+use std::io;
+
+use shoal_core::error::{ApiError, ErrorCode};
+use shoal_core::store::StoreError;
+
+use crate::backend::BackendError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("index database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("request to origin {member} failed: {source}")]
+    Member {
+        member: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("origin {member} answered {status}")]
+    MemberStatus {
+        member: String,
+        status: http::StatusCode,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the index database lock is poisoned")]
+    Poisoned,
+    #[error("stored metainfo of {digest} is corrupt: {reason}")]
+    BadMetainfo {
+        digest: shoal_core::Digest,
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The disk (or the file system under it) is full.
+    pub fn is_storage_full(&self) -> bool {
+        let io = match self {
+            Error::Io(e) | Error::Store(StoreError::Io(e)) => e,
+            Error::Db(rusqlite::Error::SqliteFailure(f, _)) => {
+                return f.code == rusqlite::ErrorCode::DiskFull;
+            }
+            _ => return false,
+        };
+        io.kind() == io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        if e.is_storage_full() {
+            tracing::warn!(error = %e, "storage full");
+            return ApiError::new(ErrorCode::Unavailable, "this origin's storage is full");
+        }
+        match e {
+            Error::Store(s) => s.into(),
+            Error::Member { .. } | Error::MemberStatus { .. } => ApiError::unavailable(e),
+            Error::Backend(BackendError::Unavailable(_)) => ApiError::unavailable(e),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

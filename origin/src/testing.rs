@@ -1,0 +1,389 @@
+//! Origins in-process for tests, this crate's and other crates': start one from a config
+//! and a listener, or a cluster of N on port 0 that can stop and restart its members with
+//! their data.
+//!
+//! ```no_run
+//! # async fn f() {
+//! use shoal_origin::testing::TestCluster;
+//! let mut cluster = TestCluster::builder(3).replicas(2).start().await;
+//! let client = cluster.client();
+//! cluster.stop(0).await;
+//! cluster.restart(0).await;
+//! # }
+//! ```
+//!
+//! Helpers here panic with a message when the test itself is wrong (an index out of range,
+//! a port that cannot be bound): that is a test failure, not an input to handle.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prometheus::Registry;
+use shoal_core::Digest;
+use shoal_core::origin_client::OriginClient;
+use shoal_core::ring::Ring;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendKind, Config};
+use crate::{Error, Listeners, Origin};
+
+/// A config for tests: short timers so that failures are noticed within a fraction of a
+/// second, no backend, data in `data_dir`.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut c = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir,
+        shutdown_grace: Duration::from_secs(2),
+        ..Config::default()
+    };
+    c.cluster.health_interval = Duration::from_millis(100);
+    c.cluster.health_timeout = Duration::from_secs(1);
+    c.cluster.down_after = 2;
+    c.cluster.connect_timeout = Duration::from_secs(1);
+    c.queue.retry_min = Duration::from_millis(50);
+    c.queue.retry_max = Duration::from_millis(500);
+    c.repair.interval = Duration::from_secs(3600);
+    c.repair.settle = Duration::from_millis(200);
+    c.backend.kind = BackendKind::None;
+    c
+}
+
+/// A started origin with its own registry and shutdown token.
+#[derive(Debug)]
+pub struct TestOrigin {
+    pub origin: Origin,
+    pub registry: Registry,
+    pub shutdown: CancellationToken,
+}
+
+impl TestOrigin {
+    /// Starts an origin serving `http` (and no peer port).
+    pub async fn start(config: Config, http: TcpListener) -> Result<TestOrigin, Error> {
+        let registry = Registry::new();
+        let shutdown = CancellationToken::new();
+        let origin = Origin::start(
+            config,
+            Listeners { http, peer: None },
+            registry.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        Ok(TestOrigin {
+            origin,
+            registry,
+            shutdown,
+        })
+    }
+
+    pub async fn stop(self) {
+        if let Err(e) = self.origin.stop().await {
+            tracing::warn!(error = %e, "test origin stopped with an error");
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type Configure = Box<dyn Fn(usize, &mut Config) + Send + Sync>;
+
+pub struct ClusterBuilder {
+    n: usize,
+    replicas: usize,
+    shared_backend: bool,
+    configure: Option<Configure>,
+}
+
+impl ClusterBuilder {
+    /// Replicas per blob and tag (default 3).
+    pub fn replicas(mut self, r: usize) -> Self {
+        self.replicas = r;
+        self
+    }
+
+    /// Every origin uses one filesystem backend directory, as if it were shared storage.
+    pub fn shared_backend(mut self) -> Self {
+        self.shared_backend = true;
+        self
+    }
+
+    /// Adjusts origin `i`'s config after the defaults are set.
+    pub fn configure(mut self, f: impl Fn(usize, &mut Config) + Send + Sync + 'static) -> Self {
+        self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Binds every origin's port first, so each knows the whole member list, then starts
+    /// them and waits until each sees all the others alive.
+    pub async fn start(self) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let mut listeners = Vec::new();
+        for _ in 0..self.n {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("binding a test port: {e}"));
+            listeners.push(l);
+        }
+        let urls: Vec<String> = listeners
+            .iter()
+            .map(|l| match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(e) => panic!("test listener address: {e}"),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut config = test_config(dir.path().join(format!("origin-{i}")));
+            config.replicas = self.replicas;
+            config.advertise = urls[i].clone();
+            config.cluster.members = urls.clone();
+            if self.shared_backend {
+                config.backend.kind = BackendKind::Filesystem;
+                config.backend.path = dir.path().join("backend");
+            }
+            if let Some(f) = &self.configure {
+                f(i, &mut config);
+            }
+            let addr = match listener.local_addr() {
+                Ok(a) => a,
+                Err(e) => panic!("test listener address: {e}"),
+            };
+            let running = TestOrigin::start(config.clone(), listener)
+                .await
+                .unwrap_or_else(|e| panic!("starting origin {i}: {e}"));
+            nodes.push(Node {
+                config,
+                addr,
+                url: urls[i].clone(),
+                running: Some(running),
+            });
+        }
+        let cluster = TestCluster { dir, nodes };
+        cluster.wait_converged().await;
+        cluster
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    config: Config,
+    addr: SocketAddr,
+    url: String,
+    running: Option<TestOrigin>,
+}
+
+/// N origins on 127.0.0.1, each with its own data directory under one temporary directory
+/// that is removed when the cluster is dropped.
+#[derive(Debug)]
+pub struct TestCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl TestCluster {
+    pub fn builder(n: usize) -> ClusterBuilder {
+        ClusterBuilder {
+            n,
+            replicas: 3,
+            shared_backend: false,
+            configure: None,
+        }
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        self.nodes
+            .get(i)
+            .unwrap_or_else(|| panic!("the cluster has no origin {i}"))
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every member's URL, running or not.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    pub fn url(&self, i: usize) -> &str {
+        &self.node(i).url
+    }
+
+    pub fn config(&self, i: usize) -> &Config {
+        &self.node(i).config
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.node(i).config.data_dir.clone()
+    }
+
+    /// The shared backend's directory (used when built with `shared_backend`).
+    pub fn backend_dir(&self) -> PathBuf {
+        self.dir.path().join("backend")
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.node(i).running.is_some()
+    }
+
+    /// Origin `i`; panics if it is stopped.
+    pub fn origin(&self, i: usize) -> &Origin {
+        match &self.node(i).running {
+            Some(r) => &r.origin,
+            None => panic!("origin {i} is stopped"),
+        }
+    }
+
+    pub fn registry(&self, i: usize) -> &Registry {
+        match &self.node(i).running {
+            Some(r) => &r.registry,
+            None => panic!("origin {i} is stopped"),
+        }
+    }
+
+    /// The indexes of the running origins.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect()
+    }
+
+    /// A client that knows every member.
+    pub fn client(&self) -> OriginClient {
+        self.client_with_token(None)
+    }
+
+    pub fn client_with_token(&self, token: Option<String>) -> OriginClient {
+        OriginClient::new(&self.urls(), token).unwrap_or_else(|e| panic!("origin client: {e}"))
+    }
+
+    /// The first `r` members for `key` on the ring of every member, as indexes.
+    pub fn owners(&self, key: &[u8], r: usize) -> Vec<usize> {
+        let urls = self.urls();
+        Ring::new(urls.clone())
+            .owners(key, r)
+            .into_iter()
+            .filter_map(|o| urls.iter().position(|u| u == o))
+            .collect()
+    }
+
+    /// The running origins whose own store holds `digest`.
+    pub async fn holders(&self, digest: &Digest) -> Vec<usize> {
+        let mut out = Vec::new();
+        for i in self.running() {
+            if matches!(self.origin(i).store().contains(digest).await, Ok(true)) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Stops origin `i` and waits until it has stopped; its data stays.
+    pub async fn stop(&mut self, i: usize) {
+        let running = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.running.take())
+            .unwrap_or_else(|| panic!("origin {i} is not running"));
+        running.stop().await;
+    }
+
+    /// Starts origin `i` again on its address, with its data directory.
+    pub async fn restart(&mut self, i: usize) {
+        let (addr, config) = {
+            let n = self.node(i);
+            assert!(n.running.is_none(), "origin {i} is running");
+            (n.addr, n.config.clone())
+        };
+        let mut listener = None;
+        wait_until(
+            &format!("origin {i}'s port {addr} can be bound again"),
+            Duration::from_secs(10),
+            || {
+                let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                });
+                let ok = match bound {
+                    Ok(l) => {
+                        listener = Some(l);
+                        true
+                    }
+                    Err(_) => false,
+                };
+                async move { ok }
+            },
+        )
+        .await;
+        let Some(listener) = listener else {
+            panic!("origin {i}'s port was not bound")
+        };
+        let running = TestOrigin::start(config, listener)
+            .await
+            .unwrap_or_else(|e| panic!("restarting origin {i}: {e}"));
+        self.nodes[i].running = Some(running);
+    }
+
+    /// Waits until every running origin sees exactly the running origins alive.
+    pub async fn wait_converged(&self) {
+        let mut want: Vec<String> = self
+            .running()
+            .iter()
+            .map(|&i| self.nodes[i].url.clone())
+            .collect();
+        want.sort();
+        wait_until(
+            "every running origin sees exactly the running ones alive",
+            Duration::from_secs(20),
+            || {
+                let ok = self.running().iter().all(|&i| {
+                    let mut live = self.origin(i).live_members();
+                    live.sort();
+                    live == want
+                });
+                async move { ok }
+            },
+        )
+        .await;
+    }
+
+    /// Stops every running origin.
+    pub async fn shutdown(mut self) {
+        for i in self.running() {
+            self.stop(i).await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            if let Some(r) = &n.running {
+                r.shutdown.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Every bad input gets its error, leaves nothing behind, and the origins keep serving.
+#![allow(clippy::unwrap_used)] // test helpers fail the test on any error
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use shoal_core::Digest;
+use shoal_origin::testing::{TestCluster, TestOrigin, test_config, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Nothing stored on any origin and no upload left half-written.
+async fn nothing_left(cluster: &TestCluster, digest: &Digest) {
+    wait_until("no temporary upload files remain", WAIT, || async {
+        (0..cluster.len()).all(|i| temp_files(&cluster.data_dir(i)) == 0)
+    })
+    .await;
+    assert!(cluster.holders(digest).await.is_empty());
+    for i in 0..cluster.len() {
+        let res = http()
+            .head(format!("{}/v1/blobs/{digest}", cluster.url(i)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+/// Sends a raw HTTP upload: headers declaring `declared` bytes, then `body`, then either
+/// half-closes and reads the answer, or hangs up at once. Returns the status line, if any.
+fn raw_upload(
+    base: &str,
+    digest: &Digest,
+    declared: usize,
+    body: &[u8],
+    hang_up: bool,
+) -> Option<String> {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    if hang_up {
+        drop(s);
+        return None;
+    }
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().map(str::to_owned)
+}
+
+async fn still_serves(cluster: &TestCluster) {
+    let data = random_bytes(5000);
+    let digest = Digest::sha256_of(&data);
+    for i in 0..cluster.len() {
+        assert_eq!(
+            put_blob(cluster.url(i), &digest, data.clone())
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+        let (status, bytes) = get_blob(cluster.url(i), &digest).await;
+        assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &data[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_match_its_digest_is_refused_and_not_stored() {
+    let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 100_000);
+    let mut wrong = data.clone();
+    wrong[50_000] ^= 0xff;
+    for via in [0, 2] {
+        let res = put_blob(cluster.url(via), &digest, wrong.clone()).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "via {via}");
+        assert_eq!(error_code(res).await, "DIGEST_INVALID");
+    }
+    nothing_left(&cluster, &digest).await;
+    // A wrong body for a blob that is already there is refused too.
+    assert_eq!(
+        put_blob(cluster.url(0), &digest, data).await.status(),
+        StatusCode::CREATED
+    );
+    let res = put_blob(cluster.url(0), &digest, wrong).await;
+    assert_eq!(error_code(res).await, "DIGEST_INVALID");
+    still_serves(&cluster).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_shorter_or_longer_than_declared_and_hang_ups_leave_nothing() {
+    let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 200_000);
+    for via in [0, 2] {
+        let base = cluster.url(via).to_owned();
+        let (d, short) = (digest, data.clone());
+        // Shorter than declared: the body ends before Content-Length is reached.
+        let status =
+            tokio::task::spawn_blocking(move || raw_upload(&base, &d, 300_000, &short, false))
+                .await
+                .unwrap();
+        assert!(
+            status.as_deref().is_none_or(|s| s.contains(" 400 ")),
+            "short body via {via}: {status:?}"
+        );
+        nothing_left(&cluster, &digest).await;
+
+        // Longer than declared: only the declared bytes are the body, and they are not
+        // the blob.
+        let base = cluster.url(via).to_owned();
+        let long = data.clone();
+        let status =
+            tokio::task::spawn_blocking(move || raw_upload(&base, &d, 100_000, &long, false))
+                .await
+                .unwrap();
+        assert!(
+            status.as_deref().is_some_and(|s| s.contains(" 400 ")),
+            "long body via {via}: {status:?}"
+        );
+        nothing_left(&cluster, &digest).await;
+
+        // The client hangs up half way.
+        let base = cluster.url(via).to_owned();
+        let half = data[..100_000].to_vec();
+        tokio::task::spawn_blocking(move || raw_upload(&base, &d, 200_000, &half, true))
+            .await
+            .unwrap();
+        nothing_left(&cluster, &digest).await;
+    }
+    // A declared length that is right but a digest that is wrong.
+    let res = http()
+        .put(format!(
+            "{}/v1/blobs/{}",
+            cluster.url(0),
+            Digest::sha256_of(b"other")
+        ))
+        .header("content-length", data.len())
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, "DIGEST_INVALID");
+    still_serves(&cluster).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_things_and_malformed_requests_get_their_codes() {
+    let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let base = cluster.url(1);
+    let unknown = Digest::sha256_of(b"unknown");
+    let get =
+        |path: String| async move { http().get(format!("{base}{path}")).send().await.unwrap() };
+
+    for (path, status, code) in [
+        (format!("/v1/blobs/{unknown}"), 404, "BLOB_UNKNOWN"),
+        (format!("/v1/blobs/{unknown}/metainfo"), 404, "BLOB_UNKNOWN"),
+        (
+            "/v1/tags/library/alpine:latest".to_owned(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "/v1/repositories/library/alpine/tags".to_owned(),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        ("/v1/blobs/sha256:1234".to_owned(), 400, "DIGEST_INVALID"),
+        (
+            "/v1/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".to_owned(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        ("/v1/tags/Bad/Name:latest".to_owned(), 400, "NAME_INVALID"),
+        (
+            "/v1/tags/library/alpine:.bad".to_owned(),
+            400,
+            "MANIFEST_INVALID",
+        ),
+        ("/v1/blobs?n=many".to_owned(), 400, "UNSUPPORTED"),
+        ("/v1/nothing/here".to_owned(), 404, "UNSUPPORTED"),
+    ] {
+        let res = get(path.clone()).await;
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        assert_eq!(error_code(res).await, code, "{path}");
+    }
+    let res = http()
+        .head(format!("{base}/v1/blobs/{unknown}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    let put_tag = |body: &'static str| async move {
+        http()
+            .put(format!("{base}/v1/tags/library/alpine:latest"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        error_code(put_tag("not json").await).await,
+        "MANIFEST_INVALID"
+    );
+    assert_eq!(
+        error_code(put_tag("{\"digest\":\"sha256:00\"}").await).await,
+        "DIGEST_INVALID"
+    );
+    assert_eq!(
+        http()
+            .get(format!("{base}/v1/tags/library/alpine:latest"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let data = random_bytes(1000);
+    let digest = Digest::sha256_of(&data);
+    assert_eq!(
+        put_blob(base, &digest, data).await.status(),
+        StatusCode::CREATED
+    );
+    let res = http()
+        .get(format!("{base}/v1/blobs/{digest}"))
+        .header("range", "bytes=5000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(res.headers()["content-range"], "bytes */1000");
+    assert_eq!(error_code(res).await, "RANGE_INVALID");
+    let res = http()
+        .get(format!("{base}/v1/blobs/{digest}"))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()["content-range"], "bytes 10-19/1000");
+    assert_eq!(res.bytes().await.unwrap().len(), 10);
+    let res = http()
+        .head(format!("{base}/v1/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-length"], "1000");
+    assert_eq!(res.headers()["docker-content-digest"], digest.to_string());
+
+    // The empty blob is a blob like any other.
+    let empty = Digest::sha256_of(b"");
+    assert_eq!(
+        put_blob(base, &empty, Vec::new()).await.status(),
+        StatusCode::CREATED
+    );
+    let (status, bytes) = get_blob(cluster.url(0), &empty).await;
+    assert_eq!((status, bytes.len()), (StatusCode::OK, 0));
+    let m = cluster.client().metainfo(&empty).await.unwrap();
+    assert_eq!((m.length(), m.piece_count()), (0, 0));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_writes_and_deletes_need_the_token() {
+    let cluster = TestCluster::builder(3)
+        .replicas(2)
+        .configure(|_, c| c.internal_token = shoal_origin::config::Secret("s3cret".into()))
+        .start()
+        .await;
+    let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 10_000);
+    let base = cluster.url(2);
+    let res = http()
+        .put(format!("{base}/v1/blobs/{digest}?internal=1"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(res).await, "UNAUTHORIZED");
+    nothing_left(&cluster, &digest).await;
+
+    // Uploads through the public side replicate with the token.
+    assert_eq!(
+        put_blob(base, &digest, data).await.status(),
+        StatusCode::CREATED
+    );
+    wait_until("the blob is on its owners", WAIT, || async {
+        cluster.holders(&digest).await == [0, 1]
+    })
+    .await;
+    let res = http()
+        .delete(format!("{base}/v1/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = http()
+        .delete(format!("{base}/v1/blobs/{digest}"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(cluster.holders(&digest).await, [0, 1]);
+    let client = cluster.client_with_token(Some("s3cret".into()));
+    client.delete_blob(&digest).await.unwrap();
+    assert!(cluster.holders(&digest).await.is_empty());
+    assert!(
+        client
+            .delete_blob(&digest)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    cluster.shutdown().await;
+}
+
+/// A tmpfs mounted for one test and unmounted however the test ends.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(dir: &Path, size: &str) -> Option<TinyDisk> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| TinyDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system under `dir` until a write fails, then frees `leave` bytes.
+fn fill(dir: &Path, leave: u64) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(leave)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
+    let mount = tempfile::tempdir().unwrap();
+    let Some(_disk) = TinyDisk::mount(mount.path(), "8m") else {
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    };
+    let data_dir = mount.path().join("origin");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let origin = TestOrigin::start(test_config(data_dir.clone()), listener)
+        .await
+        .unwrap();
+
+    let kept = random_bytes(20_000);
+    let kept_digest = Digest::sha256_of(&kept);
+    assert_eq!(
+        put_blob(&base, &kept_digest, kept.clone()).await.status(),
+        StatusCode::CREATED
+    );
+
+    let filler = fill(mount.path(), 128 << 10);
+    let big = random_bytes(512 << 10);
+    let big_digest = Digest::sha256_of(&big);
+    let res = put_blob(&base, &big_digest, big.clone()).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("full"),
+        "{body}"
+    );
+    assert_eq!(temp_files(&data_dir), 0);
+    assert_eq!(
+        http()
+            .head(format!("{base}/v1/blobs/{big_digest}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Everything else still works, and once there is room again, so do uploads.
+    let (status, bytes) = get_blob(&base, &kept_digest).await;
+    assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &kept[..]));
+    assert_eq!(
+        http()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(
+        put_blob(&base, &big_digest, big).await.status(),
+        StatusCode::CREATED
+    );
+    origin.stop().await;
+}

@@ -1,0 +1,127 @@
+//! The example config documents every key with its default, and loads with the real loader;
+//! the binary's flags and exit codes.
+#![allow(clippy::unwrap_used)] // test helpers fail the test on any error
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use shoal_core::config::{EX_CONFIG, Sources};
+use shoal_origin::config::{Config, ENV_PREFIX};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/origin.toml")
+}
+
+/// Dotted paths of every leaf key.
+fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let path = format!("{prefix}{k}");
+        match v {
+            toml::Value::Table(t) => keys(t, &format!("{path}."), out),
+            _ => out.push(path),
+        }
+    }
+}
+
+#[test]
+fn the_example_config_loads_and_shows_every_key_at_its_default() {
+    let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
+        .load_with_env(vec![])
+        .unwrap();
+    assert_eq!(loaded, Config::default());
+
+    let text = std::fs::read_to_string(example()).unwrap();
+    let mut in_file = Vec::new();
+    keys(&text.parse().unwrap(), "", &mut in_file);
+    let mut all = Vec::new();
+    keys(
+        &toml::Table::try_from(Config::default()).unwrap(),
+        "",
+        &mut all,
+    );
+    in_file.sort();
+    all.sort();
+    assert_eq!(
+        in_file, all,
+        "deploy/config/origin.toml must list every key"
+    );
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-origin"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn help_names_the_flags() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--config",
+        "--set",
+        "--listen",
+        "--peer-listen",
+        "--data-dir",
+        "--member",
+        "--dns",
+        "--advertise",
+        "--replicas",
+        "SHOAL_ORIGIN_",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_config_exits_with_ex_config_and_names_every_problem() {
+    let out = bin()
+        .args([
+            "--replicas",
+            "0",
+            "--set",
+            "bogus=1",
+            "--member",
+            "not a url",
+        ])
+        .env("SHOAL_ORIGIN_CLUSTER__DOWN_AFTER", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    let err = String::from_utf8(out.stderr).unwrap();
+    for needle in ["replicas", "bogus", "not a url", "down_after"] {
+        assert!(err.contains(needle), "{needle} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_merged_config() {
+    let out = bin()
+        .args(["--config"])
+        .arg(example())
+        .args([
+            "--check-config",
+            "--listen",
+            "127.0.0.1:1234",
+            "--member",
+            "http://a:1",
+            "--member",
+            "http://b:2",
+        ])
+        .env("SHOAL_ORIGIN_REPAIR__INTERVAL", "30m")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Config = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed.listen.to_string(), "127.0.0.1:1234");
+    assert_eq!(printed.cluster.members, ["http://a:1", "http://b:2"]);
+    assert_eq!(
+        printed.repair.interval,
+        std::time::Duration::from_secs(1800)
+    );
+}

@@ -1,0 +1,228 @@
+//! The proxy's configuration: the TOML file `deploy/config/proxy.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::config::Validate;
+use shoal_core::units::{ByteSize, duration};
+
+/// The environment prefix of the proxy's config keys (`SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT`).
+pub const ENV_PREFIX: &str = "SHOAL_PROXY_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the registry API (and `/health`, `/ready`, `/metrics`) is served.
+    pub listen: SocketAddr,
+    /// The origins' base URLs or `host:port`s, every one of them, in any order.
+    pub origins: Vec<String>,
+    /// The origins' internal token, sent as a bearer token; deletes need it when the origins
+    /// have one.
+    pub origin_token: Secret,
+    /// Whether `DELETE` of manifests, tags and blobs is allowed.
+    pub allow_delete: bool,
+    /// The largest manifest accepted on `PUT` (413 beyond).
+    pub max_manifest_size: ByteSize,
+    /// The most entries one page of a tag list or the catalog holds, whatever `n` asks.
+    pub max_page: usize,
+    /// How long requests in flight may run on after a shutdown signal.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    pub uploads: UploadConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UploadConfig {
+    /// Where chunked uploads keep their bytes until the final `PUT`. The proxy owns the
+    /// `uploads/` directory inside it and empties it at start.
+    pub spool_dir: PathBuf,
+    /// An upload session with no request for this long is dropped with its bytes.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// A request body (a chunk, a monolithic upload) that sends nothing for this long is
+    /// given up on, so a stalled client cannot hold a session forever.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Upload sessions open at once; more are refused with 429 TOOMANYREQUESTS.
+    pub max_sessions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// An htpasswd file with bcrypt entries (`htpasswd -B`). Unset: no authentication.
+    pub htpasswd: Option<PathBuf>,
+    /// The realm named in the `WWW-Authenticate` challenge.
+    pub realm: String,
+    /// Whether pulls need no credentials when authentication is on.
+    pub anonymous_pull: bool,
+    /// Users who may push and delete; empty: every user in the htpasswd file.
+    pub push_users: Vec<String>,
+}
+
+/// A string that never appears in logs, `Debug` output or a printed config.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+impl Secret {
+    /// The secret, or `None` when it is empty.
+    pub fn get(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            origins: vec!["http://127.0.0.1:9000".into()],
+            origin_token: Secret::default(),
+            allow_delete: true,
+            max_manifest_size: ByteSize::mib(4),
+            max_page: 1000,
+            shutdown_grace: Duration::from_secs(30),
+            uploads: UploadConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            spool_dir: PathBuf::from("/var/tmp/shoal-proxy"),
+            idle_timeout: Duration::from_secs(15 * 60),
+            body_timeout: Duration::from_secs(120),
+            max_sessions: 1000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd: None,
+            realm: "shoal".into(),
+            anonymous_pull: true,
+            push_users: Vec::new(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.origins.is_empty() {
+            problems.push("origins: name at least one origin".into());
+        }
+        for o in &self.origins {
+            let url = shoal_core::origin_client::base_url(o);
+            match reqwest::Url::parse(&url) {
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+                Ok(_) => problems.push(format!(
+                    "origins: {o:?} must be an http:// URL or host:port"
+                )),
+                Err(e) => problems.push(format!("origins: {o:?} is not an address: {e}")),
+            }
+        }
+        if self.max_manifest_size.bytes() == 0 {
+            problems.push("max_manifest_size must be more than 0".into());
+        }
+        if self.max_page == 0 {
+            problems.push("max_page must be at least 1".into());
+        }
+        if self.uploads.spool_dir.as_os_str().is_empty() {
+            problems.push("uploads.spool_dir must be set".into());
+        }
+        if self.uploads.idle_timeout < Duration::from_secs(1) {
+            problems.push("uploads.idle_timeout must be at least 1s".into());
+        }
+        if self.uploads.body_timeout < Duration::from_secs(1) {
+            problems.push("uploads.body_timeout must be at least 1s".into());
+        }
+        if self.uploads.max_sessions == 0 {
+            problems.push("uploads.max_sessions must be at least 1".into());
+        }
+        if self.auth.realm.contains('"') || self.auth.realm.chars().any(char::is_control) {
+            problems.push("auth.realm must not contain quotes or control characters".into());
+        }
+        if self.auth.htpasswd.is_none() && !self.auth.push_users.is_empty() {
+            problems.push("auth.push_users needs auth.htpasswd".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::config::Sources;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .set("origins", Some("[\"ftp://x\"]"))
+            .set("max_page", Some(0))
+            .set("uploads.max_sessions", Some(0))
+            .set("auth.push_users", Some("[\"a\"]"))
+            .load_with_env::<Config>(vec![])
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in ["ftp://x", "max_page", "max_sessions", "push_users"] {
+            assert!(all.contains(needle), "{needle} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![
+                ("SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT".into(), "2m".into()),
+                ("SHOAL_PROXY_ORIGIN_TOKEN".into(), "hunter2".into()),
+            ])
+            .unwrap();
+        assert_eq!(c.uploads.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.origin_token.get(), Some("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn example_config_loads_with_the_real_loader() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/proxy.toml");
+        let c: Config = Sources::new(Some(path), "")
+            .load_with_env(vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The example spells out the defaults, apart from where it says otherwise.
+        let expected = Config {
+            origins: c.origins.clone(),
+            ..Config::default()
+        };
+        assert_eq!(c, expected);
+        assert_eq!(c.origins.len(), 3);
+    }
+}

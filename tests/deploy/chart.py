@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Lints and renders the Helm chart with Helm's own engine, and validates every object.
+
+    chart.py CHART_DIR
+
+For each value set CHART_DIR/ci/<name>-values.yaml: `helm lint --strict` for Kubernetes
+1.30, a render as release `shoal` in namespace `shoal-system`, and a strict, offline check of
+every rendered object against the Kubernetes 1.30 schemas. Value sets that must be refused
+(below) are checked to be refused. Prints one JSON document on stdout for the Rust tests
+(tests/tests/deploy.rs), which check what crosses objects and run the real binaries:
+
+    {"sets": {"<name>": {"release", "namespace", "objects": [...], "notes": "..."}},
+     "refused": {"<case>": "<helm's message>"}}
+
+Exits 1 naming every problem; exits 2 when a Python package it needs is missing. It never
+skips: a missing package is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+KUBE_VERSION = "1.30.0"
+RELEASE = "shoal"
+NAMESPACE = "shoal-system"
+# Kinds that come from CRDs: kubernetes-validate has no schema for them, so they are checked
+# here by hand (check_custom) instead.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+# Values the chart must refuse, each with the reason a user would make the mistake.
+MUST_REFUSE = {
+    "managed key in origin.config": {"origin": {"config": {"listen": "0.0.0.0:1"}}},
+    "managed nested key in origin.config": {"origin": {"config": {"cluster": {"members": []}}}},
+    "managed key in agent.config": {"agent": {"config": {"tracker": "http://x:1"}}},
+    "misspelt top-level key": {"orgin": {"replicas": 3}},
+    "misspelt part key": {"tracker": {"replica": 2}},
+    "no origins": {"origin": {"replicas": 0}},
+    "port out of range": {"agent": {"registryPort": 70000}},
+    "registry with a path": {"agent": {"containerd": {"registries": ["docker.io/library"]}}},
+    "log format": {"log": {"format": "xml"}},
+    "auth without htpasswd": {"proxy": {"auth": {"enabled": True}}},
+}
+
+
+def missing(package: str, module: str, error: Exception) -> None:
+    print(
+        f"chart.py: the Python package {package!r} (import {module}) is missing or broken: "
+        f"{error}\nInstall it with tests/install-deps.sh (or: python3 -m pip install {package}).",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+
+try:
+    import helm_python as helm
+except Exception as e:  # noqa: BLE001 - any failure to load is the same failure to the user
+    missing("helm-python-sdk", "helm_python", e)
+try:
+    import kubernetes_validate
+    from kubernetes_validate import utils as kv_utils
+except Exception as e:  # noqa: BLE001
+    missing("kubernetes-validate", "kubernetes_validate", e)
+try:
+    import yaml
+except Exception as e:  # noqa: BLE001
+    missing("PyYAML", "yaml", e)
+
+
+def check_custom(obj: dict, where: str, problems: list[str]) -> None:
+    """The ServiceMonitor fields the Prometheus Operator needs, with their types."""
+    spec = obj.get("spec") or {}
+    labels = ((spec.get("selector") or {}).get("matchLabels")) or {}
+    if not labels or not all(isinstance(v, str) for v in labels.values()):
+        problems.append(f"{where}: spec.selector.matchLabels must be a non-empty string map")
+    endpoints = spec.get("endpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        problems.append(f"{where}: spec.endpoints must be a non-empty list")
+        return
+    for ep in endpoints:
+        unknown = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        if unknown:
+            problems.append(f"{where}: unexpected endpoint fields {sorted(unknown)}")
+        if not isinstance(ep.get("port"), str):
+            problems.append(f"{where}: endpoint port must be a port name")
+
+
+def render_set(chart, chart_dir: pathlib.Path, name: str, values: dict, problems: list[str]):
+    report = helm.lint(
+        str(chart_dir),
+        values,
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
+    for msg in report.get("messages", []):
+        # 1 is info ("icon is recommended"); strict lint fails on warnings (2) and errors (3).
+        if msg.get("severity", 0) >= 2:
+            problems.append(f"[{name}] helm lint: {msg.get('path')}: {msg.get('error')}".strip())
+    for err in report.get("errors", []):
+        problems.append(f"[{name}] helm lint: {err}".strip())
+
+    try:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    except helm.HelmError as e:
+        problems.append(f"[{name}] render failed: {e}")
+        return None
+
+    objects, notes = [], ""
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as e:
+            problems.append(f"[{name}] {path} is not YAML: {e}")
+            continue
+        for doc in docs:
+            if doc is None:
+                continue
+            where = f"[{name}] {path}: {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
+            if (doc.get("apiVersion"), doc.get("kind")) in CUSTOM_KINDS:
+                check_custom(doc, where, problems)
+            else:
+                try:
+                    kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+                except kv_utils.ValidationError as e:
+                    path_in = "/".join(str(p) for p in e.absolute_path)
+                    problems.append(f"{where}: at /{path_in}: {e.message}")
+                except kv_utils.SchemaNotFoundError as e:
+                    problems.append(f"{where}: no Kubernetes {KUBE_VERSION} schema: {e.message}")
+                except (kv_utils.InvalidSchemaError, kv_utils.VersionNotSupportedError) as e:
+                    problems.append(f"{where}: {e.message}")
+            doc["__template"] = path
+            objects.append(doc)
+    return {"release": RELEASE, "namespace": NAMESPACE, "objects": objects, "notes": notes}
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    chart_dir = pathlib.Path(sys.argv[1]).resolve()
+    problems: list[str] = []
+    out: dict = {"sets": {}, "refused": {}}
+    value_files = sorted((chart_dir / "ci").glob("*-values.yaml"))
+    if not value_files:
+        problems.append(f"no value sets in {chart_dir / 'ci'}")
+    with helm.Chart.load(str(chart_dir)) as chart:
+        for f in value_files:
+            name = f.name.removesuffix("-values.yaml")
+            values = helm.values_from_yaml(f.read_text()) or {}
+            result = render_set(chart, chart_dir, name, values, problems)
+            if result is not None:
+                out["sets"][name] = result
+        for case, values in MUST_REFUSE.items():
+            try:
+                chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            except helm.HelmError as e:
+                out["refused"][case] = str(e)
+            else:
+                problems.append(f"values the chart must refuse were accepted: {case}: {values}")
+    if problems:
+        print(f"{len(problems)} problem(s) with the chart:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

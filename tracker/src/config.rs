@@ -1,0 +1,250 @@
+//! The tracker's configuration: `deploy/config/tracker.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_core::config::Validate;
+use shoal_core::units::{ByteSize, duration};
+
+/// The environment prefix of the tracker's config keys.
+pub const ENV_PREFIX: &str = "SHOAL_TRACKER_";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the HTTP API (announce, metainfo, health, metrics) listens.
+    pub listen: SocketAddr,
+    /// The origins' base URLs, exactly as in every origin's own member list: placement on
+    /// the ring hashes these strings.
+    pub origins: Vec<String>,
+    /// How many origins own each blob (the origins' `R`).
+    pub replicas: usize,
+    /// The most peers one announce answer holds, origins included.
+    pub handout_size: usize,
+    /// How often peers are told to announce.
+    #[serde(with = "duration")]
+    pub announce_interval: Duration,
+    /// A peer that has not announced for this many intervals is dropped.
+    pub expire_after_intervals: u32,
+    /// Use the `addr` a peer announces instead of the request's source address (behind
+    /// NAT, or on hosts with several interfaces). Off, an announced `addr` is ignored.
+    pub trust_announced_addr: bool,
+    /// How often each origin's `/v1/info` is asked again for its peer id and port.
+    #[serde(with = "duration")]
+    pub origin_refresh: Duration,
+    /// How long requests in flight may take to finish after SIGTERM.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+    pub table: TableConfig,
+    pub metainfo: MetainfoConfig,
+}
+
+/// Bounds of the in-memory peer table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TableConfig {
+    /// Swarms (blobs with at least one announced peer) held at once. An announce that
+    /// would open another is refused with `503 TOOMANYREQUESTS`.
+    pub max_swarms: usize,
+    /// Entries (peer, blob) held at once, across all swarms. Past it, a new peer is
+    /// answered but not recorded until expiry makes room.
+    pub max_peers: usize,
+    /// Entries in one swarm. Past it, a new peer is answered but not recorded.
+    pub max_peers_per_swarm: usize,
+    /// Swarms one peer id may be in. An announce for one more is refused with
+    /// `429 TOOMANYREQUESTS`.
+    pub max_swarms_per_peer: usize,
+}
+
+/// The metainfo cache in front of the origins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetainfoConfig {
+    /// Bytes of encoded metainfo kept; the least recently used goes first.
+    pub cache_size: ByteSize,
+    /// Origin fetches in flight at once; further blobs wait their turn.
+    pub max_concurrent_fetches: usize,
+    /// How long one fetch from the origins may take before askers get `503 UNAVAILABLE`.
+    #[serde(with = "duration")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            origins: Vec::new(),
+            replicas: 3,
+            handout_size: 50,
+            announce_interval: Duration::from_secs(3),
+            expire_after_intervals: 3,
+            trust_announced_addr: false,
+            origin_refresh: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            table: TableConfig::default(),
+            metainfo: MetainfoConfig::default(),
+        }
+    }
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            max_swarms: 100_000,
+            max_peers: 1_000_000,
+            max_peers_per_swarm: 200_000,
+            max_swarms_per_peer: 1_000,
+        }
+    }
+}
+
+impl Default for MetainfoConfig {
+    fn default() -> Self {
+        MetainfoConfig {
+            cache_size: ByteSize::mib(256),
+            max_concurrent_fetches: 32,
+            fetch_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// How long an entry lives without a fresh announce.
+    pub fn peer_ttl(&self) -> Duration {
+        self.announce_interval
+            .saturating_mul(self.expire_after_intervals)
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.origins.is_empty() {
+            problems.push("`origins`: at least one origin base URL is needed".into());
+        }
+        for (i, o) in self.origins.iter().enumerate() {
+            if o.trim().is_empty() {
+                problems.push(format!("`origins[{i}]` is empty"));
+            } else if reqwest::Url::parse(&shoal_core::origin_client::base_url(o))
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .is_none()
+            {
+                problems.push(format!("`origins[{i}]` = {o:?} is not a base URL"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for o in &self.origins {
+            if !seen.insert(shoal_core::origin_client::base_url(o)) {
+                problems.push(format!("`origins`: {o:?} is listed twice"));
+            }
+        }
+        if self.replicas == 0 {
+            problems.push("`replicas` must be at least 1".into());
+        }
+        if self.handout_size == 0 {
+            problems.push("`handout_size` must be at least 1".into());
+        }
+        if self.announce_interval < Duration::from_secs(1) {
+            problems.push("`announce_interval` must be at least 1s".into());
+        }
+        if self.expire_after_intervals < 2 {
+            problems.push(
+                "`expire_after_intervals` must be at least 2, or one late announce drops a peer"
+                    .into(),
+            );
+        }
+        if self.origin_refresh < Duration::from_secs(1) {
+            problems.push("`origin_refresh` must be at least 1s".into());
+        }
+        let t = &self.table;
+        for (name, v) in [
+            ("table.max_swarms", t.max_swarms),
+            ("table.max_peers", t.max_peers),
+            ("table.max_peers_per_swarm", t.max_peers_per_swarm),
+            ("table.max_swarms_per_peer", t.max_swarms_per_peer),
+            (
+                "metainfo.max_concurrent_fetches",
+                self.metainfo.max_concurrent_fetches,
+            ),
+        ] {
+            if v == 0 {
+                problems.push(format!("`{name}` must be at least 1"));
+            }
+        }
+        if self.metainfo.fetch_timeout.is_zero() {
+            problems.push("`metainfo.fetch_timeout` must be more than 0s".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::config::Sources;
+    use std::path::PathBuf;
+
+    fn example() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/tracker.toml")
+    }
+
+    #[test]
+    fn the_example_config_loads_and_shows_every_default() {
+        let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        let expected = Config {
+            origins: loaded.origins.clone(),
+            ..Config::default()
+        };
+        assert!(!loaded.origins.is_empty());
+        assert_eq!(loaded, expected, "the example must show the defaults");
+
+        // Every key the config knows is written in the example.
+        let text = std::fs::read_to_string(example()).unwrap();
+        let example: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(t) => keys(t, &format!("{prefix}{k}."), out),
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        keys(&defaults, "", &mut want);
+        keys(&example, "", &mut have);
+        want.sort();
+        have.sort();
+        assert_eq!(have, want);
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![
+                ("SHOAL_TRACKER_REPLICAS".into(), "0".into()),
+                ("SHOAL_TRACKER_HANDOUT_SIZE".into(), "0".into()),
+                ("SHOAL_TRACKER_TABLE__MAX_SWARMS".into(), "0".into()),
+                (
+                    "SHOAL_TRACKER_ORIGINS".into(),
+                    r#"["a:1", "http://a:1"]"#.into(),
+                ),
+            ])
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "replicas",
+            "handout_size",
+            "table.max_swarms",
+            "listed twice",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![])
+            .unwrap_err();
+        assert!(err.problems.join("\n").contains("origins"));
+    }
+}

@@ -1,0 +1,131 @@
+//! `POST /v1/announce`: record the caller in its blob's swarm and hand it other peers
+//! (an [`shoal_core::peer::AnnounceResponse`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use shoal_core::peer::AnnounceRequest;
+use shoal_core::{ApiError, ErrorCode};
+
+use crate::AppState;
+use crate::table::{Announce, Pick};
+
+/// An announce is about 200 bytes of JSON; anything much larger is not one.
+pub const MAX_BODY: usize = 4096;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/announce",
+        post(announce)
+            .fallback(super::method_not_allowed)
+            .layer(DefaultBodyLimit::max(MAX_BODY)),
+    )
+}
+
+async fn announce(
+    State(s): State<AppState>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req = match parse(body).and_then(|r| check(r, s.trust_announced_addr)) {
+        Ok(r) => r,
+        Err(e) => {
+            s.metrics.announces.invalid.inc();
+            tracing::debug!(%source, error = %e, "malformed announce");
+            return Err(e);
+        }
+    };
+    let ip = match req.addr {
+        Some(ip) if s.trust_announced_addr => ip,
+        // A dual-stack listener shows IPv4 callers as ::ffff:a.b.c.d; peers dial the plain
+        // IPv4 address.
+        _ => source.ip().to_canonical(),
+    };
+    let caller = Announce {
+        digest: req.digest,
+        peer_id: req.peer_id,
+        addr: SocketAddr::new(ip, req.port),
+        complete: req.complete,
+    };
+
+    let owners = s.origins.owners(&caller.digest);
+    let mut origins = owners.peers;
+    origins.retain(|o| o.peer_id != caller.peer_id && o.addr != caller.addr);
+    let pick = Pick {
+        want: s.handout_size,
+        reserve: origins.len(),
+        exclude: &owners.all_ids,
+    };
+    let handout = match s.table.announce(&caller, pick).await {
+        Ok(h) => h,
+        Err(e) => {
+            s.metrics.announces.refused.inc();
+            tracing::debug!(digest = %caller.digest, peer = ?caller.peer_id, error = %e, "announce refused");
+            // Bounds clear as entries expire: one interval is a fair time to wait.
+            return Err(ApiError::from(e)
+                .with_header(http::header::RETRY_AFTER, s.interval_secs.to_string()));
+        }
+    };
+    s.metrics.announces.answered(handout.recorded).inc();
+
+    let mut peers = handout.peers;
+    let room = s.handout_size.saturating_sub(peers.len());
+    peers.extend(origins.into_iter().take(room));
+    s.metrics.handout_size.observe(peers.len() as f64);
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/json")],
+        crate::answer::encode(&peers, s.interval_secs),
+    )
+        .into_response())
+}
+
+fn parse(body: Result<Bytes, BytesRejection>) -> Result<AnnounceRequest, ApiError> {
+    let body = body.map_err(|r| {
+        ApiError::new(ErrorCode::SizeInvalid, r.body_text()).with_status(r.status())
+    })?;
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    let req: AnnounceRequest = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let field = e.path().to_string();
+        let code = if field == "digest" {
+            ErrorCode::DigestInvalid
+        } else {
+            ErrorCode::Unsupported
+        };
+        ApiError::new(code, format!("malformed announce: {e}"))
+            .with_status(http::StatusCode::BAD_REQUEST)
+    })?;
+    json.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unsupported,
+            format!("malformed announce: trailing data: {e}"),
+        )
+        .with_status(http::StatusCode::BAD_REQUEST)
+    })?;
+    Ok(req)
+}
+
+fn check(req: AnnounceRequest, trust_addr: bool) -> Result<AnnounceRequest, ApiError> {
+    let bad = |m: String| {
+        Err(
+            ApiError::new(ErrorCode::Unsupported, format!("malformed announce: {m}"))
+                .with_status(http::StatusCode::BAD_REQUEST),
+        )
+    };
+    if req.port == 0 {
+        return bad("port must be 1 to 65535".into());
+    }
+    if trust_addr && let Some(ip) = req.addr {
+        let unusable = ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if unusable {
+            return bad(format!("addr {ip} is not an address peers can dial"));
+        }
+    }
+    Ok(req)
+}

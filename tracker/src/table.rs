@@ -1,0 +1,485 @@
+//! The peer table: which peers are in which swarm, and the handout policy that picks whom
+//! to tell a caller about.
+//!
+//! [`PeerStore`] is the seam: [`MemoryTable`] keeps everything in this process; a shared
+//! store (Redis) can implement the same trait so that several trackers behind one address
+//! see one table.
+//!
+//! The memory table is sharded by digest, so announces for different blobs rarely meet on a
+//! lock. Each swarm keeps its complete and in-progress peers in two dense vectors with an
+//! index by peer id, so an announce costs O(1) to record and O(handout size) to answer: it
+//! samples random positions instead of shuffling the swarm. Only when most of a sample is
+//! ineligible (entries expired but not yet swept) does it fall back to one pass over the
+//! class, O(swarm size).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use shoal_core::Digest;
+use shoal_core::peer::{PeerId, PeerInfo};
+use tokio::time::Instant;
+
+use crate::config::TableConfig;
+use crate::error::TrackerError;
+
+/// One announce, as the table records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    pub digest: Digest,
+    pub peer_id: PeerId,
+    /// Where other peers reach the caller's peer port.
+    pub addr: SocketAddr,
+    pub complete: bool,
+}
+
+/// What the caller wants back.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    /// The most peers to return.
+    pub want: usize,
+    /// Slots to leave free for the origins when complete peers alone do not fill `want`:
+    /// a swarm of peers that are all still downloading needs a seed.
+    pub reserve: usize,
+    /// Peer ids never to return (the origins, which the handout lists on their own).
+    pub exclude: &'a [PeerId],
+}
+
+/// Whether the caller was written into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// The swarm holds `table.max_peers_per_swarm` peers already.
+    SwarmFull,
+    /// The table holds `table.max_peers` entries already.
+    TableFull,
+}
+
+impl Recorded {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recorded::Yes => "recorded",
+            Recorded::SwarmFull => "swarm_full",
+            Recorded::TableFull => "table_full",
+        }
+    }
+}
+
+/// Other peers of the caller's swarm: complete ones first, then those in progress, random
+/// within each class, never the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handout {
+    pub peers: Vec<PeerInfo>,
+    pub recorded: Recorded,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub swarms: usize,
+    pub peers: usize,
+}
+
+/// Where the tracker keeps its swarms.
+pub trait PeerStore: Send + Sync + 'static {
+    /// Records the announce (or refreshes the caller's entry) and picks other peers of the
+    /// same swarm. Refuses with [`TrackerError::TooManySwarms`] or
+    /// [`TrackerError::TooManySwarmsForPeer`], recording nothing, at those bounds.
+    fn announce<'a>(
+        &'a self,
+        announce: &'a Announce,
+        pick: Pick<'a>,
+    ) -> BoxFuture<'a, Result<Handout, TrackerError>>;
+
+    /// Drops entries that have not announced within their time to live, and swarms left
+    /// empty. Returns how many entries went.
+    fn expire(&self) -> BoxFuture<'_, Result<usize, TrackerError>>;
+
+    fn stats(&self) -> BoxFuture<'_, Result<TableStats, TrackerError>>;
+}
+
+const SHARDS: usize = 64;
+/// Extra positions sampled beyond the handout size, to cover the caller and a stale entry
+/// or two without a second pass.
+const SLACK: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: PeerId,
+    addr: SocketAddr,
+    seen: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    complete: bool,
+    pos: usize,
+}
+
+#[derive(Debug, Default)]
+struct Swarm {
+    slots: HashMap<PeerId, Slot>,
+    complete: Vec<Entry>,
+    partial: Vec<Entry>,
+}
+
+impl Swarm {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn class(&mut self, complete: bool) -> &mut Vec<Entry> {
+        if complete {
+            &mut self.complete
+        } else {
+            &mut self.partial
+        }
+    }
+
+    fn insert(&mut self, entry: Entry, complete: bool) {
+        let class = self.class(complete);
+        class.push(entry);
+        let pos = class.len() - 1;
+        self.slots.insert(entry.id, Slot { complete, pos });
+    }
+
+    /// Removes the entry at `pos` of a class; the last entry of the class takes its place.
+    fn remove_at(&mut self, complete: bool, pos: usize) -> Option<Entry> {
+        let class = self.class(complete);
+        if pos >= class.len() {
+            return None;
+        }
+        let gone = class.swap_remove(pos);
+        let moved = class.get(pos).map(|e| e.id);
+        if let Some(id) = moved
+            && let Some(slot) = self.slots.get_mut(&id)
+        {
+            slot.pos = pos;
+        }
+        self.slots.remove(&gone.id);
+        Some(gone)
+    }
+
+    /// Refreshes an existing entry, moving it to its new class if its state changed.
+    fn refresh(&mut self, slot: Slot, entry: Entry, complete: bool) {
+        if slot.complete == complete {
+            if let Some(e) = self.class(complete).get_mut(slot.pos) {
+                *e = entry;
+            }
+        } else if self.remove_at(slot.complete, slot.pos).is_some() {
+            self.insert(entry, complete);
+        }
+    }
+
+    /// Removes expired entries of both classes, calling `gone` for each.
+    fn expire(&mut self, now: Instant, ttl: Duration, mut gone: impl FnMut(PeerId)) -> usize {
+        let mut n = 0;
+        for complete in [true, false] {
+            // Backwards, so the entry swapped into a freed position was already looked at.
+            let mut i = self.class(complete).len();
+            while i > 0 {
+                i -= 1;
+                let expired = self.class(complete)[i].seen + ttl <= now;
+                if expired && let Some(e) = self.remove_at(complete, i) {
+                    gone(e.id);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The in-memory [`PeerStore`].
+#[derive(Debug)]
+pub struct MemoryTable {
+    limits: TableConfig,
+    ttl: Duration,
+    shards: Box<[Mutex<HashMap<Digest, Swarm>>]>,
+    /// How many swarms each peer id is in, sharded by peer id. Locked only while a swarm
+    /// shard is held, never the other way round.
+    memberships: Box<[Mutex<HashMap<PeerId, usize>>]>,
+    swarms: AtomicUsize,
+    peers: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while a shard was held cannot leave it inconsistent in a way worse than
+    // losing the tracker's answers, so carry on with what is there.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn shard_of(bytes: &[u8]) -> usize {
+    let mut first = [0u8; 8];
+    let n = bytes.len().min(8);
+    first[..n].copy_from_slice(&bytes[..n]);
+    (u64::from_le_bytes(first) % SHARDS as u64) as usize
+}
+
+impl MemoryTable {
+    /// A table whose entries live for `ttl` after their last announce.
+    pub fn new(limits: TableConfig, ttl: Duration) -> Self {
+        MemoryTable {
+            limits,
+            ttl,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            memberships: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            swarms: AtomicUsize::new(0),
+            peers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes one unit of a counter unless it is at `max`.
+    fn take(counter: &AtomicUsize, max: usize) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give(counter: &AtomicUsize) {
+        let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_sub(1))
+        });
+    }
+
+    fn join(&self, peer: PeerId) -> Result<(), TrackerError> {
+        let mut m = lock(&self.memberships[shard_of(&peer.0)]);
+        let n = m.entry(peer).or_insert(0);
+        if *n >= self.limits.max_swarms_per_peer {
+            let max = self.limits.max_swarms_per_peer;
+            if *n == 0 {
+                m.remove(&peer);
+            }
+            return Err(TrackerError::TooManySwarmsForPeer { peer, max });
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn leave(&self, peer: PeerId) {
+        let mut m = lock(&self.memberships[shard_of(&peer.0)]);
+        if let Some(n) = m.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&peer);
+            }
+        }
+    }
+
+    /// [`PeerStore::announce`] at a given instant.
+    pub fn announce_at(
+        &self,
+        a: &Announce,
+        pick: Pick<'_>,
+        now: Instant,
+    ) -> Result<Handout, TrackerError> {
+        let entry = Entry {
+            id: a.peer_id,
+            addr: a.addr,
+            seen: now,
+        };
+        let mut shard = lock(&self.shards[shard_of(a.digest.as_bytes())]);
+        let Some(swarm) = shard.get_mut(&a.digest) else {
+            // A new swarm: nobody to hand out, only the caller to record.
+            self.join(a.peer_id)?;
+            if !Self::take(&self.swarms, self.limits.max_swarms) {
+                self.leave(a.peer_id);
+                return Err(TrackerError::TooManySwarms {
+                    max: self.limits.max_swarms,
+                });
+            }
+            if !Self::take(&self.peers, self.limits.max_peers) {
+                self.leave(a.peer_id);
+                Self::give(&self.swarms);
+                return Ok(Handout {
+                    peers: Vec::new(),
+                    recorded: Recorded::TableFull,
+                });
+            }
+            let mut swarm = Swarm::default();
+            swarm.insert(entry, a.complete);
+            shard.insert(a.digest, swarm);
+            return Ok(Handout {
+                peers: Vec::new(),
+                recorded: Recorded::Yes,
+            });
+        };
+
+        let recorded = match swarm.slots.get(&a.peer_id).copied() {
+            Some(slot) => {
+                swarm.refresh(slot, entry, a.complete);
+                Recorded::Yes
+            }
+            None if swarm.len() >= self.limits.max_peers_per_swarm => Recorded::SwarmFull,
+            None => {
+                self.join(a.peer_id)?;
+                if Self::take(&self.peers, self.limits.max_peers) {
+                    swarm.insert(entry, a.complete);
+                    Recorded::Yes
+                } else {
+                    self.leave(a.peer_id);
+                    Recorded::TableFull
+                }
+            }
+        };
+
+        let ttl = self.ttl;
+        let eligible = |e: &Entry| {
+            e.id != a.peer_id
+                && e.addr != a.addr
+                && e.seen + ttl > now
+                && !pick.exclude.contains(&e.id)
+        };
+        let mut rng = rand::rng();
+        let mut peers = Vec::with_capacity(pick.want.min(swarm.len()));
+        sample_into(
+            &swarm.complete,
+            pick.want,
+            true,
+            &eligible,
+            &mut peers,
+            &mut rng,
+        );
+        let room =
+            pick.want
+                .saturating_sub(peers.len())
+                .saturating_sub(if peers.len() < pick.want {
+                    pick.reserve
+                } else {
+                    0
+                });
+        sample_into(&swarm.partial, room, false, &eligible, &mut peers, &mut rng);
+        Ok(Handout { peers, recorded })
+    }
+
+    /// [`PeerStore::expire`] at a given instant, all shards at once.
+    pub fn expire_at(&self, now: Instant) -> usize {
+        (0..SHARDS).map(|i| self.expire_shard(i, now)).sum()
+    }
+
+    fn expire_shard(&self, shard: usize, now: Instant) -> usize {
+        let mut total = 0;
+        let mut shard = lock(&self.shards[shard]);
+        let before = shard.len();
+        shard.retain(|_, swarm| {
+            total += swarm.expire(now, self.ttl, |id| {
+                self.leave(id);
+                Self::give(&self.peers);
+            });
+            swarm.len() > 0
+        });
+        for _ in shard.len()..before {
+            Self::give(&self.swarms);
+        }
+        total
+    }
+
+    pub fn stats_now(&self) -> TableStats {
+        TableStats {
+            swarms: self.swarms.load(Ordering::Acquire),
+            peers: self.peers.load(Ordering::Acquire),
+        }
+    }
+
+    /// How many swarms a peer id is in (tests and debugging).
+    pub fn memberships_of(&self, peer: &PeerId) -> usize {
+        lock(&self.memberships[shard_of(&peer.0)])
+            .get(peer)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Appends up to `k` random eligible entries of `entries` to `out`, in random order.
+fn sample_into(
+    entries: &[Entry],
+    k: usize,
+    complete: bool,
+    eligible: &impl Fn(&Entry) -> bool,
+    out: &mut Vec<PeerInfo>,
+    rng: &mut impl rand::Rng,
+) {
+    if k == 0 || entries.is_empty() {
+        return;
+    }
+    let info = |e: &Entry| PeerInfo {
+        peer_id: e.id,
+        addr: e.addr,
+        complete,
+        origin: false,
+    };
+    let start = out.len();
+    let tries = (k + SLACK).min(entries.len());
+    for i in positions(rng, entries.len(), tries) {
+        if out.len() - start == k {
+            return;
+        }
+        if eligible(&entries[i]) {
+            out.push(info(&entries[i]));
+        }
+    }
+    if out.len() - start == k || tries == entries.len() {
+        return;
+    }
+    // Most of the sample was ineligible: entries expired since the last sweep, or many
+    // sharing the caller's address. One full pass finds whatever is left.
+    out.truncate(start);
+    let ok: Vec<usize> = (0..entries.len())
+        .filter(|&i| eligible(&entries[i]))
+        .collect();
+    for j in positions(rng, ok.len(), k.min(ok.len())) {
+        out.push(info(&entries[ok[j]]));
+    }
+}
+
+/// `k` distinct positions of `0..n` (`k <= n`) in random order: Floyd's algorithm, whose
+/// last-drawn-first fix-up makes the order a uniform shuffle too. O(k²) comparisons of small
+/// integers and nothing O(n); `rand::seq::index::sample` fills an O(n) scratch vector for
+/// classes of a few thousand, which showed in the benchmark.
+fn positions(rng: &mut impl rand::Rng, n: usize, k: usize) -> Vec<usize> {
+    use rand::RngExt as _;
+    let mut out: Vec<usize> = Vec::with_capacity(k);
+    for j in n.saturating_sub(k)..n {
+        let t = rng.random_range(..=j);
+        if let Some(pos) = out.iter().position(|&x| x == t) {
+            out[pos] = j;
+        }
+        out.push(t);
+    }
+    out
+}
+
+impl PeerStore for MemoryTable {
+    fn announce<'a>(
+        &'a self,
+        announce: &'a Announce,
+        pick: Pick<'a>,
+    ) -> BoxFuture<'a, Result<Handout, TrackerError>> {
+        let result = self.announce_at(announce, pick, Instant::now());
+        Box::pin(std::future::ready(result))
+    }
+
+    fn expire(&self) -> BoxFuture<'_, Result<usize, TrackerError>> {
+        Box::pin(async move {
+            let mut total = 0;
+            for shard in 0..SHARDS {
+                total += self.expire_shard(shard, Instant::now());
+                // A million entries take tens of milliseconds to look at: let announces
+                // waiting on this worker in between shards.
+                tokio::task::yield_now().await;
+            }
+            Ok(total)
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<TableStats, TrackerError>> {
+        Box::pin(std::future::ready(Ok(self.stats_now())))
+    }
+}
+
+#[cfg(test)]
+mod tests;
