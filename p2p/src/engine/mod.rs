@@ -9,10 +9,13 @@
 //! - whom to dial, and whom to accept: connection limits per blob and in all, no duplicate
 //!   connection to one peer, no connection to a shunned peer;
 //! - what to request from whom: rarest first with random ties ([`picker`]); a target number
-//!   of requests in flight for the blob, sized from its download rate so that links stay
-//!   full, spread over connections with a per-connection window sized from that
-//!   connection's rate; origins asked only for what no other peer holds; endgame duplicates
-//!   for the last pieces and a cancel as soon as one copy arrives;
+//!   of requests in flight to peers, sized from the blob's download rate so that links stay
+//!   full (requests stuck behind a slow peer's queue stop counting), spread over
+//!   connections with a per-connection window sized from that connection's rate; origins
+//!   asked only for what no other peer holds, within their own connection windows; endgame
+//!   duplicates for the last pieces and a cancel as soon as one copy arrives;
+//! - what origins offer: a super-seeding seed shows each downloader a couple of pieces at a
+//!   time, those it has sent least, so its upload goes to distinct pieces first;
 //! - what to do when things go wrong: a connection that delivers nothing for
 //!   `request_timeout` has its requests moved to others; a peer that sends a corrupt piece,
 //!   breaks the protocol, or fails `max_peer_failures` times is dropped and shunned;
@@ -60,8 +63,9 @@ pub struct Config {
     /// Connections a downloader keeps to origins for one blob: origins are seeds of last
     /// resort and serve many swarms.
     pub max_origin_conns_per_blob: usize,
-    /// Requests in flight for one blob, at least and at most; between the two the target is
-    /// the download rate times `request_queue_time`.
+    /// Requests in flight to peers for one blob, at least and at most; between the two the
+    /// target is the download rate times `request_queue_time`. Requests to origins have
+    /// their own budget (each origin connection's window).
     pub min_in_flight: usize,
     pub max_in_flight: usize,
     /// How much work, in time at the current rate, to keep requested ahead.
