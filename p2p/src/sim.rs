@@ -82,7 +82,7 @@ impl SimConfig {
             handout: 50,
             seed: 1,
             engine: Config::default(),
-            origin_engine: origin_config(),
+            origin_engine: Config::origin(),
             time_limit: Duration::from_secs(3600),
         }
     }
@@ -121,17 +121,6 @@ impl SimConfig {
             0
         };
         (slow.min(self.hosts), self.hosts - slow.min(self.hosts))
-    }
-}
-
-/// What origins run with: they serve many swarms and accept many downloaders.
-pub fn origin_config() -> Config {
-    Config {
-        max_conns_per_blob: 200,
-        max_conns: 10_000,
-        seed_idle: None,
-        super_seed_offers: 32,
-        ..Config::default()
     }
 }
 

@@ -107,6 +107,22 @@ pub struct Config {
     pub min_announce_interval: Duration,
 }
 
+impl Config {
+    /// What an origin runs with: it serves many swarms, so more connections in all and per
+    /// blob than an agent (with fewer per blob, the simulator shows a slower last host: the
+    /// first copies reach fewer downloaders), and it super-seeds. Both
+    /// [`crate::NodeConfig::origin`] and the simulator use it.
+    pub fn origin() -> Self {
+        Config {
+            max_conns_per_blob: 100,
+            max_conns: 4000,
+            super_seed_offers: 32,
+            seed_idle: Some(Duration::from_secs(600)),
+            ..Config::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
