@@ -149,9 +149,9 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
     let sent = origins.bytes_sent() - before;
     for (i, r) in origins.registries.iter().enumerate() {
         println!(
-            "origin {i}: http {:.1} MiB, peer {:.1} MiB",
-            metric(r, "shoal_origin_sent_bytes_total", None) / MIB as f64,
-            metric(r, "shoal_origin_peer_bytes_sent_total", None) / MIB as f64
+            "origin {i} sent since it started (replica copies included): http {:.1} MiB, peer {:.1} MiB",
+            metric(r, "shoal_origin_sent_bytes_total", Some(("proto", "http"))) / MIB as f64,
+            metric(r, "shoal_origin_sent_bytes_total", Some(("proto", "peer"))) / MIB as f64
         );
     }
     let layer = image.layer.len() as f64;

@@ -13,7 +13,6 @@ use shoal_core::{Digest, DigestMismatch, Metainfo};
 use crate::backend::BackendError;
 use crate::db::Task;
 use crate::error::{Error, Result};
-use crate::metrics::Proto;
 use crate::state::Shared;
 
 /// Bytes gathered before each write to the store.
@@ -55,7 +54,7 @@ where
     let mut buf = Vec::with_capacity(WRITE_SIZE);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Source(e.into()))?;
-        st.metrics.received(Proto::Http, chunk.len() as u64);
+        st.metrics.received_http(chunk.len() as u64);
         if let Some(p) = &mut pieces {
             p.update(&chunk);
         }
@@ -146,7 +145,7 @@ where
     let mut seen = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Source(e.into()))?;
-        st.metrics.received(Proto::Http, chunk.len() as u64);
+        st.metrics.received_http(chunk.len() as u64);
         seen += chunk.len() as u64;
         if let Some(expected) = declared.filter(|&n| seen > n) {
             return Err(StoreError::SizeMismatch {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use shoal_core::config::Validate;
 use shoal_core::origin_client::base_url;
 use shoal_core::peer::PeerId;
-use shoal_core::units::duration;
+use shoal_core::units::{ByteRate, duration};
 
 /// The environment prefix of the origin's config keys.
 pub const ENV_PREFIX: &str = "SHOAL_ORIGIN_";
@@ -72,6 +72,10 @@ pub struct PeerConfig {
     pub id: String,
     /// The peer port announced to others. 0: the port `peer_listen` is bound to.
     pub port: u16,
+    /// Piece bytes per second sent to peers, every swarm together; 0: unlimited.
+    pub egress: ByteRate,
+    /// Piece bytes per second received over the peer protocol; 0: unlimited.
+    pub ingress: ByteRate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

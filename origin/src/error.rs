@@ -30,6 +30,8 @@ pub enum Error {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("peer protocol: {0}")]
+    Peer(#[from] shoal_p2p::P2pError),
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("background task failed: {0}")]

@@ -10,7 +10,7 @@
 //! - [`repair`]: the pass that puts every blob and tag back on as many owners as it needs.
 //! - [`backend`]: where blobs and tags are written back to and read through from.
 //! - [`remote`]: requests from this origin to the others.
-//! - [`seed`]: what the peer-protocol seeder gets from the origin.
+//! - [`seed`]: serving pieces of every blob held here over the peer protocol.
 //! - [`metrics`]: the `shoal_origin_…` families.
 //! - [`state`]: what the handlers and background tasks of one origin share.
 //! - [`error`]: the crate's error type and its HTTP answers.
@@ -51,7 +51,7 @@ pub mod testing;
 pub use config::Config;
 pub use error::Error;
 pub use repair::RepairReport;
-pub use seed::{RefuseSeeder, SeedSource, Seeder};
+pub use seed::{PeerSeeder, SeedSource, Seeder};
 
 use backend::{Backend, NoBackend, fs::FsBackend};
 use cluster::Cluster;
@@ -115,8 +115,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
 
 impl Origin {
     /// Opens the data directory, brings the index in line with the store, and starts
-    /// serving and the background tasks. Peers are refused until a seeder is given with
-    /// [`Origin::start_with_seeder`].
+    /// serving HTTP, the peer protocol (with a [`PeerSeeder`]) and the background tasks.
     pub async fn start(
         config: Config,
         listeners: Listeners,
@@ -128,11 +127,12 @@ impl Origin {
             listeners,
             registry,
             shutdown,
-            Box::new(RefuseSeeder),
+            Box::new(PeerSeeder::new()),
         )
         .await
     }
 
+    /// [`Origin::start`] with another seeder on the peer listener.
     pub async fn start_with_seeder(
         config: Config,
         listeners: Listeners,
@@ -185,6 +185,14 @@ impl Origin {
         blobs::reconcile(&state).await?;
 
         let tasks = TaskTracker::new();
+        // First, so that a seeder that cannot start fails the start with nothing running.
+        if let Some(peer) = listeners.peer {
+            let seeding = {
+                let _span = tracing::info_span!("peer").entered();
+                seeder.start(peer, SeedSource::new(state.clone()), shutdown.clone())?
+            };
+            tasks.spawn(seeding.instrument(tracing::info_span!("peer")));
+        }
         let app = routes::router(state.clone(), registry);
         let server = tokio::spawn(
             shoal_core::telemetry::serve(
@@ -212,17 +220,6 @@ impl Origin {
         tasks.spawn(
             repair::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("repair")),
         );
-        if let Some(peer) = listeners.peer {
-            let fut = seeder.run(peer, SeedSource::new(state.clone()), shutdown.clone());
-            tasks.spawn(
-                async move {
-                    if let Err(e) = fut.await {
-                        tracing::error!(error = %e, "peer protocol stopped");
-                    }
-                }
-                .instrument(tracing::info_span!("peer")),
-            );
-        }
         {
             let ready = state.ready.clone();
             let token = shutdown.clone();

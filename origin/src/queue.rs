@@ -157,7 +157,7 @@ async fn process(st: &AppState, task: &Task) -> Result<Outcome> {
             let body =
                 tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).inspect(move |c| {
                     if let Ok(c) = c {
-                        metrics.sent(crate::metrics::Proto::Http, c.len() as u64);
+                        metrics.sent_http(c.len() as u64);
                     }
                 });
             st.remote

@@ -15,7 +15,7 @@ use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::telemetry::ops_router;
 use tracing::Instrument;
 
-use crate::metrics::{Metrics, Proto};
+use crate::metrics::Metrics;
 use crate::remote::FORWARDED;
 use crate::state::{AppState, Shared};
 
@@ -191,7 +191,7 @@ pub fn relay(res: reqwest::Response, metrics: Option<&Metrics>) -> Response {
     let metrics = metrics.cloned();
     let stream = res.bytes_stream().inspect(move |c| {
         if let (Some(m), Ok(c)) = (&metrics, c) {
-            m.sent(Proto::Http, c.len() as u64);
+            m.sent_http(c.len() as u64);
         }
     });
     builder

@@ -1,23 +1,32 @@
-//! Seeding: what the peer-protocol side of the origin gets from the rest of it.
+//! Seeding: the origin serves pieces of every blob it holds over the peer protocol.
 //!
-//! An origin serves pieces of every blob it holds. The swarm driver (from `shoal-p2p`)
-//! needs two things for that, both in [`SeedSource`]: each blob's metainfo (computed once
-//! and kept in the index) and the store to read pieces from. [`Seeder`] is the seam: `run`
-//! hands the peer listener and a `SeedSource` to whichever seeder it was given.
-//! [`RefuseSeeder`] stands in until the driver is wired in: it accepts and closes
-//! connections, so a peer learns at once that nothing is served here rather than waiting.
+//! [`PeerSeeder`], the default, runs a `shoal_p2p` node configured as an origin on the peer
+//! listener: it seeds without announcing (trackers list origins from their `/v1/info`), and
+//! a peer naming a blob the node does not seed yet gets it looked up in the origin's index
+//! through [`SeedSource`]. A blob this origin does not hold is refused with the protocol's
+//! `unknown blob` error, and the connection closes. Pieces go out of the store as they are:
+//! it holds only blobs verified against their digest, and the metainfo was computed from
+//! those very bytes.
+//!
+//! [`Seeder`] is the seam: `Origin::start_with_seeder` takes any implementation, so a test
+//! can stand a different one in.
 
-use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus::Registry;
+use shoal_core::peer::PeerId;
 use shoal_core::store::BlobStore;
 use shoal_core::{Digest, Metainfo};
+use shoal_p2p::{MetainfoSource, Node, NodeConfig, StaticDiscovery};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::blobs;
+use crate::config::PeerConfig;
 use crate::error::Result;
-use crate::metrics::{Metrics, Proto};
+use crate::metrics::PEER_PREFIX;
 use crate::state::AppState;
 
 /// A seeder's view of the origin.
@@ -36,63 +45,125 @@ impl SeedSource {
         blobs::metainfo(&self.state, digest).await
     }
 
-    /// The store to read pieces from ([`BlobStore::open_blob_sync`] for positioned reads).
+    /// The store to read pieces from.
     pub fn store(&self) -> &BlobStore {
         &self.state.store
     }
 
-    /// Counts bytes moved over the peer protocol.
-    pub fn count_sent(&self, n: u64) {
-        self.state.metrics.sent(Proto::Peer, n);
+    /// The origin's peer id, as `/v1/info` gives it and trackers hand it out.
+    pub fn peer_id(&self) -> PeerId {
+        self.state.cluster.peer_id()
     }
 
-    pub fn count_received(&self, n: u64) {
-        self.state.metrics.received(Proto::Peer, n);
+    /// The `peer` section of the config: caps on the peer protocol's bytes.
+    pub fn peer_config(&self) -> &PeerConfig {
+        &self.state.config.peer
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.state.metrics
+    /// How long a seeder may take to stop after shutdown is asked for.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.state.config.shutdown_grace
+    }
+
+    /// Where a seeder registers its metric families, under [`PEER_PREFIX`]: the origin
+    /// shows them, its piece-byte counters as `shoal_origin_{sent,received}_bytes_total`
+    /// with `proto="peer"` (see `metrics`).
+    pub fn peer_registry(&self) -> &Registry {
+        self.state.metrics.peer_registry()
     }
 }
 
 /// Serves the peer protocol on a listener until `shutdown`.
 pub trait Seeder: Send + 'static {
-    fn run(
+    /// Starts serving `listener`. An error fails the origin's start. The returned future
+    /// ends once the seeder has stopped after `shutdown` is cancelled.
+    fn start(
         self: Box<Self>,
         listener: TcpListener,
         source: SeedSource,
         shutdown: CancellationToken,
-    ) -> BoxFuture<'static, io::Result<()>>;
+    ) -> Result<BoxFuture<'static, ()>>;
 }
 
-/// Accepts peer connections and closes them: the peer protocol is not served yet.
-#[derive(Debug, Default)]
-pub struct RefuseSeeder;
+/// Seeds every blob the origin holds over the peer protocol, with a `shoal_p2p` node.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSeeder {
+    node: Option<NodeConfig>,
+}
 
-impl Seeder for RefuseSeeder {
-    fn run(
-        self: Box<Self>,
-        listener: TcpListener,
-        _source: SeedSource,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, io::Result<()>> {
+impl PeerSeeder {
+    /// A node as [`NodeConfig::origin`] describes it.
+    pub fn new() -> Self {
+        PeerSeeder::default()
+    }
+
+    /// Starts from `node` instead of [`NodeConfig::origin`] (tests tune the engine's timers
+    /// this way). The origin's peer id, its `peer` caps and the metric prefix are set over
+    /// it, and it is always an origin that does not announce.
+    pub fn with_node_config(node: NodeConfig) -> Self {
+        PeerSeeder { node: Some(node) }
+    }
+}
+
+/// Looks up what peers ask for in the origin's index.
+struct Index(SeedSource);
+
+impl MetainfoSource for Index {
+    fn metainfo(&self, digest: Digest) -> BoxFuture<'_, Option<Metainfo>> {
         Box::pin(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    r = listener.accept() => match r {
-                        Ok((conn, peer)) => {
-                            tracing::debug!(%peer, "peer connection closed: this origin does not seed yet");
-                            drop(conn);
-                        }
-                        // Running out of descriptors must not end the loop.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "peer accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    },
+            match self.0.metainfo(digest).await {
+                Ok(m) => {
+                    if m.is_none() {
+                        tracing::debug!(%digest, "a peer asked for a blob this origin does not hold");
+                    }
+                    m
+                }
+                Err(e) => {
+                    // The peer is told the blob is unknown here and asks someone else.
+                    tracing::warn!(%digest, error = %e, "cannot look up a blob a peer asked for");
+                    None
                 }
             }
         })
+    }
+}
+
+impl Seeder for PeerSeeder {
+    fn start(
+        self: Box<Self>,
+        listener: TcpListener,
+        source: SeedSource,
+        shutdown: CancellationToken,
+    ) -> Result<BoxFuture<'static, ()>> {
+        let mut cfg = self.node.unwrap_or_else(NodeConfig::origin);
+        cfg.peer_id = source.peer_id();
+        cfg.origin = true;
+        cfg.announce_seeds = false;
+        cfg.egress_rate = source.peer_config().egress.per_second();
+        cfg.ingress_rate = source.peer_config().ingress.per_second();
+        cfg.metrics_prefix = PEER_PREFIX.into();
+        // Nothing is announced, so discovery is never asked; it only has to exist.
+        let discovery = Arc::new(StaticDiscovery::new(Vec::new(), Duration::from_secs(60)));
+        let node = Node::start(
+            cfg,
+            listener,
+            source.store().clone(),
+            discovery,
+            Some(Arc::new(Index(source.clone()))),
+            source.peer_registry(),
+            shutdown.clone(),
+        )?;
+        let grace = source.shutdown_grace();
+        Ok(Box::pin(async move {
+            shutdown.cancelled().await;
+            // A connection still waiting for its hello when shutdown came holds the node
+            // until the handshake times out; the origin does not wait that long for it.
+            if tokio::time::timeout(grace, node.closed()).await.is_err() {
+                tracing::warn!(
+                    grace_s = grace.as_secs_f64(),
+                    "peer connections still open after the shutdown grace; left behind"
+                );
+            }
+        }))
     }
 }

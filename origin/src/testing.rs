@@ -1,6 +1,6 @@
 //! Origins in-process for tests, this crate's and other crates': start one from a config
 //! and a listener, or a cluster of N on port 0 that can stop and restart its members with
-//! their data.
+//! their data. Each seeds over the peer protocol on a port-0 peer listener of its own.
 //!
 //! ```no_run
 //! # async fn f() {
@@ -23,6 +23,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
+use shoal_core::peer::PeerInfo;
 use shoal_core::ring::Ring;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,17 +62,25 @@ pub struct TestOrigin {
 }
 
 impl TestOrigin {
-    /// Starts an origin serving `http` (and no peer port).
+    /// Starts an origin serving `http`, and the peer protocol on a listener bound at
+    /// `config.peer_listen` (port 0 in [`test_config`]).
     pub async fn start(config: Config, http: TcpListener) -> Result<TestOrigin, Error> {
+        let peer = TcpListener::bind(config.peer_listen).await?;
+        Self::start_with(
+            config,
+            Listeners {
+                http,
+                peer: Some(peer),
+            },
+        )
+        .await
+    }
+
+    /// Starts an origin on the listeners given (`peer: None` serves no peers).
+    pub async fn start_with(config: Config, listeners: Listeners) -> Result<TestOrigin, Error> {
         let registry = Registry::new();
         let shutdown = CancellationToken::new();
-        let origin = Origin::start(
-            config,
-            Listeners { http, peer: None },
-            registry.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let origin = Origin::start(config, listeners, registry.clone(), shutdown.clone()).await?;
         Ok(TestOrigin {
             origin,
             registry,
@@ -254,6 +263,17 @@ impl TestCluster {
         match &self.node(i).running {
             Some(r) => &r.origin,
             None => panic!("origin {i} is stopped"),
+        }
+    }
+
+    /// Where origin `i` serves the peer protocol, and as whom: what a tracker hands out.
+    pub fn peer_info(&self, i: usize) -> PeerInfo {
+        let o = self.origin(i);
+        PeerInfo {
+            peer_id: o.peer_id(),
+            addr: SocketAddr::new(o.local_addr().ip(), o.peer_port()),
+            complete: true,
+            origin: true,
         }
     }
 

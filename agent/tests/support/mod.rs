@@ -1,23 +1,19 @@
-//! A whole Shoal on 127.0.0.1 in one process for the agent's tests: origins that seed over
-//! the peer protocol, a tracker, and agents, each on port 0.
+//! A whole Shoal on 127.0.0.1 in one process for the agent's tests: origins (which seed over
+//! the peer protocol), a tracker, and agents, each on port 0.
 // Helpers here are test code too; clippy's test exemption covers only `#[test]` functions.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use prometheus::{Encoder, Registry};
 use shoal_agent::{Agent, Config as AgentConfig, Listeners};
+use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
-use shoal_core::peer::PeerId;
 use shoal_core::reference::{RepoName, Tag};
-use shoal_core::{Digest, Metainfo};
-use shoal_origin::{Origin, SeedSource, Seeder};
-use shoal_p2p::{MetainfoSource, Node, NodeConfig, StaticDiscovery};
+use shoal_origin::Origin;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -83,50 +79,6 @@ pub fn metric(registry: &Registry, name: &str, label: Option<(&str, &str)>) -> f
         .sum()
 }
 
-/// The origin side of the peer protocol for these tests: a p2p node seeding what the
-/// origin's store holds, under the origin's own peer id, so that the tracker's handouts
-/// (which come from each origin's `/v1/info`) reach it.
-struct P2pSeeder {
-    peer_id: PeerId,
-    registry: Registry,
-}
-
-struct FromOrigin(SeedSource);
-
-impl MetainfoSource for FromOrigin {
-    fn metainfo(&self, digest: Digest) -> BoxFuture<'_, Option<Metainfo>> {
-        Box::pin(async move { self.0.metainfo(digest).await.ok().flatten() })
-    }
-}
-
-impl Seeder for P2pSeeder {
-    fn run(
-        self: Box<Self>,
-        listener: TcpListener,
-        source: SeedSource,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, std::io::Result<()>> {
-        Box::pin(async move {
-            let mut cfg = NodeConfig::origin();
-            cfg.peer_id = self.peer_id;
-            cfg.engine.tick = Duration::from_millis(50);
-            let node = Node::start(
-                cfg,
-                listener,
-                source.store().clone(),
-                Arc::new(StaticDiscovery::new(Vec::new(), Duration::from_secs(1))),
-                Some(Arc::new(FromOrigin(source.clone()))),
-                &self.registry,
-                shutdown.clone(),
-            )
-            .map_err(std::io::Error::other)?;
-            shutdown.cancelled().await;
-            node.closed().await;
-            Ok(())
-        })
-    }
-}
-
 pub struct TestOrigins {
     pub origins: Vec<Origin>,
     pub registries: Vec<Registry>,
@@ -158,14 +110,8 @@ impl TestOrigins {
             config.replicas = replicas;
             config.advertise = urls[i].clone();
             config.cluster.members = urls.clone();
-            let peer_id = PeerId::random();
-            config.peer.id = peer_id.to_string();
             let registry = Registry::new();
-            let seeder = P2pSeeder {
-                peer_id,
-                registry: registry.clone(),
-            };
-            let origin = Origin::start_with_seeder(
+            let origin = Origin::start(
                 config,
                 shoal_origin::Listeners {
                     http: h,
@@ -173,7 +119,6 @@ impl TestOrigins {
                 },
                 registry.clone(),
                 shutdown.child_token(),
-                Box::new(seeder),
             )
             .await
             .unwrap();
@@ -204,14 +149,12 @@ impl TestOrigins {
         OriginClient::new(&self.urls, None).unwrap()
     }
 
-    /// Blob bytes the origins have sent, over HTTP and the peer protocol together.
+    /// Blob bytes the origins have sent, over HTTP and the peer protocol together (the
+    /// family counts each byte once, split by `proto`).
     pub fn bytes_sent(&self) -> f64 {
         self.registries
             .iter()
-            .map(|r| {
-                metric(r, "shoal_origin_sent_bytes_total", None)
-                    + metric(r, "shoal_origin_peer_bytes_sent_total", None)
-            })
+            .map(|r| metric(r, "shoal_origin_sent_bytes_total", None))
             .sum()
     }
 

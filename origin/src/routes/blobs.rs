@@ -21,7 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::{Asked, Params, ask_owners, check_token, is_forwarded, relay};
 use crate::blobs;
 use crate::db::Task;
-use crate::metrics::Proto;
 use crate::state::{AppState, Shared};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -155,7 +154,7 @@ async fn serve_local(
         )
         .inspect(move |c| {
             if let Ok(c) = c {
-                metrics.sent(Proto::Http, c.len() as u64);
+                metrics.sent_http(c.len() as u64);
             }
         });
         Body::from_stream(stream)
