@@ -82,7 +82,7 @@ impl SimConfig {
             handout: 50,
             seed: 1,
             engine: Config::default(),
-            origin_engine: origin_config(),
+            origin_engine: Config::origin(),
             time_limit: Duration::from_secs(3600),
         }
     }
@@ -121,17 +121,6 @@ impl SimConfig {
             0
         };
         (slow.min(self.hosts), self.hosts - slow.min(self.hosts))
-    }
-}
-
-/// What origins run with: they serve many swarms and accept many downloaders.
-pub fn origin_config() -> Config {
-    Config {
-        max_conns_per_blob: 200,
-        max_conns: 10_000,
-        seed_idle: None,
-        super_seed_offers: 32,
-        ..Config::default()
     }
 }
 
@@ -177,6 +166,9 @@ enum Ev {
     Msg {
         from: u32,
         conn: ConnId,
+        /// The other end, if the link was complete when the message was sent; else it is
+        /// looked up on arrival.
+        to: Option<(u32, ConnId)>,
         msg: Message,
     },
     /// A dial reaches its target.
@@ -511,8 +503,13 @@ impl<'a> Sim<'a> {
 
     fn dispatch(&mut self, ev: Ev) {
         match ev {
-            Ev::Msg { from, conn, msg } => {
-                if let Some((to, theirs)) = self.link(from, conn) {
+            Ev::Msg {
+                from,
+                conn,
+                to,
+                msg,
+            } => {
+                if let Some((to, theirs)) = to.or_else(|| self.link(from, conn)) {
                     self.handle(to, Event::Message { conn: theirs, msg });
                 }
             }
@@ -670,7 +667,16 @@ impl<'a> Sim<'a> {
                 let to = host_of(&peer.peer_id);
                 self.later(Ev::Dial { from: h, to });
             }
-            Action::Send { conn, msg } => self.later(Ev::Msg { from: h, conn, msg }),
+            Action::Send { conn, msg } => {
+                // Resolved now, while this host's link table is warm in the cache.
+                let to = self.link(h, conn);
+                self.later(Ev::Msg {
+                    from: h,
+                    conn,
+                    to,
+                    msg,
+                });
+            }
             Action::Upload { conn, index } => {
                 self.hosts[h as usize]
                     .queue

@@ -9,10 +9,13 @@
 //! - whom to dial, and whom to accept: connection limits per blob and in all, no duplicate
 //!   connection to one peer, no connection to a shunned peer;
 //! - what to request from whom: rarest first with random ties ([`picker`]); a target number
-//!   of requests in flight for the blob, sized from its download rate so that links stay
-//!   full, spread over connections with a per-connection window sized from that
-//!   connection's rate; origins asked only for what no other peer holds; endgame duplicates
-//!   for the last pieces and a cancel as soon as one copy arrives;
+//!   of requests in flight to peers, sized from the blob's download rate so that links stay
+//!   full (requests stuck behind a slow peer's queue stop counting), spread over
+//!   connections with a per-connection window sized from that connection's rate; origins
+//!   asked only for what no other peer holds, within their own connection windows; endgame
+//!   duplicates for the last pieces and a cancel as soon as one copy arrives;
+//! - what origins offer: a super-seeding seed shows each downloader a couple of pieces at a
+//!   time, those it has sent least, so its upload goes to distinct pieces first;
 //! - what to do when things go wrong: a connection that delivers nothing for
 //!   `request_timeout` has its requests moved to others; a peer that sends a corrupt piece,
 //!   breaks the protocol, or fails `max_peer_failures` times is dropped and shunned;
@@ -60,8 +63,9 @@ pub struct Config {
     /// Connections a downloader keeps to origins for one blob: origins are seeds of last
     /// resort and serve many swarms.
     pub max_origin_conns_per_blob: usize,
-    /// Requests in flight for one blob, at least and at most; between the two the target is
-    /// the download rate times `request_queue_time`.
+    /// Requests in flight to peers for one blob, at least and at most; between the two the
+    /// target is the download rate times `request_queue_time`. Requests to origins have
+    /// their own budget (each origin connection's window).
     pub min_in_flight: usize,
     pub max_in_flight: usize,
     /// How much work, in time at the current rate, to keep requested ahead.
@@ -103,6 +107,22 @@ pub struct Config {
     pub min_announce_interval: Duration,
 }
 
+impl Config {
+    /// What an origin runs with: it serves many swarms, so more connections in all and per
+    /// blob than an agent (with fewer per blob, the simulator shows a slower last host: the
+    /// first copies reach fewer downloaders), and it super-seeds. Both
+    /// [`crate::NodeConfig::origin`] and the simulator use it.
+    pub fn origin() -> Self {
+        Config {
+            max_conns_per_blob: 100,
+            max_conns: 4000,
+            super_seed_offers: 32,
+            seed_idle: Some(Duration::from_secs(600)),
+            ..Config::default()
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -112,7 +132,7 @@ impl Default for Config {
             max_origin_conns_per_blob: 2,
             min_in_flight: 4,
             max_in_flight: 64,
-            request_queue_time: Duration::from_millis(20),
+            request_queue_time: Duration::from_millis(50),
             initial_window: 2,
             max_window: 8,
             rate_window: Duration::from_millis(500),
@@ -410,6 +430,17 @@ struct Swarm {
     rate: Rate,
     write_failures: u32,
     cursor: usize,
+    /// Connections by local slot, so that per-piece bookkeeping is a bit set over slots
+    /// rather than a walk through every connection's own state.
+    slots: Vec<Option<ConnId>>,
+    /// Per slot: pieces the peer holds that this node does not (not yet written).
+    slot_interesting: Vec<u32>,
+    /// Per slot: the peer is an origin.
+    slot_origin: Vec<bool>,
+    /// While downloading, per piece, the slots whose peer holds it:
+    /// `holders[piece * holder_words + slot / 64]`.
+    holders: Vec<u64>,
+    holder_words: usize,
     /// Super-seeding: uploads of each piece, and connections each piece is offered to.
     super_seed: bool,
     served: Vec<u32>,
@@ -431,8 +462,8 @@ struct Conn {
     outbound: bool,
     /// The peer's pieces; `None` until its bitfield arrives.
     has: Option<Bitfield>,
-    /// Pieces the peer holds that this node does not (not yet written).
-    interesting: u32,
+    /// The connection's place in its swarm's slot table.
+    slot: usize,
     /// Pieces requested from the peer and not yet arrived.
     requests: Vec<Req>,
     /// Pieces the peer requested and this node has queued or is sending.
@@ -538,6 +569,9 @@ impl Engine {
             return Err(EngineError::AlreadyPresent);
         }
         let picker = downloading.then(|| Picker::new(&have));
+        // Room for every slot a blob can use: its limit, plus one for a connection that
+        // replaces another (a simultaneous dial) before the other is gone.
+        let holder_words = (self.cfg.max_conns_per_blob + 1).div_ceil(64).max(1);
         let super_seed = !downloading && self.cfg.super_seed_offers > 0;
         let pieces = if super_seed {
             layout.pieces as usize
@@ -579,6 +613,15 @@ impl Engine {
             rate: Rate::new(),
             write_failures: 0,
             cursor: 0,
+            slots: Vec::new(),
+            slot_interesting: Vec::new(),
+            slot_origin: Vec::new(),
+            holders: if downloading {
+                vec![0; layout.pieces as usize * holder_words]
+            } else {
+                Vec::new()
+            },
+            holder_words,
             super_seed,
             served: vec![0; pieces],
             offered: vec![0; pieces],
@@ -677,12 +720,27 @@ impl Engine {
                 for r in &c.requests {
                     requested[r.piece as usize] += 1;
                 }
+                assert_eq!(sw.slots[c.slot], Some(id));
                 if let (Some(has), Some(_)) = (&c.has, &sw.picker) {
                     let lacking = has.ones().filter(|&p| !sw.have.get(p)).count();
-                    assert_eq!(c.interesting as usize, lacking, "interesting count of {id}");
+                    assert_eq!(
+                        sw.slot_interesting[c.slot] as usize, lacking,
+                        "interesting count of {id}"
+                    );
+                }
+                for p in 0..sw.layout.pieces as usize {
+                    let held = c.has.as_ref().is_some_and(|h| h.get(p));
+                    let listed = sw
+                        .holders
+                        .get(p * sw.holder_words + c.slot / 64)
+                        .is_some_and(|h| h & (1u64 << (c.slot % 64)) != 0);
+                    if sw.phase == Phase::Downloading {
+                        assert_eq!(held, listed, "holders of piece {p}");
+                    }
                 }
             }
             seen += sw.conns.len();
+            assert_eq!(sw.slots.iter().flatten().count(), sw.conns.len());
             assert_eq!(sw.in_flight, in_flight);
             assert_eq!(sw.in_flight_to_peers, to_peers);
             assert_eq!(sw.uploads, uploads);
@@ -809,6 +867,20 @@ impl Engine {
         if let Some(old) = replace {
             self.drop_conn(now, old, Some(ErrorCode::Refused));
         }
+        let sw = slot(&mut self.swarms, s);
+        let free = sw.slots.iter().position(Option::is_none);
+        let slot_index = match free {
+            Some(i) => i,
+            None if sw.slots.len() < sw.holder_words * 64 => {
+                sw.slots.push(None);
+                sw.slot_interesting.push(0);
+                sw.slot_origin.push(false);
+                sw.slots.len() - 1
+            }
+            None => return Err(Refusal::Busy),
+        };
+        sw.slot_interesting[slot_index] = 0;
+        sw.slot_origin[slot_index] = origin;
         let conn = Conn {
             swarm: s,
             peer,
@@ -816,7 +888,7 @@ impl Engine {
             origin,
             outbound,
             has: None,
-            interesting: 0,
+            slot: slot_index,
             requests: Vec::new(),
             uploads: Vec::new(),
             window: self.cfg.initial_window,
@@ -830,6 +902,7 @@ impl Engine {
             .as_mut()
             .unwrap_or_else(|| unreachable!("swarm index {s} is stale"));
         sw.conns.push(id);
+        sw.slots[slot_index] = Some(id);
         sw.last_active = now;
         let k = match sw.known_index.get(&peer) {
             Some(&k) => k,
@@ -1180,6 +1253,17 @@ impl Engine {
                 pk.dec(p as u32);
             }
         }
+        if let Some(has) = &c.has {
+            let (w, b) = (c.slot / 64, 1u64 << (c.slot % 64));
+            for p in has.ones() {
+                if let Some(h) = sw.holders.get_mut(p * sw.holder_words + w) {
+                    *h &= !b;
+                }
+            }
+        }
+        if let Some(slot) = sw.slots.get_mut(c.slot) {
+            *slot = None;
+        }
         if c.origin {
             sw.origin_conns = sw.origin_conns.saturating_sub(1);
         }
@@ -1312,6 +1396,7 @@ impl Engine {
         }
         let mut interesting = 0;
         if let Some(pk) = sw.picker.as_mut() {
+            let (w, b) = (c.slot / 64, 1u64 << (c.slot % 64));
             for p in bf.ones() {
                 if !c.origin {
                     pk.inc(p as u32);
@@ -1319,8 +1404,12 @@ impl Engine {
                 if !sw.have.get(p) {
                     interesting += 1;
                 }
+                if let Some(h) = sw.holders.get_mut(p * sw.holder_words + w) {
+                    *h |= b;
+                }
             }
         }
+        sw.slot_interesting[c.slot] = interesting;
         if sw.super_seed {
             for (p, l) in sw.lacking.iter_mut().enumerate() {
                 if !bf.get(p) {
@@ -1331,7 +1420,6 @@ impl Engine {
         let both_complete = sw.phase == Phase::Seeding && bf.is_full();
         if let Some(c) = self.conns.get_mut(id) {
             c.has = Some(bf);
-            c.interesting = interesting;
         }
         if both_complete {
             // Two seeds have nothing to say to each other; free the slot.
@@ -1375,10 +1463,16 @@ impl Engine {
         if !origin {
             pk.inc(i);
         }
+        if let Some(h) = sw
+            .holders
+            .get_mut(i as usize * sw.holder_words + c.slot / 64)
+        {
+            *h |= 1u64 << (c.slot % 64);
+        }
         if sw.have.get(i as usize) {
             return;
         }
-        c.interesting += 1;
+        sw.slot_interesting[c.slot] += 1;
         if !pk.is_wanted(i) {
             // Arrived and being written.
             return;
@@ -1553,18 +1647,22 @@ impl Engine {
         }
         sw.have.set(index as usize);
         sw.stats.have = sw.have.count();
-        for &id in &sw.conns {
-            let Some(c) = self.conns.get_mut(id) else {
-                continue;
-            };
+        // Once per piece per neighbour: the swarm's own tables say who holds it, so no
+        // connection's state is touched.
+        let row = index as usize * sw.holder_words;
+        for (k, slot_conn) in sw.slots.iter().enumerate() {
+            let Some(id) = *slot_conn else { continue };
+            let holds = sw
+                .holders
+                .get(row + k / 64)
+                .is_some_and(|h| h & (1u64 << (k % 64)) != 0);
+            if holds {
+                sw.slot_interesting[k] = sw.slot_interesting[k].saturating_sub(1);
+            }
             // Peers that hold the piece learn nothing from hearing of it, except origins:
             // a super-seeding origin may show a piece it holds as offered and needs the have
             // to offer the next.
-            let holds = c.has.as_ref().is_some_and(|h| h.get(index as usize));
-            if holds {
-                c.interesting = c.interesting.saturating_sub(1);
-            }
-            if c.origin || !holds {
+            if sw.slot_origin[k] || !holds {
                 self.actions.push_back(Action::Send {
                     conn: id,
                     msg: Message::Have(index),
@@ -1598,6 +1696,7 @@ impl Engine {
         }
         sw.phase = Phase::Seeding;
         sw.picker = None;
+        sw.holders = Vec::new();
         sw.stats.complete = true;
         sw.last_active = now;
         sw.next_announce = Some(now);
@@ -1818,7 +1917,9 @@ impl Engine {
             let fallback = sw.in_flight_to_peers == 0
                 && !sw.conns.iter().any(|&id| {
                     conns.get(id).is_some_and(|c| {
-                        !c.origin && c.interesting > 0 && c.backoff_until.is_none_or(|t| t <= now)
+                        !c.origin
+                            && sw.slot_interesting[c.slot] > 0
+                            && c.backoff_until.is_none_or(|t| t <= now)
                     })
                 });
             for k in 0..n {
@@ -1833,7 +1934,7 @@ impl Engine {
                     _ => c.origin && !fallback,
                 };
                 if wrong_kind
-                    || c.interesting == 0
+                    || sw.slot_interesting[c.slot] == 0
                     || c.requests.len() >= c.window
                     || c.backoff_until.is_some_and(|t| t > now)
                 {

@@ -101,13 +101,7 @@ impl NodeConfig {
         NodeConfig {
             origin: true,
             announce_seeds: false,
-            engine: engine::Config {
-                max_conns_per_blob: 40,
-                max_conns: 4000,
-                super_seed_offers: 32,
-                seed_idle: Some(Duration::from_secs(600)),
-                ..engine::Config::default()
-            },
+            engine: engine::Config::origin(),
             metrics_prefix: "shoal_origin".into(),
             ..NodeConfig::agent()
         }
