@@ -1,5 +1,6 @@
-//! Programs the tests run: to completion within a deadline ([`Cmd`]), or in the background
-//! until the test is done with them ([`Daemon`], stopped by its pid on drop).
+//! Programs the tests and benchmarks run: to completion within a deadline ([`Cmd`]), or in
+//! the background until they are done with them ([`Daemon`], stopped by its pid on drop or
+//! together with others by [`stop_all`]).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -235,6 +236,15 @@ impl Daemon {
     /// Starts `program` with `args`, its stdout and stderr appended to `log`. Fails the test
     /// if it cannot be started.
     pub fn spawn(name: &str, program: &str, args: &[OsString], log: &Path) -> Daemon {
+        let mut c = Command::new(program);
+        c.args(args);
+        Daemon::start(name, c, log)
+    }
+
+    /// Starts a prepared command (its arguments and environment set by the caller), its
+    /// stdin closed and its stdout and stderr appended to `log`. Fails the test if it cannot
+    /// be started.
+    pub fn start(name: &str, mut command: Command, log: &Path) -> Daemon {
         let file = File::options()
             .create(true)
             .append(true)
@@ -243,18 +253,37 @@ impl Daemon {
         let err = file
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let child = Command::new(program)
-            .args(args)
+        let child = command
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {name} ({}): {e}",
+                    command.get_program().to_string_lossy()
+                )
+            });
         Daemon {
             name: name.to_owned(),
             child,
             log: log.to_owned(),
             stopped: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the daemon ended, if it has; it is reaped then.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.stopped = true;
+                Some(status)
+            }
+            _ => None,
         }
     }
 
@@ -318,6 +347,19 @@ impl Daemon {
         );
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Stops several daemons together: SIGTERM to each first, so that their shutdowns overlap,
+/// then [`Daemon::stop`] on each.
+pub fn stop_all(daemons: &mut [&mut Daemon], grace: Duration) {
+    for d in daemons.iter_mut() {
+        if !d.stopped && d.exited().is_none() {
+            signal(d.pid(), "TERM");
+        }
+    }
+    for d in daemons.iter_mut() {
+        d.stop(grace);
     }
 }
 

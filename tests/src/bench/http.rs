@@ -1,0 +1,236 @@
+//! The HTTP a benchmark speaks: uploads and timed downloads checked against their digest.
+//! Scrapes of `/metrics` use the harness's [`crate::http`].
+
+use std::time::{Duration, Instant};
+
+use shoal_core::Digest;
+use shoal_core::digest::Hasher;
+
+use super::blob::BlobFile;
+use super::{BenchError, Result};
+
+/// A client for loopback servers: no overall timeout (a capped download of a large blob
+/// takes minutes), a short one to connect.
+pub fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(4)
+        .build()
+        .map_err(BenchError::http("cannot build an HTTP client"))
+}
+
+/// An error for an answer other than `want`, with the start of its body.
+async fn expect(res: reqwest::Response, want: &[u16], what: &str) -> Result<reqwest::Response> {
+    let status = res.status().as_u16();
+    if want.contains(&status) {
+        return Ok(res);
+    }
+    let body = res.text().await.unwrap_or_default();
+    Err(BenchError::Status {
+        what: what.to_owned(),
+        status,
+        body: body.chars().take(500).collect(),
+    })
+}
+
+/// A file as a streamed request body.
+async fn file_body(blob: &BlobFile) -> Result<reqwest::Body> {
+    let f = tokio::fs::File::open(&blob.path)
+        .await
+        .map_err(BenchError::io("cannot open", &blob.path))?;
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
+    ))
+}
+
+/// Uploads a blob through the origin API (`PUT /v1/blobs/<digest>`).
+pub async fn upload_to_origin(
+    client: &reqwest::Client,
+    origin: &str,
+    blob: &BlobFile,
+) -> Result<()> {
+    let what = format!("uploading {} to {origin}", blob.digest);
+    let res = client
+        .put(format!("{origin}/v1/blobs/{}", blob.digest))
+        .header(reqwest::header::CONTENT_LENGTH, blob.length)
+        .body(file_body(blob).await?)
+        .send()
+        .await
+        .map_err(BenchError::http(what.clone()))?;
+    expect(res, &[201], &what).await?;
+    Ok(())
+}
+
+/// Whether this origin itself holds the blob (`HEAD …?local=1`).
+pub async fn origin_holds(client: &reqwest::Client, origin: &str, digest: &Digest) -> bool {
+    client
+        .head(format!("{origin}/v1/blobs/{digest}?local=1"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Pushes a blob to a registry with the distribution API's monolithic upload (`POST`
+/// `/v2/<name>/blobs/uploads/`, then `PUT <location>&digest=…` with the bytes).
+pub async fn push_blob(
+    client: &reqwest::Client,
+    registry: &str,
+    name: &str,
+    blob: &BlobFile,
+) -> Result<()> {
+    let what = format!("pushing {} to {registry}", blob.digest);
+    let res = client
+        .post(format!("{registry}/v2/{name}/blobs/uploads/"))
+        .send()
+        .await
+        .map_err(BenchError::http(what.clone()))?;
+    let res = expect(res, &[202], &what).await?;
+    let location = res
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| BenchError::Check(format!("{what}: no Location")))?
+        .to_owned();
+    let mut url = if location.starts_with('/') {
+        format!("{registry}{location}")
+    } else {
+        location
+    };
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(&format!("digest={}", blob.digest));
+    let res = client
+        .put(url)
+        .header(reqwest::header::CONTENT_LENGTH, blob.length)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(file_body(blob).await?)
+        .send()
+        .await
+        .map_err(BenchError::http(what.clone()))?;
+    expect(res, &[201], &what).await?;
+    Ok(())
+}
+
+/// One timed GET of a whole blob, in seconds since the moment the caller counts from.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    /// The response's headers arrived.
+    pub headers_s: f64,
+    /// The first byte of the body arrived.
+    pub first_byte_s: f64,
+    /// The whole body had arrived (and matched its digest, when checked).
+    pub done_s: f64,
+    pub bytes: u64,
+}
+
+/// GETs `url` and reads the whole body; with `expect` the body must be that blob (length and
+/// digest), otherwise it is read and dropped. Times count from `t0`.
+pub async fn timed_get(
+    client: &reqwest::Client,
+    url: &str,
+    expect_blob: Option<(Digest, u64)>,
+    t0: Instant,
+) -> Result<Fetch> {
+    let what = format!("GET {url}");
+    let res = client
+        .get(url)
+        .send()
+        .await
+        .map_err(BenchError::http(what.clone()))?;
+    let mut res = expect(res, &[200], &what).await?;
+    let headers_s = t0.elapsed().as_secs_f64();
+    let mut first_byte_s = None;
+    let mut hasher = expect_blob.map(|(d, _)| Hasher::new(d.algorithm()));
+    let mut bytes = 0u64;
+    while let Some(chunk) = res.chunk().await.map_err(BenchError::http(what.clone()))? {
+        if first_byte_s.is_none() && !chunk.is_empty() {
+            first_byte_s = Some(t0.elapsed().as_secs_f64());
+        }
+        bytes += chunk.len() as u64;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+    }
+    let done_s = t0.elapsed().as_secs_f64();
+    if let (Some((digest, length)), Some(h)) = (expect_blob, hasher) {
+        if bytes != length {
+            return Err(BenchError::Check(format!(
+                "{what}: {bytes} bytes, not {length}"
+            )));
+        }
+        let got = h.finalize();
+        if got != digest {
+            return Err(BenchError::Check(format!(
+                "{what}: the body hashes to {got}, not {digest}"
+            )));
+        }
+    }
+    Ok(Fetch {
+        headers_s,
+        first_byte_s: first_byte_s.unwrap_or(done_s),
+        done_s,
+        bytes,
+    })
+}
+
+/// GETs `path` from every base URL at the same moment, each body checked to be as long as
+/// the blob and the first one hashed too; times count from that moment. Fails on the first failure, or when `limit` passes.
+pub async fn fetch_all(
+    bases: &[String],
+    path: &str,
+    blob: (Digest, u64),
+    limit: Duration,
+) -> Result<Vec<Fetch>> {
+    // A client each, with its connection opened beforehand, so that no request waits for
+    // another's connection or pays for its own handshake.
+    let mut clients = Vec::with_capacity(bases.len());
+    for b in bases {
+        let c = client()?;
+        let what = format!("GET {b}/v2/");
+        let res = c
+            .get(format!("{b}/v2/"))
+            .send()
+            .await
+            .map_err(BenchError::http(what.clone()))?;
+        expect(res, &[200], &what).await?;
+        clients.push(c);
+    }
+    let t0 = Instant::now();
+    // Dropped on an error or the time limit, the set aborts the downloads still running.
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (b, c)) in bases.iter().zip(clients).enumerate() {
+        let url = format!("{b}{path}");
+        // The first body is hashed here; the others only counted. An agent sends a blob's
+        // last bytes only once the whole blob matched its digest, and hashing every copy
+        // would take this program's share of a small machine from the processes it measures.
+        let check = (i == 0).then_some(blob);
+        set.spawn(async move {
+            let f = timed_get(&c, &url, check, t0).await;
+            let f = f.and_then(|f| {
+                if f.bytes == blob.1 {
+                    Ok(f)
+                } else {
+                    Err(BenchError::Check(format!(
+                        "GET {url}: {} bytes, not {}",
+                        f.bytes, blob.1
+                    )))
+                }
+            });
+            (i, f)
+        });
+    }
+    let all = async {
+        let mut out: Vec<Option<Fetch>> = vec![None; bases.len()];
+        while let Some(joined) = set.join_next().await {
+            let (i, fetch) =
+                joined.map_err(|e| BenchError::Check(format!("a download task failed: {e}")))?;
+            out[i] = Some(fetch?);
+        }
+        Ok(out.into_iter().flatten().collect())
+    };
+    match tokio::time::timeout(limit, all).await {
+        Ok(r) => r,
+        Err(_) => Err(BenchError::Timeout(format!(
+            "every download finishing within {limit:?}"
+        ))),
+    }
+}

@@ -1,0 +1,27 @@
+//! What the benchmark programs (`swarm-bench`, `registry-bench`) share. Benchmarks print
+//! figures; nothing here asserts a time. Processes, `/ready` and `/metrics` go through the
+//! harness's [`crate::process`] and [`crate::http`].
+//!
+//! - [`cluster`]: origins, a tracker, a proxy and agents of the release binaries on free
+//!   127.0.0.1 ports, each with its own config file, data directory and log, started in
+//!   order, waited on until ready, and stopped together by pid.
+//! - [`http`]: blob uploads to an origin or a registry, and timed downloads through a
+//!   registry API with the body checked against its digest.
+//! - [`blob`]: random blobs written to disk with their digest.
+//! - [`sys`]: the machine, and CPU time and peak memory of processes from `/proc`.
+//! - [`stats`]: percentiles, and the bound a download time is set against.
+//! - [`workdir`]: the run's directory, removed or stripped to its configs and logs at the end.
+//! - [`error`]: the benchmarks' error type.
+
+pub mod blob;
+pub mod cluster;
+pub mod error;
+pub mod http;
+pub mod stats;
+pub mod sys;
+pub mod workdir;
+
+pub use error::BenchError;
+
+/// The benchmarks' result.
+pub type Result<T> = std::result::Result<T, BenchError>;

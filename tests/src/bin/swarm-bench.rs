@@ -1,0 +1,436 @@
+//! `swarm-bench`: one blob to N agents at once through the swarm, against one server and
+//! against the physical bound, on real processes.
+//!
+//! ```text
+//! swarm-bench --agents N --size SIZE --rate BYTES_PER_S [--json]
+//! ```
+//!
+//! Two runs, each on a fresh cluster of release binaries on 127.0.0.1, every host capped at
+//! `--rate` for egress and ingress by Shoal's own limiter (origins' `peer.egress`/
+//! `peer.ingress`, agents' `limits.egress`/`limits.ingress`):
+//!
+//! - the swarm: `--origins` origins each holding the blob, a tracker, N agents;
+//! - the one-server baseline: one origin and N agents without a tracker, so the agents'
+//!   only peer is that origin and every byte comes from it, under the same cap.
+//!
+//! In each, a random blob of `--size` is uploaded through the origin API, then every agent
+//! is asked for it at the same moment (`GET /v2/bench/blobs/<digest>`, the whole body read
+//! and checked against the digest) and the time each finishes is recorded. With `--json`
+//! the last line of output is one JSON object with the figures.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+use shoal_core::units::{ByteRate, ByteSize};
+use shoal_tests::bench::blob::{BlobFile, fresh_seed, random_blob};
+use shoal_tests::bench::cluster::{Bins, Cluster, Member, Spec};
+use shoal_tests::bench::http::{self, Fetch};
+use shoal_tests::bench::stats::{bound_s, percentile};
+use shoal_tests::bench::sys::{CpuSnapshot, Machine, load_average, memory};
+use shoal_tests::bench::workdir::WorkDir;
+use shoal_tests::http::metric_sum;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "swarm-bench",
+    about = "One blob to N agents at once: the swarm against one server and the bound"
+)]
+struct Args {
+    /// Agents that download the blob together.
+    #[arg(long, default_value_t = 16)]
+    agents: usize,
+    /// Blob size (128MiB, 1GiB, …).
+    #[arg(long, default_value = "128MiB")]
+    size: ByteSize,
+    /// Upload and download cap of every host, origins and agents (16MiB/s, …).
+    #[arg(long, default_value = "16MiB/s")]
+    rate: ByteRate,
+    /// Origins in the swarm run, each holding the blob. The baseline has one.
+    #[arg(long, default_value_t = 3)]
+    origins: usize,
+    /// Skip the one-server baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Where shoal-origin, shoal-tracker and shoal-agent are (default: $SHOAL_BIN_DIR,
+    /// $CARGO_TARGET_DIR/release, this program's directory if it is a release build, or the
+    /// workspace's target/release).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Work directory (default: a new one under the system's temporary directory). It is
+    /// removed at the end; after a failure only its configs and logs are left.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the work directory, data included.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds each run's downloads may take together (default: three times the
+    /// one-server time, plus two minutes).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// The processes' log filter (their logs are in the work directory's `*/logs/`).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    log: String,
+    /// End with one line of JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured.
+struct Run {
+    fetches: Vec<Fetch>,
+    /// Blob bytes the origins sent while the agents downloaded (both protocols).
+    origin_sent: f64,
+    /// Piece bytes the agents received from each other, and from origins.
+    peer_bytes: f64,
+    from_origins: f64,
+    /// CPU seconds by role over the downloads, and the machine's busy share.
+    cpu: BTreeMap<String, f64>,
+    busy: f64,
+    /// Starting the cluster and uploading, before the downloads.
+    setup_s: f64,
+    /// Processes by role: how many, and the highest peak resident memory (VmHWM) of one.
+    procs: BTreeMap<String, (usize, u64)>,
+    /// The 1-minute load average when the downloads ended.
+    load: f64,
+}
+
+impl Run {
+    fn times(&self) -> Vec<f64> {
+        self.fetches.iter().map(|f| f.done_s).collect()
+    }
+
+    fn first_bytes(&self) -> Vec<f64> {
+        self.fetches.iter().map(|f| f.first_byte_s).collect()
+    }
+
+    fn wall(&self) -> f64 {
+        self.times().into_iter().fold(0.0, f64::max)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let t = self.times();
+        json!({
+            "times_s": t.iter().map(|x| round(*x)).collect::<Vec<_>>(),
+            "p50_s": round(percentile(&t, 50.0)),
+            "p90_s": round(percentile(&t, 90.0)),
+            "max_s": round(percentile(&t, 100.0)),
+            "min_s": round(percentile(&t, 0.0)),
+            "first_byte_p50_s": round(percentile(&self.first_bytes(), 50.0)),
+            "origin_egress_bytes": self.origin_sent as u64,
+            "peer_bytes": self.peer_bytes as u64,
+            "agent_bytes_from_origins": self.from_origins as u64,
+            "cpu_seconds": self.cpu.iter().map(|(k, v)| (k.clone(), json!(round(*v)))).collect::<serde_json::Map<_, _>>(),
+            "machine_busy_share": round(self.busy),
+            "peak_rss_bytes": self.procs.iter().map(|(k, (_, rss))| (k.clone(), json!(rss))).collect::<serde_json::Map<_, _>>(),
+            "processes": self.procs.iter().map(|(k, (n, _))| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "load_average_1m": self.load,
+            "setup_s": round(self.setup_s),
+        })
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.agents == 0 || args.size.bytes() == 0 || args.rate.per_second().is_none() {
+        eprintln!("swarm-bench: --agents, --size and --rate must be more than 0");
+        return ExitCode::from(64);
+    }
+    if args.origins == 0 {
+        eprintln!("swarm-bench: --origins must be at least 1");
+        return ExitCode::from(64);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("swarm-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(interruptible(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarm-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the benchmark until it ends or SIGINT/SIGTERM arrives; either way the processes it
+/// started are stopped as its future is dropped.
+async fn interruptible(args: &Args) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = bench(args) => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; stopping what was started"),
+        _ = term.recv() => anyhow::bail!("terminated; stopping what was started"),
+    }
+}
+
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    let machine = Machine::read();
+    let bins = Bins::find(args.bin_dir.clone())?;
+    let mut work = WorkDir::new(args.dir.clone(), "swarm-bench", args.keep)?;
+    let n = args.agents;
+    let f = args.size.bytes();
+    let r = args.rate.per_second().unwrap_or(1) as f64;
+    println!(
+        "swarm-bench: {n} agents, {} blob, {} per host",
+        args.size, args.rate
+    );
+    println!("machine: {machine}");
+    println!("binaries: {}", bins.dir.display());
+    println!("work directory: {}", work.path().display());
+
+    let blob = random_blob(&work.path().join("blob.bin"), f, fresh_seed())?;
+    let one_server_s = n as f64 * f as f64 / r;
+    let limit = Duration::from_secs_f64(args.timeout.unwrap_or(3.0 * one_server_s + 120.0));
+
+    let swarm_spec = Spec {
+        origins: args.origins,
+        replicas: args.origins,
+        tracker: true,
+        proxy: false,
+        agents: n,
+        rate: Some(r as u64),
+        cache_size: f.saturating_mul(2).max(1 << 30),
+        // A starved pull is a figure here, not a failure: it may wait as long as the run.
+        stall_timeout_s: limit.as_secs().max(120),
+        log: args.log.clone(),
+    };
+    println!(
+        "\n== swarm: {} origins, a tracker, {n} agents",
+        args.origins
+    );
+    let swarm = run(&bins, &work.path().join("swarm"), &swarm_spec, &blob, limit).await?;
+    report("swarm", &swarm);
+
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        let spec = Spec {
+            origins: 1,
+            replicas: 1,
+            tracker: false,
+            ..swarm_spec.clone()
+        };
+        println!("\n== one server: one origin, no tracker, {n} agents");
+        let b = run(&bins, &work.path().join("baseline"), &spec, &blob, limit).await?;
+        report("one server", &b);
+        Some(b)
+    };
+
+    // Origins hold the blob from the start; every agent must take in all of it.
+    let u_origin = args.origins as f64 * r;
+    let bound = bound_s(n, f, u_origin, r, r);
+    let t = swarm.times();
+    let (p50, p90, max) = (
+        percentile(&t, 50.0),
+        percentile(&t, 90.0),
+        percentile(&t, 100.0),
+    );
+    let baseline_max = baseline.as_ref().map(Run::wall);
+    let copies = swarm.origin_sent / f as f64;
+    println!("\n== summary");
+    println!(
+        "bound {bound:.2}s (F/r; one server would need {one_server_s:.1}s)   swarm p50 {p50:.2}s ({:.2}x)  p90 {p90:.2}s  max {max:.2}s ({:.2}x)",
+        p50 / bound,
+        max / bound
+    );
+    if let Some(b) = baseline_max {
+        println!(
+            "one server: last agent at {b:.2}s; the swarm is {:.1}x faster",
+            b / max
+        );
+    }
+    println!("origins sent {copies:.2} copies of the blob during the swarm run");
+    println!("targets (for 16 agents, 128MiB, 16MiB/s):");
+    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("  p50 <= 1.10 x bound: {}", mark(p50 <= 1.10 * bound));
+    println!("  max <= 1.25 x bound: {}", mark(max <= 1.25 * bound));
+    if let Some(b) = baseline_max {
+        println!(
+            "  swarm >= 12 x faster than one server: {}",
+            mark(b / max >= 12.0)
+        );
+    }
+    println!("  origin egress <= 1.5 x blob: {}", mark(copies <= 1.5));
+
+    if args.json {
+        let out = json!({
+            "agents": n,
+            "size_bytes": f,
+            "rate_bytes_per_s": r as u64,
+            "origins": args.origins,
+            "bound_s": round(bound),
+            "one_server_bound_s": round(one_server_s),
+            "p50_s": round(p50),
+            "p90_s": round(p90),
+            "max_s": round(max),
+            "baseline_max_s": baseline_max.map(round),
+            "baseline_p50_s": baseline.as_ref().map(|b| round(percentile(&b.times(), 50.0))),
+            "speedup": baseline_max.map(|b| round(b / max)),
+            "origin_egress_bytes": swarm.origin_sent as u64,
+            "peer_bytes": swarm.peer_bytes as u64,
+            "swarm": swarm.json(),
+            "baseline": baseline.as_ref().map(Run::json),
+            "machine": machine.to_json(),
+            "bin_dir": bins.dir.display().to_string(),
+        });
+        println!("{out}");
+    }
+    work.succeeded();
+    Ok(())
+}
+
+fn report(label: &str, run: &Run) {
+    let t = run.times();
+    println!(
+        "{label}: p50 {:.2}s  p90 {:.2}s  max {:.2}s  (first byte p50 {:.2}s; setup {:.1}s)",
+        percentile(&t, 50.0),
+        percentile(&t, 90.0),
+        percentile(&t, 100.0),
+        percentile(&run.first_bytes(), 50.0),
+        run.setup_s,
+    );
+    println!(
+        "{label}: origins sent {:.1} MiB, agents got {:.1} MiB from peers and {:.1} MiB from origins",
+        run.origin_sent / 1048576.0,
+        run.peer_bytes / 1048576.0,
+        run.from_origins / 1048576.0
+    );
+    let per_process: Vec<String> = run
+        .procs
+        .iter()
+        .map(|(role, (n, rss))| {
+            let cpu = run.cpu.get(role).copied().unwrap_or(0.0);
+            format!(
+                "{n} {role} {:.1}s CPU each, peak RSS {:.0} MiB",
+                cpu / *n as f64,
+                *rss as f64 / 1048576.0
+            )
+        })
+        .collect();
+    println!("{label}: over the downloads: {}", per_process.join("; "));
+    println!(
+        "{label}: this program {:.1}s CPU; the machine was {:.0}% busy; load average {:.2}",
+        run.cpu.get("bench").copied().unwrap_or(0.0),
+        run.busy * 100.0,
+        run.load
+    );
+}
+
+/// Starts a cluster, uploads the blob, has every agent download it at once, and stops the
+/// cluster.
+async fn run(
+    bins: &Bins,
+    dir: &std::path::Path,
+    spec: &Spec,
+    blob: &BlobFile,
+    limit: Duration,
+) -> anyhow::Result<Run> {
+    let client = http::client()?;
+    let started = Instant::now();
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(bins, dir, spec))?;
+    let origins: Vec<String> = cluster.origins.iter().map(Member::url).collect();
+    http::upload_to_origin(&client, &origins[0], blob).await?;
+    // Every owner must hold the blob before the clock starts: the bound counts them all.
+    let want = spec.replicas.min(spec.origins);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut holding = 0;
+        for o in &origins {
+            if http::origin_holds(&client, o, &blob.digest).await {
+                holding += 1;
+            }
+        }
+        if holding >= want {
+            break;
+        }
+        cluster.check_all_alive("replicating the blob")?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {holding} of {want} origins hold the blob after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let setup_s = started.elapsed().as_secs_f64();
+
+    let agents: Vec<String> = cluster.agents.iter().map(Member::url).collect();
+    let before = scrape(&cluster)?;
+    let cpu_before = CpuSnapshot::take(cluster.members());
+    let path = format!("/v2/bench/blobs/{}", blob.digest);
+    let fetched = http::fetch_all(&agents, &path, (blob.digest, blob.length), limit).await;
+    let cpu_after = CpuSnapshot::take(cluster.members());
+    let load = load_average();
+    let fetches = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            cluster.check_all_alive("serving the blob")?;
+            return Err(e.into());
+        }
+    };
+    let after = scrape(&cluster)?;
+    let mut procs: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for m in cluster.members() {
+        let e = procs.entry(m.role.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(memory(m.pid()).map_or(0, |(hwm, _)| hwm));
+    }
+    tokio::task::block_in_place(|| cluster.stop());
+    let (cpu, busy) = cpu_before.since(&cpu_after);
+
+    let delta = |side: usize, family: &str, labels: &[&str]| {
+        after[side]
+            .iter()
+            .zip(&before[side])
+            .map(|(a, b)| metric_sum(a, family, labels) - metric_sum(b, family, labels))
+            .sum::<f64>()
+    };
+    Ok(Run {
+        fetches,
+        origin_sent: delta(0, "shoal_origin_sent_bytes_total", &[]),
+        peer_bytes: delta(
+            1,
+            "shoal_agent_peer_bytes_received_total",
+            &["source=\"peer\""],
+        ),
+        from_origins: delta(
+            1,
+            "shoal_agent_peer_bytes_received_total",
+            &["source=\"origin\""],
+        ),
+        cpu,
+        busy,
+        setup_s,
+        procs,
+        load,
+    })
+}
+
+/// `/metrics` of every origin, and of every agent.
+fn scrape(cluster: &Cluster) -> anyhow::Result<[Vec<String>; 2]> {
+    let get = |members: &[Member]| {
+        members
+            .iter()
+            .map(|m| match shoal_tests::http::get(&m.addr, "/metrics") {
+                Ok((200, body)) => Ok(body),
+                Ok((status, _)) => anyhow::bail!("{}/metrics answered {status}", m.addr),
+                Err(e) => anyhow::bail!("scraping {}/metrics: {e}", m.addr),
+            })
+            .collect::<anyhow::Result<Vec<String>>>()
+    };
+    tokio::task::block_in_place(|| Ok([get(&cluster.origins)?, get(&cluster.agents)?]))
+}
