@@ -24,9 +24,27 @@ pub fn bound_s(n: usize, size: u64, up_origins: f64, up: f64, down: f64) -> f64 
         .max(n * f / (up_origins + n * up))
 }
 
+/// The time of the first sample `(seconds, bytes so far)` at which `share` (0–1) of `total`
+/// bytes had arrived; `None` if none had.
+pub fn time_to_share(timeline: &[(f64, f64)], total: f64, share: f64) -> Option<f64> {
+    timeline
+        .iter()
+        .find(|(_, b)| *b >= share * total)
+        .map(|(t, _)| *t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_sample_past_a_share() {
+        let t = [(0.5, 10.0), (1.0, 50.0), (1.5, 100.0)];
+        assert_eq!(time_to_share(&t, 100.0, 0.1), Some(0.5));
+        assert_eq!(time_to_share(&t, 100.0, 0.5), Some(1.0));
+        assert_eq!(time_to_share(&t, 100.0, 1.0), Some(1.5));
+        assert_eq!(time_to_share(&t, 200.0, 1.0), None);
+    }
 
     #[test]
     fn the_bound_at_one_cap_is_size_over_rate() {

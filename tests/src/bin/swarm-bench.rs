@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -30,7 +31,7 @@ use shoal_core::units::{ByteRate, ByteSize};
 use shoal_tests::bench::blob::{BlobFile, fresh_seed, random_blob};
 use shoal_tests::bench::cluster::{Bins, Cluster, Member, Spec};
 use shoal_tests::bench::http::{self, Fetch};
-use shoal_tests::bench::stats::{bound_s, percentile};
+use shoal_tests::bench::stats::{bound_s, percentile, time_to_share};
 use shoal_tests::bench::sys::{CpuSnapshot, Machine, load_average, memory};
 use shoal_tests::bench::workdir::WorkDir;
 use shoal_tests::http::metric_sum;
@@ -75,6 +76,10 @@ struct Args {
     /// The processes' log filter (their logs are in the work directory's `*/logs/`).
     #[arg(long, default_value = "info", value_name = "FILTER")]
     log: String,
+    /// Seconds between samples of the bytes all agents together have received, to show
+    /// how the pulls ramp up and tail off.
+    #[arg(long, default_value_t = 0.5)]
+    sample_every: f64,
     /// End with one line of JSON.
     #[arg(long)]
     json: bool,
@@ -83,6 +88,8 @@ struct Args {
 /// What one run measured.
 struct Run {
     fetches: Vec<Fetch>,
+    /// (seconds since the pulls began, piece bytes all agents had received since then).
+    timeline: Vec<(f64, f64)>,
     /// Blob bytes the origins sent while the agents downloaded (both protocols).
     origin_sent: f64,
     /// Piece bytes the agents received from each other, and from origins.
@@ -130,6 +137,7 @@ impl Run {
             "processes": self.procs.iter().map(|(k, (n, _))| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "load_average_1m": self.load,
             "setup_s": round(self.setup_s),
+            "ingress_timeline": self.timeline.iter().map(|(t, b)| json!([t, *b as u64])).collect::<Vec<_>>(),
         })
     }
 }
@@ -214,8 +222,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         "\n== swarm: {} origins, a tracker, {n} agents",
         args.origins
     );
-    let swarm = run(&bins, &work.path().join("swarm"), &swarm_spec, &blob, limit).await?;
-    report("swarm", &swarm);
+    let swarm = run(
+        &bins,
+        &work.path().join("swarm"),
+        &swarm_spec,
+        &blob,
+        limit,
+        args.sample_every,
+    )
+    .await?;
+    report("swarm", &swarm, n as f64 * f as f64);
 
     let baseline = if args.no_baseline {
         None
@@ -227,8 +243,16 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             ..swarm_spec.clone()
         };
         println!("\n== one server: one origin, no tracker, {n} agents");
-        let b = run(&bins, &work.path().join("baseline"), &spec, &blob, limit).await?;
-        report("one server", &b);
+        let b = run(
+            &bins,
+            &work.path().join("baseline"),
+            &spec,
+            &blob,
+            limit,
+            args.sample_every,
+        )
+        .await?;
+        report("one server", &b, n as f64 * f as f64);
         Some(b)
     };
 
@@ -295,7 +319,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(label: &str, run: &Run) {
+fn report(label: &str, run: &Run, total: f64) {
     let t = run.times();
     println!(
         "{label}: p50 {:.2}s  p90 {:.2}s  max {:.2}s  (first byte p50 {:.2}s; setup {:.1}s)",
@@ -330,6 +354,19 @@ fn report(label: &str, run: &Run) {
         run.busy * 100.0,
         run.load
     );
+    let shares: Vec<String> = [0.1, 0.5, 0.9, 1.0]
+        .iter()
+        .map(|&q| {
+            time_to_share(&run.timeline, total, q).map_or_else(
+                || format!("{:.0}% -", q * 100.0),
+                |t| format!("{:.0}% {t:.1}s", q * 100.0),
+            )
+        })
+        .collect();
+    println!(
+        "{label}: all agents' bytes together (sampled): {}",
+        shares.join(", ")
+    );
 }
 
 /// Starts a cluster, uploads the blob, has every agent download it at once, and stops the
@@ -340,6 +377,7 @@ async fn run(
     spec: &Spec,
     blob: &BlobFile,
     limit: Duration,
+    sample_every: f64,
 ) -> anyhow::Result<Run> {
     let client = http::client()?;
     let started = Instant::now();
@@ -372,7 +410,27 @@ async fn run(
     let before = scrape(&cluster)?;
     let cpu_before = CpuSnapshot::take(cluster.members());
     let path = format!("/v2/bench/blobs/{}", blob.digest);
-    let fetched = http::fetch_all(&agents, &path, (blob.digest, blob.length), limit).await;
+    let addrs: Vec<String> = cluster.agents.iter().map(|a| a.addr.clone()).collect();
+    let every = Duration::from_secs_f64(sample_every.max(0.05));
+    let done = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let (fetched, timeline) = tokio::join!(
+        async {
+            let r = http::fetch_all(&agents, &path, (blob.digest, blob.length), limit).await;
+            done.store(true, Ordering::Relaxed);
+            r
+        },
+        async {
+            let start = agent_bytes(addrs.clone()).await;
+            let mut timeline = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(every).await;
+                let got = agent_bytes(addrs.clone()).await;
+                timeline.push((round(t0.elapsed().as_secs_f64()), got - start));
+            }
+            timeline
+        }
+    );
     let cpu_after = CpuSnapshot::take(cluster.members());
     let load = load_average();
     let fetches = match fetched {
@@ -401,6 +459,7 @@ async fn run(
     };
     Ok(Run {
         fetches,
+        timeline,
         origin_sent: delta(0, "shoal_origin_sent_bytes_total", &[]),
         peer_bytes: delta(
             1,
@@ -418,6 +477,20 @@ async fn run(
         procs,
         load,
     })
+}
+
+/// Piece bytes the agents at `addrs` have received in all, from peers and origins; an agent
+/// that does not answer counts as 0.
+async fn agent_bytes(addrs: Vec<String>) -> f64 {
+    tokio::task::spawn_blocking(move || {
+        addrs
+            .iter()
+            .filter_map(|a| shoal_tests::http::get(a, "/metrics").ok())
+            .map(|(_, body)| metric_sum(&body, "shoal_agent_peer_bytes_received_total", &[]))
+            .sum()
+    })
+    .await
+    .unwrap_or(0.0)
 }
 
 /// `/metrics` of every origin, and of every agent.
