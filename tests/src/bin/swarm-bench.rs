@@ -2,7 +2,7 @@
 //! against the physical bound, on real processes.
 //!
 //! ```text
-//! swarm-bench --agents N --size SIZE --rate BYTES_PER_S [--json]
+//! swarm-bench [--agents 16] [--size 128MiB] [--rate 16MiB/s] [--json]
 //! ```
 //!
 //! Two runs, each on a fresh cluster of release binaries on 127.0.0.1, every host capped at
@@ -14,8 +14,11 @@
 //!   only peer is that origin and every byte comes from it, under the same cap.
 //!
 //! In each, a random blob of `--size` is uploaded through the origin API, then every agent
-//! is asked for it at the same moment (`GET /v2/bench/blobs/<digest>`, the whole body read
-//! and checked against the digest) and the time each finishes is recorded. With `--json`
+//! is asked for it at the same moment (`GET /v2/bench/blobs/<digest>`, every body read and
+//! counted, the first hashed against the digest) and the time each finishes is recorded,
+//! while the agents' received bytes are sampled every `--sample-every` seconds. Printed:
+//! the pull times against the bound, the origins' egress, CPU and peak memory by kind of
+//! process, and when all agents together had 10/50/90/100 % of their bytes. With `--json`
 //! the last line of output is one JSON object with the figures.
 
 use std::collections::BTreeMap;
