@@ -211,14 +211,18 @@ pub fn signal(pid: u32, signal: &str) {
 /// Whether the process with this pid runs: it exists and is not a zombie (one that has
 /// exited but that its parent, perhaps init, has not reaped yet).
 pub fn pid_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    stat_fields(pid)
+        .and_then(|f| f.into_iter().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name, from the state (field 3 of the
+/// line) on; `None` if there is no such process.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces and parentheses itself.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// A program running in the background with its output in a log file. Dropping it stops

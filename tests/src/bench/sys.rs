@@ -84,14 +84,7 @@ fn ticks_per_sec() -> f64 {
 
 /// CPU seconds (user + system) a process has used so far; `pid` `None` is this process.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".into(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = crate::process::stat_fields(pid.unwrap_or_else(std::process::id))?;
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
@@ -184,4 +177,22 @@ pub fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_used_some_cpu_and_memory() {
+        assert!(cpu_seconds(None).is_some_and(|s| s >= 0.0));
+        let (peak, now) = memory(std::process::id()).unwrap();
+        assert!(peak >= now && now > 0);
+    }
+
+    #[test]
+    fn kib_fields_are_bytes() {
+        assert_eq!(kib_field("VmHWM:\t  1024 kB\n", "VmHWM:"), Some(1 << 20));
+        assert_eq!(kib_field("VmRSS: 1 kB\n", "VmHWM:"), None);
+    }
 }
