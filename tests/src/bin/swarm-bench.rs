@@ -60,9 +60,8 @@ struct Args {
     /// Skip the one-server baseline.
     #[arg(long)]
     no_baseline: bool,
-    /// Where shoal-origin, shoal-tracker and shoal-agent are (default: $SHOAL_BIN_DIR,
-    /// $CARGO_TARGET_DIR/release, this program's directory if it is a release build, or the
-    /// workspace's target/release).
+    /// Where the parts' release binaries are (default: $SHOAL_BIN_DIR, this program's
+    /// directory if it is a release build, or $CARGO_TARGET_DIR/release).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
     /// Work directory (default: a new one under the system's temporary directory). It is
