@@ -8,18 +8,9 @@
 mod support;
 
 use shoal_core::Digest;
+use shoal_tests::oci::{Entry, tar};
+use shoal_tests::process::require;
 use support::*;
-
-fn require(program: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} is not installed, and the real-client tests need it \
-         (tests/install-deps.sh installs it)"
-    );
-}
 
 /// Runs a program to the end and returns its stdout; fails the test with its output if it
 /// does not succeed.
@@ -44,36 +35,6 @@ async fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A tar archive of regular files (ustar), the way image layers are.
-fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, data) in files {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let octal = |field: &mut [u8], v: u64| {
-            let s = format!("{:0width$o}\0", v, width = field.len() - 1);
-            field.copy_from_slice(s.as_bytes());
-        };
-        octal(&mut h[100..108], 0o644);
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], data.len() as u64);
-        octal(&mut h[136..148], 1_700_000_000);
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
-
 struct Pushed {
     layer: Vec<u8>,
     layer_d: Digest,
@@ -84,8 +45,8 @@ struct Pushed {
 /// A one-layer image (an uncompressed tar with a 3 MiB file) tagged `name:tag`.
 async fn push(origins: &TestOrigins, name: &str, tag: &str) -> Pushed {
     let layer = tar(&[
-        ("etc/hello", b"hello from the swarm\n"),
-        ("data/big", &blob_bytes(3 << 20, 61)),
+        Entry::file("etc/hello", b"hello from the swarm\n"),
+        Entry::file("data/big", &blob_bytes(3 << 20, 61)),
     ]);
     let layer_d = origins.push(&layer).await;
     let config = serde_json::to_vec(&serde_json::json!({
@@ -124,7 +85,7 @@ async fn push(origins: &TestOrigins, name: &str, tag: &str) -> Pushed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_inspects_and_copies_through_the_agent() {
-    require("skopeo");
+    require("skopeo", "skopeo");
     let origins = TestOrigins::start(1, 1).await;
     let tracker = TestTracker::start(&origins, 1).await;
     let image = push(&origins, "tools/skopeo-test", "1.0").await;
@@ -169,7 +130,7 @@ async fn skopeo_inspects_and_copies_through_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pulls_and_unpacks_an_image_through_the_agent() {
-    require("podman");
+    require("podman", "podman");
     let origins = TestOrigins::start(1, 1).await;
     let tracker = TestTracker::start(&origins, 1).await;
     let image = push(&origins, "team/app", "1").await;

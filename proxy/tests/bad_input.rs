@@ -10,8 +10,8 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shoal_core::Digest;
+use shoal_tests::oci::{OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor};
 use support::Cluster;
-use support::oci::{OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor};
 use tokio::io::AsyncWriteExt;
 
 struct Client {

@@ -5,8 +5,9 @@
 
 mod support;
 
-use support::oci::{Layout, OCI_INDEX, OCI_MANIFEST, tar};
-use support::{Cluster, require, run};
+use shoal_tests::oci::{Entry, Layout, OCI_INDEX, OCI_MANIFEST, tar};
+use shoal_tests::process::require;
+use support::{Cluster, run};
 
 fn skopeo_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--insecure-policy"];
@@ -16,16 +17,28 @@ fn skopeo_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_and_a_two_platform_index_byte_exact() {
-    require("skopeo");
+    require("skopeo", "skopeo");
     let c = Cluster::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut src = Layout::new(&tmp.path().join("src"));
-    let base = tar(&[("etc/hello", b"hello from the base layer\n")]);
+    let base = tar(&[Entry::file("etc/hello", b"hello from the base layer\n")]);
     let big: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let single = src.image("amd64", &[base.clone(), tar(&[("data/big", &big)])]);
+    let single = src.image(
+        "amd64",
+        &["/hello"],
+        &[base.clone(), tar(&[Entry::file("data/big", &big)])],
+    );
     src.tag("single", OCI_MANIFEST, &single);
-    let amd = src.image("amd64", &[base.clone(), tar(&[("arch", b"amd64")])]);
-    let arm = src.image("arm64", &[base.clone(), tar(&[("arch", b"arm64")])]);
+    let amd = src.image(
+        "amd64",
+        &["/hello"],
+        &[base.clone(), tar(&[Entry::file("arch", b"amd64")])],
+    );
+    let arm = src.image(
+        "arm64",
+        &["/hello"],
+        &[base.clone(), tar(&[Entry::file("arch", b"arm64")])],
+    );
     let index = src.index(&[("amd64", &amd), ("arm64", &arm)]);
     src.tag("multi", OCI_INDEX, &index);
     let src_dir = src.dir.display().to_string();
@@ -114,7 +127,7 @@ print("subject", subject.digest)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
-    require("python3");
+    require("python3", "python3");
     let probe = tokio::process::Command::new("python3")
         .args(["-c", "import oras.provider"])
         .output()
@@ -248,7 +261,7 @@ impl Podman {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pushes_an_image_that_shares_layers_with_one_already_pushed() {
-    require("podman");
+    require("podman", "podman");
     let c = Cluster::start().await;
     // podman names an image from an OCI layout after its path, which must then be a valid
     // (lowercase) repository name.
@@ -264,12 +277,16 @@ async fn podman_pushes_an_image_that_shares_layers_with_one_already_pushed() {
     let podman = Podman::new(tmp.path());
     let mut layout = Layout::new(&tmp.path().join("layout"));
     let shared: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-    let shared = tar(&[("usr/lib/shared.so", &shared)]);
-    let base = layout.image("amd64", std::slice::from_ref(&shared));
+    let shared = tar(&[Entry::file("usr/lib/shared.so", &shared)]);
+    let base = layout.image("amd64", &["/hello"], std::slice::from_ref(&shared));
     layout.tag("base", OCI_MANIFEST, &base);
     let app = layout.image(
         "amd64",
-        &[shared.clone(), tar(&[("app/main", b"the application\n")])],
+        &["/hello"],
+        &[
+            shared.clone(),
+            tar(&[Entry::file("app/main", b"the application\n")]),
+        ],
     );
     layout.tag("app", OCI_MANIFEST, &app);
     let dir = layout.dir.display().to_string();

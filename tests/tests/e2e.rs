@@ -363,21 +363,31 @@ fn skopeo_two_platform_index(cluster: &DevCluster) {
 // ---------------------------------------------------------------------------------------
 // podman
 
-fn podman(cluster: &DevCluster) {
-    require("podman", "podman");
+/// Writes an image of one 8 MiB layer of `seed`'s noise under `work` and pushes it through
+/// the proxy as `e2e/<name>:v1` with skopeo; returns its manifest.
+fn push_one_layer(work: &Path, name: &str, seed: u64) -> Vec<u8> {
     require("skopeo", "skopeo");
-    let work = tempfile::tempdir().unwrap();
-    let mut src = Layout::new(&work.path().join("src"));
+    let mut src = Layout::new(&work.join("src"));
     let manifest = src.image(
         "amd64",
         &["/bin/true"],
-        &[tar(&[Entry::file("podman/data", &noise(5, 8 << 20))])],
+        &[tar(&[Entry::file(
+            &format!("{name}/data"),
+            &noise(seed, 8 << 20),
+        )])],
     );
     src.tag("v1", OCI_MANIFEST, &manifest);
     skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:v1", src.dir.display()))
-        .arg(format!("docker://{PROXY}/e2e/podman:v1"))
+        .arg(format!("docker://{PROXY}/e2e/{name}:v1"))
         .ok();
+    manifest
+}
+
+fn podman(cluster: &DevCluster) {
+    require("podman", "podman");
+    let work = tempfile::tempdir().unwrap();
+    let manifest = push_one_layer(work.path(), "podman", 5);
 
     let via = agent(cluster.agents.min(3));
     let root = work.path().join("root");
@@ -472,19 +482,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 }
 
 fn containerd_mirror(_cluster: &DevCluster) {
-    require("skopeo", "skopeo");
     let work = tempfile::tempdir().unwrap();
-    let mut src = Layout::new(&work.path().join("src"));
-    let manifest = src.image(
-        "amd64",
-        &["/bin/true"],
-        &[tar(&[Entry::file("containerd/data", &noise(6, 8 << 20))])],
-    );
-    src.tag("v1", OCI_MANIFEST, &manifest);
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", src.dir.display()))
-        .arg(format!("docker://{PROXY}/e2e/containerd:v1"))
-        .ok();
+    let manifest = push_one_layer(work.path(), "containerd", 6);
 
     let containerd = Containerd::start();
     // A registry name that resolves nowhere: the pull can only succeed through the mirror.

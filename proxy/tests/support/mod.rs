@@ -1,11 +1,6 @@
 //! A proxy on a real socket in front of origins, for tests that drive it from outside.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // test support: a failure is a failed test
-
-pub mod oci;
-
-use std::path::Path;
-
 use shoal_proxy::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -137,24 +132,6 @@ impl Cluster {
     pub async fn stored(&self, digest: &shoal_core::Digest) -> bool {
         self.origins.stored(digest).await
     }
-}
-
-/// Fails the test, naming the program, when a client program is missing: these tests must
-/// never pass by not running.
-pub fn require(program: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| is_executable(&p.join(program))))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} is not installed, and the real-client tests need it \
-         (tests/install-deps.sh installs it)"
-    );
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Runs a program to the end and returns its stdout, failing the test with its output if
