@@ -37,8 +37,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use shoal_core::Digest;
 use shoal_core::peer::{PeerId, PeerInfo};
 
@@ -1827,9 +1827,14 @@ impl Engine {
                 idle_pass += 1;
                 continue;
             }
-            // In order: a blob's first pieces go out first, so that readers streaming it
-            // from the start find them on peers early.
-            let pick = (0..n).find(|&p| !has.get(p) && score(sw, p) == round_now);
+            // A blob's first few pieces go out first, so that readers streaming it from the
+            // start find them on peers early; the rest at random, so that two origins of a
+            // swarm seldom send the same piece.
+            let eligible = |p: &usize| !has.get(*p) && score(sw, *p) == round_now;
+            let start = self.rng.random_range(0..n);
+            let pick = (0..n.min(MIN_STREAM_AHEAD))
+                .find(eligible)
+                .or_else(|| (0..n).map(|k| (start + k) % n).find(eligible));
             let Some(p) = pick else {
                 idle_pass += 1;
                 continue;
