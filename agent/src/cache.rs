@@ -39,11 +39,21 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// Whether the swarm still needs a blob (it is seeding or downloading it).
 pub trait Activity: Send + Sync {
     fn is_active(&self, digest: Digest) -> BoxFuture<'_, bool>;
+    /// The blob was evicted: the swarm must stop serving it. It was idle when looked at,
+    /// but may have been seeded again before the file went; its open file would then keep
+    /// the space in use, and peers would be sent pieces of a blob the cache no longer has.
+    fn forget(&self, digest: Digest) -> BoxFuture<'_, ()>;
 }
 
 impl Activity for shoal_p2p::Node {
     fn is_active(&self, digest: Digest) -> BoxFuture<'_, bool> {
         Box::pin(async move { self.stats(digest).await.is_some() })
+    }
+
+    fn forget(&self, digest: Digest) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.unseed(digest).await;
+        })
     }
 }
 
@@ -345,6 +355,7 @@ impl Cache {
             };
             let Some(length) = removed else { continue };
             self.store.delete(&digest).await?;
+            activity.forget(digest).await;
             match tokio::fs::remove_file(self.meta_path(&digest)).await {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
@@ -425,6 +436,10 @@ mod tests {
         fn is_active(&self, digest: Digest) -> BoxFuture<'_, bool> {
             let busy = self.0.lock().unwrap().contains(&digest);
             Box::pin(async move { busy })
+        }
+
+        fn forget(&self, _: Digest) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
         }
     }
 
@@ -543,5 +558,79 @@ mod tests {
             Cache::open(dir.path(), 100, metrics).await,
             Err(AgentError::CacheLocked(_))
         ));
+    }
+
+    /// Looks idle to eviction while the node seeds the blob: the race between the check
+    /// and the deletion.
+    struct Racing(shoal_p2p::Node);
+
+    impl Activity for Racing {
+        fn is_active(&self, _: Digest) -> BoxFuture<'_, bool> {
+            Box::pin(async { false })
+        }
+
+        fn forget(&self, digest: Digest) -> BoxFuture<'_, ()> {
+            self.0.forget(digest)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_evicted_blob_is_no_longer_served_to_peers() {
+        use shoal_core::peer::PeerId;
+        use shoal_p2p::wire::{self, Decoder, ErrorCode, Hello, Layout, Message, Unpaced};
+
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), 1 << 20).await;
+        let bytes = vec![7u8; 600 << 10];
+        let meta = Metainfo::from_bytes(&bytes);
+        let info = c.store().put_bytes(None, &bytes).await.unwrap();
+        c.insert(info.digest, info.length);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let node = shoal_p2p::Node::start(
+            shoal_p2p::NodeConfig::agent(),
+            listener,
+            c.store().clone(),
+            Arc::new(shoal_p2p::StaticDiscovery::new(
+                Vec::new(),
+                Duration::from_secs(60),
+            )),
+            None,
+            &prometheus::Registry::new(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        node.seed(meta.clone()).await.unwrap();
+        // What a peer asking for the blob is first told.
+        let ask = || async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let hello = Hello {
+                digest: meta.digest(),
+                peer_id: PeerId::random(),
+                origin: false,
+            };
+            wire::write_hello(&mut s, &hello).await.unwrap();
+            wire::read_hello(&mut s).await.unwrap();
+            wire::read_message(&mut s, &Decoder::new(Layout::of(&meta)), &Unpaced, |_| {})
+                .await
+                .unwrap()
+        };
+        assert!(matches!(ask().await, Message::Bitfield(_)));
+
+        // Room for a new blob needs this one gone.
+        let racing = Racing(node.clone());
+        drop(c.reserve(1 << 20, &racing).await.unwrap());
+        assert!(!c.store().contains(&meta.digest()).await.unwrap());
+        assert!(node.stats(meta.digest()).await.is_none());
+        assert!(matches!(
+            ask().await,
+            Message::Error {
+                code: ErrorCode::UnknownBlob,
+                ..
+            }
+        ));
+        shutdown.cancel();
+        node.closed().await;
     }
 }

@@ -240,6 +240,16 @@ pub async fn delete_local(st: &Shared, digest: Digest) -> Result<bool> {
     let length = st.store.stat(&digest).await?;
     let on_disk = st.store.delete(&digest).await?;
     let indexed = st.db.remove_blob(digest).await?;
+    // After the file and the index row are gone, so that a peer asking again is refused
+    // rather than seeded anew from the index.
+    let node = st
+        .peer_node
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(node) = node {
+        node.unseed(digest).await;
+    }
     if indexed {
         st.metrics.blob_removed(length.unwrap_or(0));
     }

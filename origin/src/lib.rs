@@ -181,6 +181,7 @@ impl Origin {
             peer_port,
             ready: Readiness::default(),
             queue_wake: Notify::new(),
+            peer_node: std::sync::Mutex::new(None),
         });
         blobs::reconcile(&state).await?;
 

@@ -60,6 +60,16 @@ impl SeedSource {
         &self.state.config.peer
     }
 
+    /// The node that seeds the origin's blobs (`None` once it stopped): a deleted blob
+    /// then stops being served at once, with `Node::unseed`.
+    pub fn set_node(&self, node: Option<Node>) {
+        *self
+            .state
+            .peer_node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = node;
+    }
+
     /// How long a seeder may take to stop after shutdown is asked for.
     pub fn shutdown_grace(&self) -> Duration {
         self.state.config.shutdown_grace
@@ -153,9 +163,11 @@ impl Seeder for PeerSeeder {
             source.peer_registry(),
             shutdown.clone(),
         )?;
+        source.set_node(Some(node.clone()));
         let grace = source.shutdown_grace();
         Ok(Box::pin(async move {
             shutdown.cancelled().await;
+            source.set_node(None);
             // A connection still waiting for its hello when shutdown came holds the node
             // until the handshake times out; the origin does not wait that long for it.
             if tokio::time::timeout(grace, node.closed()).await.is_err() {

@@ -1,6 +1,6 @@
 //! What every handler and background task of one origin shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use shoal_core::store::BlobStore;
 use shoal_core::telemetry::Readiness;
@@ -26,6 +26,10 @@ pub struct Shared {
     pub ready: Readiness,
     /// Wakes the queue worker when tasks were added.
     pub queue_wake: Notify,
+    /// The swarm node seeding this origin's blobs while a seeder runs one: a blob deleted
+    /// here must stop being served to peers (its open file closed). Cleared when the seeder
+    /// stops, since the node holds this state in turn.
+    pub peer_node: Mutex<Option<shoal_p2p::Node>>,
 }
 
 pub type AppState = Arc<Shared>;

@@ -1,7 +1,8 @@
 //! Origins seed over the peer protocol: a swarm node downloads a blob from one origin's
-//! peer port alone and it verifies; a peer asking for a blob the origin does not hold is
-//! refused and the origin keeps serving; peer bytes are counted once, under `proto="peer"`;
-//! `peer.egress` caps what the origin sends; a silent peer does not hold up shutdown.
+//! peer port alone and it verifies; a peer asking for a blob the origin does not hold (or
+//! no longer holds, after a delete) is refused and the origin keeps serving; peer bytes
+//! are counted once, under `proto="peer"`; `peer.egress` caps what the origin sends; a
+//! silent peer does not hold up shutdown.
 #![allow(clippy::unwrap_used)] // test helpers fail the test on any error
 
 mod common;
@@ -242,6 +243,46 @@ async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_kee
             Some("proto=\"peer\"")
         ),
         0.0
+    );
+    d.stop().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_blob_is_no_longer_served_to_peers() {
+    let cluster = TestCluster::builder(2).replicas(1).start().await;
+    let (data, digest) = blob_owned_by(&cluster, &[0], 1, 3 * MIB);
+    assert_eq!(
+        put_blob(cluster.url(0), &digest, data.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let metainfo = cluster.client().metainfo(&digest).await.unwrap();
+    let layout = Layout::of(&metainfo);
+    let origin0 = cluster.peer_info(0);
+    // A download makes the origin's node seed the blob, its file open.
+    let d = Downloader::start(vec![origin0.clone()]).await;
+    assert!(d.fetch(metainfo).await == data);
+    let (_, first) = ask(&origin0, digest, layout).await;
+    assert!(!matches!(first, Message::Error { .. }), "{first:?}");
+
+    let res = http()
+        .delete(format!("{}/v1/blobs/{digest}?internal=1", cluster.url(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let (_, first) = ask(&origin0, digest, layout).await;
+    assert!(
+        matches!(
+            first,
+            Message::Error {
+                code: ErrorCode::UnknownBlob,
+                ..
+            }
+        ),
+        "{first:?}"
     );
     d.stop().await;
     cluster.shutdown().await;

@@ -3,6 +3,8 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+use crate::engine::Totals;
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// Piece bytes received, by `source` = `peer` | `origin`.
@@ -18,6 +20,10 @@ pub struct Metrics {
     /// Finished downloads, by `result` = `ok` | `failed`.
     pub downloads: IntCounterVec,
     pub peers_shunned: IntCounter,
+    /// Connections whose requests timed out and were moved to other peers.
+    pub request_timeouts: IntCounter,
+    /// Piece requests answered with `reject`, by `direction` = `sent` | `received`.
+    pub rejects: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,6 +73,17 @@ impl Metrics {
                 name("peers_shunned_total"),
                 "Peers dropped for corrupt pieces or repeated failures.",
             )?,
+            request_timeouts: IntCounter::new(
+                name("peer_request_timeouts_total"),
+                "Connections that delivered nothing in time; their requests were moved to other peers.",
+            )?,
+            rejects: IntCounterVec::new(
+                Opts::new(
+                    name("peer_rejects_total"),
+                    "Piece requests refused with reject (upload queue full), by whether this node sent or received the reject.",
+                ),
+                &["direction"],
+            )?,
         };
         registry.register(Box::new(m.bytes_received.clone()))?;
         registry.register(Box::new(m.bytes_sent.clone()))?;
@@ -77,6 +94,8 @@ impl Metrics {
         registry.register(Box::new(m.downloads_in_flight.clone()))?;
         registry.register(Box::new(m.downloads.clone()))?;
         registry.register(Box::new(m.peers_shunned.clone()))?;
+        registry.register(Box::new(m.request_timeouts.clone()))?;
+        registry.register(Box::new(m.rejects.clone()))?;
         // Make the label values visible at zero, so dashboards need not guess them.
         for source in ["peer", "origin"] {
             m.bytes_received.with_label_values(&[source]);
@@ -84,7 +103,22 @@ impl Metrics {
         for result in ["ok", "failed"] {
             m.downloads.with_label_values(&[result]);
         }
+        for direction in ["sent", "received"] {
+            m.rejects.with_label_values(&[direction]);
+        }
         Ok(m)
+    }
+
+    /// Brings the engine's counters up to `now` from `before`.
+    pub fn engine_totals(&self, before: &Totals, now: &Totals) {
+        self.request_timeouts
+            .inc_by(now.timeouts.saturating_sub(before.timeouts));
+        self.rejects
+            .with_label_values(&["sent"])
+            .inc_by(now.rejects_sent.saturating_sub(before.rejects_sent));
+        self.rejects
+            .with_label_values(&["received"])
+            .inc_by(now.rejects_received.saturating_sub(before.rejects_received));
     }
 
     pub fn received(&self, origin: bool, bytes: u64) {
@@ -116,5 +150,30 @@ mod tests {
         // A second registration under the same prefix clashes; another prefix does not.
         assert!(Metrics::register(&r, "shoal_agent").is_err());
         assert!(Metrics::register(&r, "shoal_origin").is_ok());
+    }
+
+    #[test]
+    fn engine_totals_add_what_changed() {
+        let r = Registry::new();
+        let m = Metrics::register(&r, "shoal_agent").unwrap();
+        let a = Totals {
+            timeouts: 1,
+            rejects_sent: 2,
+            rejects_received: 0,
+        };
+        m.engine_totals(&Totals::default(), &a);
+        let b = Totals {
+            rejects_received: 3,
+            ..a
+        };
+        m.engine_totals(&a, &b);
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&r.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("shoal_agent_peer_request_timeouts_total 1"));
+        assert!(text.contains("shoal_agent_peer_rejects_total{direction=\"sent\"} 2"));
+        assert!(text.contains("shoal_agent_peer_rejects_total{direction=\"received\"} 3"));
     }
 }

@@ -384,6 +384,7 @@ async fn stalled_peer_has_its_requests_moved() {
     assert_eq!(r, c);
     let stats = n.node.stats(meta.digest()).await.unwrap();
     assert!(stats.timeouts >= 1);
+    assert!(n.metric("shoal_agent_peer_request_timeouts_total", None) >= 1.0);
     shutdown.cancel();
 }
 
@@ -513,4 +514,102 @@ async fn shutdown_ends_downloads_and_tasks() {
     tokio::time::timeout(Duration::from_secs(10), n.node.closed())
         .await
         .expect("node did not stop");
+}
+
+/// What a node first tells a peer asking it for `meta`'s blob.
+async fn ask(n: &TestNode, meta: &Metainfo) -> Message {
+    let mut s = tokio::net::TcpStream::connect(n.node.peer_info().addr)
+        .await
+        .unwrap();
+    let hello = Hello {
+        digest: meta.digest(),
+        peer_id: PeerId::random(),
+        origin: false,
+    };
+    wire::write_hello(&mut s, &hello).await.unwrap();
+    wire::read_hello(&mut s).await.unwrap();
+    wire::read_message(&mut s, &Decoder::new(Layout::of(meta)), &Unpaced, |_| {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_from_the_end_gets_its_first_piece_early() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(16 << 20, 8);
+    let mut ocfg = NodeConfig::origin();
+    // Slow enough that the order of pieces shows.
+    ocfg.egress_rate = Some(8 << 20);
+    let (_origin, meta) = origin_with(&data, &discovery, &shutdown, ocfg).await;
+    let n = start(agent(), &discovery, &shutdown, false).await;
+    let h = n.node.download(meta.clone()).await.unwrap();
+    let pieces = meta.piece_count();
+    let last = meta.piece_range(pieces - 1).unwrap();
+    let mut tail = Box::pin(h.stream(last.clone()));
+    let first = tail.next().await.unwrap().unwrap();
+    assert!(first[..] == data[last.start as usize..]);
+    // The origin hands out pieces in the order asked; rarest first alone would ask for the
+    // last piece after half the others, on average.
+    let before = h.progress().borrow().have.count();
+    assert!(
+        before <= pieces / 4,
+        "{before} of {pieces} pieces arrived before the reader's first"
+    );
+    h.finished().await.unwrap();
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseed_refuses_peers_and_stops_a_running_download() {
+    let shutdown = CancellationToken::new();
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let data = blob_bytes(8 << 20, 9);
+    let mut ocfg = NodeConfig::origin();
+    // A download that takes a few seconds, to be stopped half way.
+    ocfg.egress_rate = Some(2 << 20);
+    let (_origin, meta) = origin_with(&data, &discovery, &shutdown, ocfg).await;
+
+    // A seeding blob: served, then refused.
+    let small = blob_bytes(1 << 20, 10);
+    let small_meta = Metainfo::from_bytes(&small);
+    let n = start(agent(), &discovery, &shutdown, false).await;
+    n.store.put_bytes(None, &small).await.unwrap();
+    n.node.seed(small_meta.clone()).await.unwrap();
+    assert!(matches!(ask(&n, &small_meta).await, Message::Bitfield(_)));
+    n.store.delete(&small_meta.digest()).await.unwrap();
+    assert!(n.node.unseed(small_meta.digest()).await);
+    assert!(matches!(
+        ask(&n, &small_meta).await,
+        Message::Error {
+            code: wire::ErrorCode::UnknownBlob,
+            ..
+        }
+    ));
+    assert!(n.node.stats(small_meta.digest()).await.is_none());
+    assert!(!n.node.unseed(small_meta.digest()).await, "unseeded twice");
+
+    // A download in progress: its handle ends with Stopped, and reads fail.
+    let h = n.node.download(meta.clone()).await.unwrap();
+    let mut rx = h.progress();
+    tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|p| p.have.count() > 0))
+        .await
+        .expect("no piece arrived")
+        .unwrap();
+    assert!(n.node.unseed(meta.digest()).await);
+    assert_eq!(h.finished().await, Err(DownloadError::Stopped));
+    let whole: Vec<_> = h.stream(0..meta.length()).collect().await;
+    assert!(
+        matches!(whole[..], [Err(DownloadError::Stopped)]),
+        "{whole:?}"
+    );
+    assert!(!n.store.contains(&meta.digest()).await.unwrap());
+    assert!(matches!(
+        ask(&n, &meta).await,
+        Message::Error {
+            code: wire::ErrorCode::UnknownBlob,
+            ..
+        }
+    ));
+    shutdown.cancel();
 }

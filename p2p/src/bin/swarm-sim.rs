@@ -2,8 +2,11 @@
 //! real swarm engine on every host, and prints how long it took against the lower bound.
 //!
 //! ```text
-//! swarm-sim --hosts 1000 --size 5GB --rate 5GB/s [--piece 4MiB] [--seed N] [--json]
+//! swarm-sim --hosts 1000 --size 5GB --rate 5GB/s [--piece 4MiB] [--seed N] [--stream] [--json]
 //! ```
+//!
+//! `--stream` gives every host a reader that takes the blob in order as it arrives (an agent
+//! streaming a layer to its client), so the engines fetch the pieces just ahead of it first.
 //!
 //! With `--json` the last line of output is one JSON object (see `SimReport`).
 
@@ -58,6 +61,9 @@ struct Args {
     /// Stop after this much simulated time, in seconds.
     #[arg(long, default_value_t = 3600.0)]
     time_limit: f64,
+    /// Every host reads the blob in order as it arrives.
+    #[arg(long)]
+    stream: bool,
     /// End with one line of JSON.
     #[arg(long)]
     json: bool,
@@ -84,6 +90,7 @@ fn set_knob(cfg: &mut Config, name: &str, value: &str) -> Result<(), String> {
         "min_in_flight" => cfg.min_in_flight = n()?,
         "max_in_flight" => cfg.max_in_flight = n()?,
         "request_queue_time" => cfg.request_queue_time = ms()?,
+        "stream_ahead" => cfg.stream_ahead = n()? as u64,
         "initial_window" => cfg.initial_window = n()?,
         "max_window" => cfg.max_window = n()?,
         "rate_window" => cfg.rate_window = ms()?,
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
     cfg.handout = args.handout.max(1);
     cfg.seed = args.seed;
     cfg.time_limit = Duration::from_secs_f64(args.time_limit.max(0.0));
+    cfg.streaming = args.stream;
     for knob in &args.engine {
         let Some((name, value)) = knob.split_once('=') else {
             eprintln!("swarm-sim: --engine wants name=value, not {knob:?}");
@@ -146,8 +154,18 @@ fn main() -> ExitCode {
     }
 
     println!(
-        "swarm-sim: {} hosts, {} blob in {}-byte pieces, {} per host, {} origin(s), seed {}",
-        cfg.hosts, args.size, cfg.piece_length, args.rate, cfg.origins, cfg.seed
+        "swarm-sim: {} hosts, {} blob in {}-byte pieces, {} per host, {} origin(s), seed {}{}",
+        cfg.hosts,
+        args.size,
+        cfg.piece_length,
+        args.rate,
+        cfg.origins,
+        cfg.seed,
+        if cfg.streaming {
+            ", every host reading in order"
+        } else {
+            ""
+        }
     );
     let r = sim::run(&cfg);
     println!(
@@ -168,6 +186,10 @@ fn main() -> ExitCode {
         r.rejects,
         r.events,
         r.wall_s
+    );
+    println!(
+        "first piece (an in-order reader's first byte): p50 {:.3}s  p99 {:.3}s",
+        r.first_piece_p50_s, r.first_piece_p99_s
     );
     if args.json {
         match serde_json::to_string(&r) {

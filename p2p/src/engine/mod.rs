@@ -70,6 +70,10 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How much work, in time at the current rate, to keep requested ahead.
     pub request_queue_time: Duration,
+    /// Streaming: how many bytes of missing pieces ahead of a reader's position (see
+    /// [`Engine::set_focus`]) are requested first, in order, whatever the target in
+    /// flight; at least [`MIN_STREAM_AHEAD`] pieces. Everything else stays rarest first.
+    pub stream_ahead: u64,
     /// Requests in flight on one connection before its rate is known, and at most.
     pub initial_window: usize,
     pub max_window: usize,
@@ -133,6 +137,7 @@ impl Default for Config {
             min_in_flight: 4,
             max_in_flight: 64,
             request_queue_time: Duration::from_millis(50),
+            stream_ahead: 4 << 20,
             initial_window: 2,
             max_window: 8,
             rate_window: Duration::from_millis(500),
@@ -330,6 +335,16 @@ pub enum EngineError {
     AlreadyPresent,
 }
 
+/// Counters over every swarm the engine has run, retired ones included: what a driver
+/// exports as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections whose requests timed out and were moved.
+    pub timeouts: u64,
+    pub rejects_sent: u64,
+    pub rejects_received: u64,
+}
+
 /// Counters of one swarm, for tests, the simulator and status pages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SwarmStats {
@@ -430,6 +445,8 @@ struct Swarm {
     rate: Rate,
     write_failures: u32,
     cursor: usize,
+    /// Streaming: the lowest piece a reader waits for.
+    focus: Option<u32>,
     /// Connections by local slot, so that per-piece bookkeeping is a bit set over slots
     /// rather than a walk through every connection's own state.
     slots: Vec<Option<ConnId>>,
@@ -491,6 +508,10 @@ const SUPER_SEED_PER_CONN: usize = 2;
 /// Known peers kept per blob; more are ignored until some are forgotten.
 const MAX_KNOWN: usize = 256;
 
+/// Streaming: pieces ahead of a reader fetched first, at least, whatever their size: one to
+/// read and a few behind it in flight, so a reader keeps moving at the download's pace.
+pub const MIN_STREAM_AHEAD: usize = 4;
+
 /// The engine: every swarm of one node.
 #[derive(Debug)]
 pub struct Engine {
@@ -504,6 +525,7 @@ pub struct Engine {
     shunned: HashMap<PeerId, Instant>,
     actions: VecDeque<Action>,
     next_tick: Option<Instant>,
+    totals: Totals,
 }
 
 impl Engine {
@@ -521,6 +543,7 @@ impl Engine {
             shunned: HashMap::new(),
             actions: VecDeque::new(),
             next_tick: None,
+            totals: Totals::default(),
         }
     }
 
@@ -613,6 +636,7 @@ impl Engine {
             rate: Rate::new(),
             write_failures: 0,
             cursor: 0,
+            focus: None,
             slots: Vec::new(),
             slot_interesting: Vec::new(),
             slot_origin: Vec::new(),
@@ -661,6 +685,25 @@ impl Engine {
         self.by_digest.contains_key(digest)
     }
 
+    /// Streaming: `piece` is the lowest piece a reader of the blob waits for (or is reading);
+    /// `None`: nobody reads in order. The missing pieces just ahead of it
+    /// ([`Config::stream_ahead`]) are then requested before anything else, so a reader's
+    /// first bytes wait for a piece or two rather than for rarest first to reach them.
+    pub fn set_focus(&mut self, now: Instant, digest: &Digest, piece: Option<u32>) {
+        let Some(&s) = self.by_digest.get(digest) else {
+            return;
+        };
+        let sw = slot(&mut self.swarms, s);
+        let piece = piece.filter(|&p| p < sw.layout.pieces);
+        if sw.focus == piece {
+            return;
+        }
+        sw.focus = piece;
+        if piece.is_some() {
+            self.fill(now, s);
+        }
+    }
+
     /// The pieces held of a blob in the engine.
     pub fn have(&self, digest: &Digest) -> Option<&Bitfield> {
         self.swarm_of(digest).map(|s| &s.have)
@@ -684,6 +727,10 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals
     }
 
     pub fn is_shunned(&self, peer: &PeerId, now: Instant) -> bool {
@@ -1293,6 +1340,7 @@ impl Engine {
         tracing::info!(conn = %id, ?peer, addr = %c.addr, moved = requests.len(), "requests timed out; moving them");
         let sw = slot(&mut self.swarms, s);
         sw.stats.timeouts += 1;
+        self.totals.timeouts += 1;
         sw.in_flight -= requests.len();
         if !origin {
             sw.in_flight_to_peers -= requests.len();
@@ -1347,6 +1395,7 @@ impl Engine {
                 let origin = c.origin;
                 let sw = slot(&mut self.swarms, s);
                 sw.stats.rejects_received += 1;
+                self.totals.rejects_received += 1;
                 sw.in_flight -= 1;
                 if !origin {
                     sw.in_flight_to_peers -= 1;
@@ -1457,6 +1506,7 @@ impl Engine {
             self.offer_taken(id, i);
             return;
         }
+        let ahead = stream_ahead(&self.cfg, sw);
         let Some(pk) = sw.picker.as_mut() else {
             return;
         };
@@ -1477,8 +1527,9 @@ impl Engine {
             // Arrived and being written.
             return;
         }
-        if origin {
-            // An origin offering a piece (super-seeding): worth a look at once.
+        if origin || sw.focus.is_some_and(|f| pk.in_focus(i, f, ahead)) {
+            // An origin offering a piece (super-seeding), or a piece a reader is about to
+            // need: worth a look at once.
             self.fill(now, s);
             return;
         }
@@ -1508,6 +1559,7 @@ impl Engine {
             || sw.uploads >= self.cfg.max_upload_queue
         {
             sw.stats.rejects_sent += 1;
+            self.totals.rejects_sent += 1;
             self.actions.push_back(Action::Send {
                 conn: id,
                 msg: Message::Reject(i),
@@ -1775,10 +1827,14 @@ impl Engine {
                 idle_pass += 1;
                 continue;
             }
+            // A blob's first few pieces go out first, so that readers streaming it from the
+            // start find them on peers early; the rest at random, so that two origins of a
+            // swarm seldom send the same piece.
+            let eligible = |p: &usize| !has.get(*p) && score(sw, *p) == round_now;
             let start = self.rng.random_range(0..n);
-            let pick = (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&p| !has.get(p) && score(sw, p) == round_now);
+            let pick = (0..n.min(MIN_STREAM_AHEAD))
+                .find(eligible)
+                .or_else(|| (0..n).map(|k| (start + k) % n).find(eligible));
             let Some(p) = pick else {
                 idle_pass += 1;
                 continue;
@@ -1884,6 +1940,7 @@ impl Engine {
         if sw.phase != Phase::Downloading || sw.conns.is_empty() {
             return;
         }
+        fill_focus(cfg, sw, conns, actions, now);
         let target = target_in_flight(cfg, sw, now);
         // Requests waiting far longer than a piece takes at this blob's rate (queued behind
         // a slow peer's other uploads) do not count against the target: otherwise a few
@@ -1971,6 +2028,65 @@ fn slot(swarms: &mut [Option<Swarm>], s: usize) -> &mut Swarm {
     swarms[s]
         .as_mut()
         .unwrap_or_else(|| unreachable!("swarm index {s} is stale"))
+}
+
+/// Streaming: how many missing pieces ahead of a reader are fetched first.
+fn stream_ahead(cfg: &Config, sw: &Swarm) -> usize {
+    let pieces = cfg
+        .stream_ahead
+        .div_ceil(sw.layout.piece_length.max(1) as u64);
+    usize::try_from(pieces)
+        .unwrap_or(usize::MAX)
+        .max(MIN_STREAM_AHEAD)
+}
+
+/// Streaming: requests the missing pieces just ahead of a reader that nobody has been asked
+/// for, in order, before the rest and whatever the target in flight (there are only a
+/// few). Each goes to the connection that will likely deliver it soonest: a peer before an
+/// origin, then the one with the fewest requests queued; so consecutive pieces spread over
+/// connections and arrive side by side.
+///
+/// An origin is asked only for pieces it offered, as for everything else, unless no peer
+/// is connected at all: a swarm's readers all wait at the same place, and if each asked an
+/// origin for the pieces nobody holds yet, the origin would send every piece once per
+/// host. Its offers (super-seeding) put each piece with one host, and the readers take it
+/// from there.
+fn fill_focus(
+    cfg: &Config,
+    sw: &mut Swarm,
+    conns: &mut Slab<Conn>,
+    actions: &mut VecDeque<Action>,
+    now: Instant,
+) {
+    let Some(from) = sw.focus else { return };
+    let ahead = stream_ahead(cfg, sw);
+    let only_origins = sw.conns.len() <= sw.origin_conns;
+    let Some(pk) = sw.picker.as_ref() else { return };
+    let free: Vec<u32> = pk
+        .focus(from, ahead)
+        .filter(|&p| pk.requested(p) == 0)
+        .collect();
+    for p in free {
+        let mut best: Option<((bool, usize), ConnId)> = None;
+        for &id in &sw.conns {
+            let Some(c) = conns.get(id) else { continue };
+            let Some(has) = c.has.as_ref() else { continue };
+            if c.requests.len() >= c.window
+                || c.backoff_until.is_some_and(|t| t > now)
+                || !(has.get(p as usize) || c.origin && only_origins)
+            {
+                continue;
+            }
+            let key = (c.origin, c.requests.len());
+            if best.is_none_or(|(k, _)| key < k) {
+                best = Some((key, id));
+            }
+        }
+        let Some((_, id)) = best else { continue };
+        if let Some(c) = conns.get_mut(id) {
+            request(sw, c, id, p, now, actions);
+        }
+    }
 }
 
 fn target_in_flight(cfg: &Config, sw: &Swarm, now: Instant) -> usize {

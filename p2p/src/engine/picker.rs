@@ -142,6 +142,56 @@ impl Picker {
         }
     }
 
+    /// Streaming: the next `ahead` wanted pieces from `from` on, in order, requested or not.
+    /// A reader at `from` needs them first; bounding them by count keeps the rest of the
+    /// download rarest first.
+    pub fn focus(&self, from: u32, ahead: usize) -> impl Iterator<Item = u32> + '_ {
+        let first = from as usize / 64;
+        // The pieces below `from` in its word.
+        let skip = (1u64 << (from % 64)) - 1;
+        self.wanted
+            .iter()
+            .enumerate()
+            .skip(first)
+            .flat_map(move |(w, &bits)| {
+                let mut bits = if w == first { bits & !skip } else { bits };
+                std::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    Some((w * 64) as u32 + b)
+                })
+            })
+            .take(ahead)
+    }
+
+    /// Whether `p` is one of [`Picker::focus`]`(from, ahead)`, counted without walking them.
+    pub fn in_focus(&self, p: u32, from: u32, ahead: usize) -> bool {
+        if p < from || !self.is_wanted(p) {
+            return false;
+        }
+        let (fw, pw) = (from as usize / 64, p as usize / 64);
+        let below = |w: usize, upto: u32| self.wanted[w] & ((1u64 << upto) - 1);
+        let mut before = 0usize;
+        for w in fw..=pw {
+            let mut bits = if w == pw {
+                below(w, p % 64)
+            } else {
+                self.wanted[w]
+            };
+            if w == fw {
+                bits &= !below(w, from % 64);
+            }
+            before += bits.count_ones() as usize;
+            if before >= ahead {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The least available of `pool ∩ c.has` with availability at most `max`, equal ones
     /// broken at random; stops early at `floor`, the least possible.
     fn least(
@@ -315,6 +365,30 @@ mod tests {
             match p.pick_from_origin(&c, false, &mut rng) {
                 Some(x) => prop_assert!(eligible(x) && p.availability(x) == 0),
                 None => prop_assert!((0..n).all(|q| !eligible(q) || p.availability(q) > 0)),
+            }
+        }
+    }
+
+    proptest! {
+        /// `focus` is the first `ahead` wanted pieces from `from` on, and `in_focus` agrees
+        /// with it, across word boundaries.
+        #[test]
+        fn focus_is_the_next_wanted_pieces(
+            n in 1u32..300,
+            held in proptest::collection::vec(any::<bool>(), 300),
+            from in 0u32..310,
+            ahead in 0usize..80,
+        ) {
+            let mut have = Bitfield::new(n as usize);
+            for (i, _) in held.iter().enumerate().take(n as usize).filter(|(_, h)| **h) {
+                have.set(i);
+            }
+            let p = Picker::new(&have);
+            let expect: Vec<u32> = (from..n).filter(|&q| !have.get(q as usize)).take(ahead).collect();
+            let got: Vec<u32> = p.focus(from, ahead).collect();
+            prop_assert_eq!(&got, &expect);
+            for q in 0..n {
+                prop_assert_eq!(p.in_focus(q, from, ahead), expect.contains(&q), "piece {}", q);
             }
         }
     }

@@ -401,6 +401,77 @@ fn rarest_piece_is_requested_first() {
 }
 
 #[test]
+fn a_reader_gets_the_pieces_just_ahead_of_it_before_rarer_ones() {
+    let mut e = Engine::new(
+        Config {
+            // Four pieces ahead; two requests per connection; room in flight for more.
+            stream_ahead: 4 * PIECE_LEN as u64,
+            initial_window: 2,
+            min_in_flight: 16,
+            ..cfg()
+        },
+        PeerId([1; 20]),
+        0,
+    );
+    let now = Instant::now();
+    e.download(now, blob(), layout()).unwrap();
+    // The reader is at piece 10.
+    e.set_focus(now, &blob(), Some(10));
+    let requests = |e: &mut Engine| -> Vec<(ConnId, u32)> {
+        std::iter::from_fn(|| e.poll_action())
+            .filter_map(|a| match a {
+                Action::Send {
+                    conn,
+                    msg: Message::Request(i),
+                } => Some((conn, i)),
+                _ => None,
+            })
+            .collect()
+    };
+    let addr = SocketAddr::from(([1, 1, 1, 1], 1));
+    // Two peers hold everything but piece 7, and a third everything: 7 is the rarest.
+    let mut nearly = Bitfield::new(PIECES as usize);
+    for i in (0..PIECES as usize).filter(|&i| i != 7) {
+        nearly.set(i);
+    }
+    let mut conns = Vec::new();
+    for (k, has) in [nearly.clone(), nearly, Bitfield::full(PIECES as usize)]
+        .into_iter()
+        .enumerate()
+    {
+        let c = e
+            .open(now, &blob(), PeerId([10 + k as u8; 20]), addr, false, true)
+            .unwrap();
+        e.handle(
+            now,
+            Event::Message {
+                conn: c,
+                msg: Message::Bitfield(has),
+            },
+        );
+        conns.push(c);
+    }
+    let asked: Vec<u32> = requests(&mut e).into_iter().map(|(_, i)| i).collect();
+    // The reader's pieces first, then rarest first for the rest.
+    assert_eq!(asked[..5], [10, 11, 12, 13, 7], "{asked:?}");
+
+    // The reader moves on while every window is full: the next free slot goes to the
+    // pieces ahead of its new place.
+    e.set_focus(now, &blob(), Some(30));
+    assert!(requests(&mut e).is_empty());
+    e.handle(
+        now,
+        Event::PieceReceived {
+            conn: conns[0],
+            index: 10,
+            valid: true,
+        },
+    );
+    let asked = requests(&mut e);
+    assert_eq!(asked.first(), Some(&(conns[0], 30)), "{asked:?}");
+}
+
+#[test]
 fn origins_serve_only_what_peers_lack() {
     let mut e = Engine::new(cfg(), PeerId([1; 20]), 0);
     let now = Instant::now();

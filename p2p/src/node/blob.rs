@@ -4,19 +4,25 @@
 //! read from for uploads and for the agent's readers: from the partial blob while it is in
 //! progress, from the committed file once it is in the store. Commit takes the partial blob
 //! out of its slot, so a reader that finds the slot empty waits for the commit to end.
+//!
+//! A handle's readers (its streams and piece waits) each hold a [`ReadCursor`]; the lowest
+//! position among them goes to the node's task, which tells the engine where to fetch
+//! first ([`crate::engine::Engine::set_focus`]).
 
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use futures::Stream;
+use shoal_core::Digest;
 use shoal_core::Metainfo;
 use shoal_core::store::{BlobInfo, BlobStore, PartialBlob, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::Cmd;
 use crate::bitfield::Bitfield;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +37,17 @@ pub(crate) struct BlobIo {
     pub metainfo: Arc<Metainfo>,
     store: BlobStore,
     partial: RwLock<Option<PartialBlob>>,
-    committed: OnceLock<Arc<File>>,
+    committed: RwLock<Committed>,
     commit: watch::Sender<CommitState>,
+}
+
+/// The committed blob's file, opened at the first read.
+#[derive(Debug)]
+enum Committed {
+    Unopened,
+    Open(Arc<File>),
+    /// The node stopped serving the blob: nothing is read or opened again.
+    Closed,
 }
 
 /// Why bytes of a blob could not be read.
@@ -42,6 +57,8 @@ pub(crate) enum ReadError {
     OutOfRange(usize),
     #[error("the blob failed its final check and is gone")]
     Failed,
+    #[error("the blob is no longer served here")]
+    Closed,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("reading the blob: {0}")]
@@ -54,7 +71,7 @@ impl BlobIo {
             metainfo,
             store,
             partial: RwLock::new(Some(partial)),
-            committed: OnceLock::new(),
+            committed: RwLock::new(Committed::Unopened),
             commit: watch::Sender::new(CommitState::Pending),
         }
     }
@@ -65,7 +82,7 @@ impl BlobIo {
             metainfo,
             store,
             partial: RwLock::new(None),
-            committed: OnceLock::new(),
+            committed: RwLock::new(Committed::Unopened),
             commit: watch::Sender::new(CommitState::Done),
         }
     }
@@ -99,6 +116,46 @@ impl BlobIo {
         r
     }
 
+    /// Stops all reading: drops the open file (and a partial blob, which removes it), so
+    /// that a blob deleted from the store is not kept alive by a handle here. Reads after
+    /// this fail with [`ReadError::Closed`].
+    pub fn close(&self) {
+        *self
+            .committed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Committed::Closed;
+        let partial = self
+            .partial
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(partial);
+        // Readers waiting for a commit that will not come now are let go.
+        self.commit.send_if_modified(|s| {
+            let pending = *s == CommitState::Pending;
+            if pending {
+                *s = CommitState::Failed;
+            }
+            pending
+        });
+    }
+
+    /// Whether the blob's file is open here (tests: a closed blob holds no descriptor).
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        matches!(
+            *self
+                .committed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+            Committed::Open(_)
+        ) || self
+            .partial
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// Reads a byte range within one piece that this node holds.
     pub async fn read(self: &Arc<Self>, range: Range<u64>) -> Result<Bytes, ReadError> {
         loop {
@@ -117,7 +174,7 @@ impl BlobIo {
                 .await
                 .map_err(|_| ReadError::Failed)?;
             if state == CommitState::Failed {
-                return Err(ReadError::Failed);
+                return Err(self.closed().unwrap_or(ReadError::Failed));
             }
         }
     }
@@ -130,10 +187,50 @@ impl BlobIo {
         self.read(range).await
     }
 
+    fn closed(&self) -> Option<ReadError> {
+        matches!(
+            *self
+                .committed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+            Committed::Closed
+        )
+        .then_some(ReadError::Closed)
+    }
+
+    /// The committed file, if it is open or can be opened.
+    fn file(&self) -> Result<Option<Arc<File>>, ReadError> {
+        match &*self
+            .committed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Committed::Open(f) => return Ok(Some(Arc::clone(f))),
+            Committed::Closed => return Err(ReadError::Closed),
+            Committed::Unopened => {}
+        }
+        if *self.commit.borrow() != CommitState::Done {
+            return Ok(None);
+        }
+        let mut slot = self
+            .committed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Committed::Open(f) => Ok(Some(Arc::clone(f))),
+            Committed::Closed => Err(ReadError::Closed),
+            Committed::Unopened => {
+                let f = Arc::new(self.store.open_blob_sync(&self.metainfo.digest())?);
+                *slot = Committed::Open(Arc::clone(&f));
+                Ok(Some(f))
+            }
+        }
+    }
+
     /// `None`: the partial blob is gone and the committed one is not there yet.
     fn try_read(&self, range: Range<u64>) -> Result<Option<Bytes>, ReadError> {
         let mut buf = vec![0u8; (range.end - range.start) as usize];
-        if let Some(f) = self.committed.get() {
+        if let Some(f) = self.file()? {
             f.read_exact_at(&mut buf, range.start)?;
             return Ok(Some(buf.into()));
         }
@@ -146,18 +243,17 @@ impl BlobIo {
         }
         match *self.commit.borrow() {
             CommitState::Pending => return Ok(None),
-            CommitState::Failed => return Err(ReadError::Failed),
+            CommitState::Failed => return Err(self.closed().unwrap_or(ReadError::Failed)),
             CommitState::Done => {}
         }
-        let f = match self.committed.get() {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(self.store.open_blob_sync(&self.metainfo.digest())?);
-                self.committed.get_or_init(|| f).clone()
+        // Committed between the two looks.
+        match self.file()? {
+            Some(f) => {
+                f.read_exact_at(&mut buf, range.start)?;
+                Ok(Some(buf.into()))
             }
-        };
-        f.read_exact_at(&mut buf, range.start)?;
-        Ok(Some(buf.into()))
+            None => Ok(None),
+        }
     }
 }
 
@@ -183,14 +279,66 @@ pub struct Progress {
     pub outcome: Option<Result<BlobInfo, DownloadError>>,
 }
 
-#[derive(Debug)]
 pub(crate) struct DownloadShared {
     pub io: Arc<BlobIo>,
     pub progress: watch::Sender<Progress>,
+    readers: Mutex<Readers>,
+    /// The node's task, told where the lowest reader is.
+    node: Option<mpsc::UnboundedSender<Cmd>>,
+}
+
+impl std::fmt::Debug for DownloadShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadShared")
+            .field("digest", &self.io.metainfo.digest())
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The positions of a download's readers, each the piece it reads or waits for.
+#[derive(Debug, Default)]
+struct Readers {
+    next_id: u64,
+    at: Vec<(u64, u32)>,
+    /// The lowest position the node was last told.
+    told: Option<u32>,
+}
+
+/// A reader's place in a download, for as long as it lives: the engine fetches the pieces
+/// just ahead of the lowest reader first.
+#[derive(Debug)]
+pub(crate) struct ReadCursor {
+    shared: Arc<DownloadShared>,
+    id: u64,
+}
+
+impl ReadCursor {
+    /// The reader moved on to `piece`.
+    pub fn move_to(&self, piece: u32) {
+        self.shared.update_reader(|r| {
+            if let Some(e) = r.at.iter_mut().find(|(id, _)| *id == self.id) {
+                e.1 = piece;
+            }
+        });
+    }
+}
+
+impl Drop for ReadCursor {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared
+            .update_reader(|r| r.at.retain(|(other, _)| *other != id));
+    }
 }
 
 impl DownloadShared {
-    pub fn new(io: Arc<BlobIo>, complete: Option<BlobInfo>) -> Arc<Self> {
+    /// `node`: where reader positions go; `None` where nobody acts on them (tests).
+    pub fn new(
+        io: Arc<BlobIo>,
+        complete: Option<BlobInfo>,
+        node: Option<mpsc::UnboundedSender<Cmd>>,
+    ) -> Arc<Self> {
         let n = io.metainfo.piece_count();
         let progress = Progress {
             have: if complete.is_some() {
@@ -203,7 +351,49 @@ impl DownloadShared {
         Arc::new(DownloadShared {
             io,
             progress: watch::Sender::new(progress),
+            readers: Mutex::new(Readers::default()),
+            node,
         })
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.io.metainfo.digest()
+    }
+
+    /// Registers a reader at `piece`.
+    pub fn cursor(self: &Arc<Self>, piece: u32) -> ReadCursor {
+        let mut id = 0;
+        self.update_reader(|r| {
+            id = r.next_id;
+            r.next_id += 1;
+            r.at.push((id, piece));
+        });
+        ReadCursor {
+            shared: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Changes the readers' positions and tells the node if the lowest one moved. The
+    /// message goes out under the lock, so the node hears the moves in the order they were
+    /// made.
+    fn update_reader(&self, f: impl FnOnce(&mut Readers)) {
+        let mut r = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut r);
+        let lowest = r.at.iter().map(|&(_, p)| p).min();
+        if lowest == r.told {
+            return;
+        }
+        r.told = lowest;
+        if self.progress.borrow().outcome.is_some() {
+            return;
+        }
+        if let Some(node) = &self.node {
+            let _ = node.send(Cmd::Focus {
+                blob: self.digest(),
+                piece: lowest,
+            });
+        }
     }
 
     pub fn piece_done(&self, index: usize) {
@@ -269,6 +459,12 @@ impl DownloadHandle {
             });
         }
         let mut rx = self.progress();
+        let waits = {
+            let p = rx.borrow();
+            !p.have.get(index) && p.outcome.is_none()
+        };
+        // A waiter is a reader: while it waits, the engine fetches from here first.
+        let _cursor = waits.then(|| self.shared.cursor(index as u32));
         let p = rx
             .wait_for(|p| p.have.get(index) || p.outcome.is_some())
             .await
@@ -281,7 +477,8 @@ impl DownloadHandle {
 
     /// The bytes of `range`, in order, each piece as soon as it is verified: what an agent
     /// streams to a client while the blob is still arriving. Holds one piece in memory at
-    /// a time.
+    /// a time. From its creation until it is dropped or ends, the stream is a reader of the
+    /// download: the pieces just ahead of it are fetched before the rest.
     pub fn stream(
         &self,
         range: Range<u64>,
@@ -294,11 +491,15 @@ impl DownloadHandle {
                 end: range.end,
                 length,
             });
+        let cursor = match (&bad, me.metainfo().piece_at(range.start)) {
+            (None, Some(first)) if range.start < range.end => Some(me.shared.cursor(first as u32)),
+            _ => None,
+        };
         futures::stream::unfold(
-            (me, range.start, range.end, bad),
-            |(me, pos, end, bad)| async move {
+            (me, range.start, range.end, bad, cursor),
+            |(me, pos, end, bad, cursor)| async move {
                 if let Some(e) = bad {
-                    return Some((Err(e), (me, end, end, None)));
+                    return Some((Err(e), (me, end, end, None, None)));
                 }
                 if pos >= end {
                     return None;
@@ -307,9 +508,12 @@ impl DownloadHandle {
                 let index = m.piece_at(pos)?;
                 let piece = m.piece_range(index)?;
                 let upto = piece.end.min(end);
+                if let Some(c) = &cursor {
+                    c.move_to(index as u32);
+                }
                 let item = me.read_range(index, pos..upto).await;
                 let next = if item.is_ok() { upto } else { end };
-                Some((item, (me, next, end, None)))
+                Some((item, (me, next, end, None, cursor)))
             },
         )
     }
@@ -318,6 +522,7 @@ impl DownloadHandle {
         self.wait_piece(index).await?;
         self.shared.io.read(range).await.map_err(|e| match e {
             ReadError::Failed => DownloadError::BlobMismatch,
+            ReadError::Closed => DownloadError::Stopped,
             other => DownloadError::Storage(other.to_string()),
         })
     }

@@ -13,7 +13,10 @@
 //!   and a connection naming an unknown digest gets the blob's metainfo from it;
 //! - an agent, which downloads: [`Node::download`] returns a [`DownloadHandle`] to stream
 //!   the blob in order as pieces verify and to learn the outcome; the blob is then seeded
-//!   until idle.
+//!   until idle. A handle's streams tell the engine where they read, so the pieces a
+//!   reader needs next come first.
+//!
+//! Either stops serving a blob it deleted with [`Node::unseed`].
 
 mod blob;
 mod conn;
@@ -181,6 +184,15 @@ pub(crate) enum Cmd {
         blob: Digest,
         reply: oneshot::Sender<Option<SwarmStats>>,
     },
+    /// The lowest piece a reader of the blob waits for changed.
+    Focus {
+        blob: Digest,
+        piece: Option<u32>,
+    },
+    Unseed {
+        blob: Digest,
+        reply: oneshot::Sender<bool>,
+    },
     IsShunned {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
@@ -233,6 +245,7 @@ impl Node {
             blobs: HashMap::new(),
             conns: HashMap::new(),
             pending: HashMap::new(),
+            totals: engine::Totals::default(),
         };
         tasks.spawn(actor.run(rx));
         tasks.spawn(accept_loop(Arc::clone(&ctx), listener));
@@ -312,6 +325,20 @@ impl Node {
         Ok(())
     }
 
+    /// Stops serving a blob (deleted from the store, or evicted): its swarm ends, its
+    /// connections close with `shutting down`, and its open file is dropped, so the space
+    /// of a deleted file is freed. Peers asking for it afterwards are refused as for any
+    /// blob not served here (an origin's [`MetainfoSource`] must no longer list it). A
+    /// download of it still running ends with [`DownloadError::Stopped`], and reads through
+    /// its handles fail. Returns whether the node had the blob.
+    pub async fn unseed(&self, blob: Digest) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Cmd::Unseed { blob, reply }).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     /// The engine's counters for a blob, if it is in the engine.
     pub async fn stats(&self, blob: Digest) -> Option<SwarmStats> {
         let (reply, rx) = oneshot::channel();
@@ -383,6 +410,8 @@ struct Actor {
     conns: HashMap<ConnId, ConnEntry>,
     /// Verified pieces waiting for the engine to say whether to write them.
     pending: HashMap<(ConnId, u32), Bytes>,
+    /// The engine's counters as last exported.
+    totals: engine::Totals,
 }
 
 fn now() -> std::time::Instant {
@@ -435,7 +464,11 @@ impl Actor {
                     // Another caller got here first (or the blob is seeding): share it. The
                     // new partial file is dropped, which removes it.
                     let shared = e.download.clone().unwrap_or_else(|| {
-                        let d = DownloadShared::new(Arc::clone(&e.io), e.committed);
+                        let d = DownloadShared::new(
+                            Arc::clone(&e.io),
+                            e.committed,
+                            Some(self.ctx.cmd.clone()),
+                        );
                         e.download = Some(Arc::clone(&d));
                         d
                     });
@@ -448,7 +481,7 @@ impl Actor {
                     self.ctx.store.clone(),
                     partial,
                 ));
-                let shared = DownloadShared::new(Arc::clone(&io), None);
+                let shared = DownloadShared::new(Arc::clone(&io), None, Some(self.ctx.cmd.clone()));
                 if let Err(e) = self.engine.download(now(), digest, layout) {
                     tracing::warn!(blob = %digest, error = %e, "engine refused a download");
                 }
@@ -478,7 +511,11 @@ impl Actor {
                 };
                 if let Some(e) = self.blobs.get_mut(&digest) {
                     let d = e.download.clone().unwrap_or_else(|| {
-                        DownloadShared::new(Arc::clone(&e.io), e.committed.or(Some(info)))
+                        DownloadShared::new(
+                            Arc::clone(&e.io),
+                            e.committed.or(Some(info)),
+                            Some(self.ctx.cmd.clone()),
+                        )
                     });
                     let _ = reply.send(Some(d));
                     return;
@@ -492,7 +529,7 @@ impl Actor {
                     tracing::warn!(blob = %digest, error = %e, "engine refused a seed");
                 }
                 tracing::debug!(blob = %digest, "seeding");
-                let shared = DownloadShared::new(Arc::clone(&io), Some(info));
+                let shared = DownloadShared::new(Arc::clone(&io), Some(info), None);
                 self.blobs.insert(
                     digest,
                     BlobEntry {
@@ -598,6 +635,27 @@ impl Actor {
             Cmd::Stats { blob, reply } => {
                 let _ = reply.send(self.engine.stats(&blob));
             }
+            Cmd::Focus { blob, piece } => self.engine.set_focus(now(), &blob, piece),
+            Cmd::Unseed { blob, reply } => {
+                let known = match self.blobs.get(&blob) {
+                    Some(e) => {
+                        e.io.close();
+                        true
+                    }
+                    None => false,
+                };
+                if self.engine.contains(&blob) {
+                    // Retiring closes the connections and drops the entry (see `Retired`).
+                    self.engine.remove(&blob);
+                } else if known {
+                    // An entry the engine never took (it refused the seed): drop it here.
+                    self.act(Action::Retired { blob });
+                }
+                if known {
+                    tracing::info!(%blob, "no longer serving the blob");
+                }
+                let _ = reply.send(known);
+            }
             Cmd::IsShunned { peer, reply } => {
                 let _ = reply.send(self.engine.is_shunned(&peer, now()));
             }
@@ -656,6 +714,11 @@ impl Actor {
     fn drain(&mut self) {
         while let Some(a) = self.engine.poll_action() {
             self.act(a);
+        }
+        let totals = self.engine.totals();
+        if totals != self.totals {
+            self.ctx.metrics.engine_totals(&self.totals, &totals);
+            self.totals = totals;
         }
     }
 
@@ -803,7 +866,8 @@ impl Actor {
                     && let Some(d) = e.download
                     && d.progress.borrow().outcome.is_none()
                 {
-                    // Removed before it finished: the node is stopping.
+                    // Removed before it finished: the node is stopping, or the blob was
+                    // unseeded.
                     d.finish(Err(DownloadError::Stopped));
                     self.ctx.metrics.downloads_in_flight.dec();
                 }

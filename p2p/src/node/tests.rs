@@ -87,7 +87,7 @@ async fn a_failed_commit_fails_readers() {
 async fn a_handle_reports_progress_and_one_outcome() {
     let data = bytes(1 << 20);
     let (_dir, _store, io) = partial_io(&data).await;
-    let shared = DownloadShared::new(io, None);
+    let shared = DownloadShared::new(io, None, None);
     let h = DownloadHandle::new(Arc::clone(&shared));
     assert!(matches!(
         h.wait_piece(99).await,
@@ -101,4 +101,30 @@ async fn a_handle_reports_progress_and_one_outcome() {
     shared.finish(Err(DownloadError::Stopped));
     assert_eq!(h.finished().await, Err(DownloadError::BlobMismatch));
     assert_eq!(h.wait_piece(0).await, Err(DownloadError::BlobMismatch));
+}
+
+#[tokio::test]
+async fn a_closed_blob_drops_its_file_and_fails_its_readers() {
+    let data = bytes(1 << 20);
+    let (_dir, _store, io) = partial_io(&data).await;
+    write_all(&io, &data);
+    let c = Arc::clone(&io);
+    tokio::task::spawn_blocking(move || c.commit())
+        .await
+        .unwrap()
+        .unwrap();
+    let shared = DownloadShared::new(Arc::clone(&io), None, None);
+    shared.piece_done(0);
+    let h = DownloadHandle::new(Arc::clone(&shared));
+    io.read_piece(0).await.unwrap();
+    assert!(io.is_open());
+    io.close();
+    assert!(!io.is_open(), "the blob's file is still open");
+    assert!(matches!(
+        io.read_piece(0).await,
+        Err(super::blob::ReadError::Closed)
+    ));
+    // A stream over it ends with the download's own error, not a storage one.
+    let got: Vec<_> = futures::StreamExt::collect(h.stream(0..10)).await;
+    assert!(matches!(got[..], [Err(DownloadError::Stopped)]), "{got:?}");
 }
