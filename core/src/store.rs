@@ -19,14 +19,14 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::digest::{Algorithm, Digest, DigestMismatch, Hasher};
+use crate::digest::{Algorithm, Digest, DigestMismatch, Hasher, Verifier};
 use crate::metainfo::Metainfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -253,11 +253,18 @@ impl BlobStore {
                 .open(&path)?;
             let guard = TempGuard(Some(path));
             file.set_len(metainfo.length())?;
+            let pieces = Mutex::new(vec![PieceState::Missing; metainfo.piece_count()]);
+            let prefix = Mutex::new(Prefix {
+                verifier: metainfo.digest().verifier(),
+                next: 0,
+            });
             Ok(PartialBlob {
                 store,
                 file,
                 guard,
                 metainfo,
+                pieces,
+                prefix,
             })
         })
         .await
@@ -423,27 +430,116 @@ impl BlobWriter {
 /// the blob is complete; the caller checks each piece against the metainfo before writing
 /// it, and [`PartialBlob::commit`] checks the whole blob before it becomes visible. Dropping
 /// it without committing discards it.
+///
+/// The whole-blob digest is computed while the blob arrives: whenever the pieces from the
+/// start are all written, they are hashed, so that a blob that arrived roughly in order (as
+/// it does for a reader streaming it) leaves only its tail to hash at the commit. The bytes
+/// hashed are the bytes in the file: a piece is written once, and a second write of it is
+/// ignored.
 #[derive(Debug)]
 pub struct PartialBlob {
     store: BlobStore,
     file: StdFile,
     guard: TempGuard,
     metainfo: Metainfo,
+    pieces: Mutex<Vec<PieceState>>,
+    prefix: Mutex<Prefix>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    Writing,
+    Written,
+}
+
+/// The digest of the blob's first `next` pieces, so far.
+#[derive(Debug)]
+struct Prefix {
+    verifier: Verifier,
+    next: usize,
+}
+
+/// Bytes read back from the file at a time while hashing.
+const HASH_CHUNK: usize = 1 << 20;
 
 impl PartialBlob {
     pub fn metainfo(&self) -> &Metainfo {
         &self.metainfo
     }
 
-    /// Writes piece `index` (blocking: call from a blocking context).
+    /// Writes piece `index` (blocking: call from a blocking context). A piece already
+    /// written (or being written) is not written again.
     pub fn write_piece(&self, index: usize, bytes: &[u8]) -> Result<(), StoreError> {
         let range = self
             .metainfo
             .piece_range(index)
             .filter(|r| r.end - r.start == bytes.len() as u64)
             .ok_or(StoreError::BadPiece { index })?;
-        self.file.write_all_at(bytes, range.start)?;
+        {
+            let mut pieces = lock(&self.pieces);
+            if pieces[index] != PieceState::Missing {
+                return Ok(());
+            }
+            pieces[index] = PieceState::Writing;
+        }
+        if let Err(e) = self.file.write_all_at(bytes, range.start) {
+            lock(&self.pieces)[index] = PieceState::Missing;
+            return Err(e.into());
+        }
+        lock(&self.pieces)[index] = PieceState::Written;
+        self.hash_prefix(index, bytes);
+        Ok(())
+    }
+
+    /// Hashes the written pieces that follow the hashed prefix, if no other writer is doing
+    /// it already. `just` is the piece this writer wrote, hashed from memory rather than
+    /// read back.
+    fn hash_prefix(&self, just: usize, bytes: &[u8]) {
+        let written = |i: usize| lock(&self.pieces).get(i) == Some(&PieceState::Written);
+        loop {
+            let mut prefix = match self.prefix.try_lock() {
+                Ok(p) => p,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // The writer hashing now looks again for this piece once it is done.
+                Err(TryLockError::WouldBlock) => return,
+            };
+            while written(prefix.next) {
+                let i = prefix.next;
+                if i == just {
+                    prefix.verifier.update(bytes);
+                } else if let Some(r) = self.metainfo.piece_range(i)
+                    && self.hash_range(&mut prefix.verifier, r).is_err()
+                {
+                    // Part of the piece may be in the hash: start again from nothing, and
+                    // leave it to the commit, which reads the file again and reports the
+                    // error if it persists.
+                    *prefix = Prefix {
+                        verifier: self.metainfo.digest().verifier(),
+                        next: 0,
+                    };
+                    return;
+                }
+                prefix.next += 1;
+            }
+            let next = prefix.next;
+            drop(prefix);
+            // A piece written while the prefix was locked found it busy and left it to us.
+            if !written(next) {
+                return;
+            }
+        }
+    }
+
+    fn hash_range(&self, verifier: &mut Verifier, range: Range<u64>) -> io::Result<()> {
+        let mut buf = vec![0u8; HASH_CHUNK.min((range.end - range.start) as usize)];
+        let mut pos = range.start;
+        while pos < range.end {
+            let n = ((range.end - pos) as usize).min(buf.len());
+            self.file.read_exact_at(&mut buf[..n], pos)?;
+            verifier.update(&buf[..n]);
+            pos += n as u64;
+        }
         Ok(())
     }
 
@@ -452,33 +548,42 @@ impl PartialBlob {
         self.file.read_exact_at(buf, offset)
     }
 
-    /// Hashes the whole file, and if it matches the metainfo's digest, moves it into place
-    /// (blocking: call from a blocking context).
+    /// Hashes what is not hashed yet of the file, and if the whole matches the metainfo's
+    /// digest, moves it into place (blocking: call from a blocking context).
     pub fn commit(self) -> Result<BlobInfo, StoreError> {
         let digest = self.metainfo.digest();
-        let mut verifier = digest.verifier();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut pos = 0u64;
         let length = self.metainfo.length();
-        while pos < length {
-            let n = ((length - pos) as usize).min(buf.len());
-            self.file.read_exact_at(&mut buf[..n], pos)?;
-            verifier.update(&buf[..n]);
-            pos += n as u64;
-        }
-        verifier.finish()?;
-        self.file.sync_all()?;
         let PartialBlob {
             store,
             mut guard,
             file,
+            metainfo,
+            prefix,
             ..
         } = self;
+        let Prefix { mut verifier, next } =
+            prefix.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let from = metainfo.piece_range(next).map_or(length, |r| r.start);
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let mut pos = from;
+        while pos < length {
+            let n = ((length - pos) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)?;
+            verifier.update(&buf[..n]);
+            pos += n as u64;
+        }
+        verifier.finish()?;
+        file.sync_all()?;
         drop(file);
         store.install(guard.path(), &digest)?;
         guard.disarm();
         Ok(BlobInfo { digest, length })
     }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -6,6 +6,20 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Bytes in which no two pieces are alike, so that hashing one piece in place of another
+/// cannot go unnoticed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 async fn tmp_entries(root: &Path) -> usize {
     std::fs::read_dir(root.join("tmp")).unwrap().count()
 }
@@ -231,6 +245,102 @@ async fn partial_blob_out_of_order_then_commit() {
     assert_eq!(info.digest, meta.digest());
     assert_eq!(store.read_all(&meta.digest()).await.unwrap(), content);
     assert_eq!(tmp_entries(dir.path()).await, 0);
+}
+
+#[tokio::test]
+async fn a_partial_blob_written_in_order_is_hashed_as_it_arrives() {
+    let (_dir, store) = store().await;
+    let content = noise((3 << 20) + 77, 11);
+    let meta = Metainfo::from_bytes(&content);
+    let partial = store.partial(meta.clone()).await.unwrap();
+    for i in 0..meta.piece_count() {
+        let r = meta.piece_range(i).unwrap();
+        partial
+            .write_piece(i, &content[r.start as usize..r.end as usize])
+            .unwrap();
+        // Everything written so far is in the running hash: the commit has nothing left.
+        assert_eq!(partial.prefix.lock().unwrap().next, i + 1);
+    }
+    let info = tokio::task::spawn_blocking(move || partial.commit())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.digest, meta.digest());
+    assert_eq!(store.read_all(&meta.digest()).await.unwrap(), content);
+}
+
+#[tokio::test]
+async fn concurrent_writers_in_any_order_commit_the_right_blob() {
+    let (dir, store) = store().await;
+    let content = Arc::new(noise((5 << 20) + 4321, 12));
+    let meta = Metainfo::from_bytes(&content);
+    let partial = Arc::new(store.partial(meta.clone()).await.unwrap());
+    // Four threads, each taking every fourth piece from its own end, so the prefix is
+    // completed by different writers at different times.
+    let n = meta.piece_count();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (partial, content, meta) =
+                (Arc::clone(&partial), Arc::clone(&content), meta.clone());
+            std::thread::spawn(move || {
+                let mine: Vec<usize> = (0..n).filter(|i| i % 4 == t).collect();
+                let order: Vec<usize> = if t % 2 == 0 {
+                    mine
+                } else {
+                    mine.into_iter().rev().collect()
+                };
+                for i in order {
+                    let r = meta.piece_range(i).unwrap();
+                    partial
+                        .write_piece(i, &content[r.start as usize..r.end as usize])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let partial = Arc::into_inner(partial).unwrap();
+    assert_eq!(
+        partial.prefix.lock().unwrap().next,
+        n,
+        "every piece hashed on the way"
+    );
+    let info = tokio::task::spawn_blocking(move || partial.commit())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.digest, meta.digest());
+    assert_eq!(store.read_all(&meta.digest()).await.unwrap(), *content);
+    assert_eq!(tmp_entries(dir.path()).await, 0);
+}
+
+#[tokio::test]
+async fn a_piece_written_twice_keeps_its_first_bytes() {
+    let (_dir, store) = store().await;
+    let content = noise(700 << 10, 13);
+    let meta = Metainfo::from_bytes(&content);
+    let partial = store.partial(meta.clone()).await.unwrap();
+    let first = meta.piece_range(0).unwrap();
+    let piece = &content[first.start as usize..first.end as usize];
+    partial.write_piece(0, piece).unwrap();
+    let other = vec![0xa5; piece.len()];
+    partial.write_piece(0, &other).unwrap();
+    let mut buf = vec![0u8; piece.len()];
+    partial.read_at(&mut buf, first.start).unwrap();
+    assert_eq!(buf, piece, "the file holds the bytes that were hashed");
+    for i in 1..meta.piece_count() {
+        let r = meta.piece_range(i).unwrap();
+        partial
+            .write_piece(i, &content[r.start as usize..r.end as usize])
+            .unwrap();
+    }
+    let info = tokio::task::spawn_blocking(move || partial.commit())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.digest, meta.digest());
 }
 
 #[tokio::test]
