@@ -54,6 +54,9 @@ pub struct LimitsConfig {
     pub egress: ByteRate,
     /// Piece bytes per second received from peers and origins; 0: unlimited.
     pub ingress: ByteRate,
+    /// Piece bytes held in memory between receiving and writing them; past it the agent
+    /// stops reading pieces until the disk catches up.
+    pub max_unwritten: ByteSize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +105,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             egress: ByteRate(0),
             ingress: ByteRate(0),
+            max_unwritten: ByteSize(shoal_p2p::DEFAULT_MAX_UNWRITTEN_BYTES),
         }
     }
 }
@@ -162,6 +166,9 @@ impl Validate for Config {
                 "`tracker` = {:?} is not a base URL (leave it empty for no tracker)",
                 self.tracker
             ));
+        }
+        if self.limits.max_unwritten.bytes() == 0 {
+            problems.push("`limits.max_unwritten` must be more than 0".into());
         }
         let adv = self.advertise_addr.trim();
         if !adv.is_empty() {

@@ -131,6 +131,7 @@ impl Agent {
         node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
         node_cfg.egress_rate = config.limits.egress.per_second();
         node_cfg.ingress_rate = config.limits.ingress.per_second();
+        node_cfg.max_unwritten_bytes = config.limits.max_unwritten.bytes();
         node_cfg.advertise_addr = config.advertise_ip();
         node_cfg.metrics_prefix = "shoal_agent".into();
         let node_shutdown = CancellationToken::new();

@@ -26,4 +26,7 @@ pub mod wire;
 
 pub use discovery::{Discovery, StaticDiscovery, TrackerDiscovery};
 pub use error::P2pError;
-pub use node::{DownloadError, DownloadHandle, MetainfoSource, Node, NodeConfig, Progress};
+pub use node::{
+    DEFAULT_MAX_UNWRITTEN_BYTES, DownloadError, DownloadHandle, MetainfoSource, Node, NodeConfig,
+    Progress,
+};

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub request_timeouts: IntCounter,
     /// Piece requests answered with `reject`, by `direction` = `sent` | `received`.
     pub rejects: IntCounterVec,
+    /// Piece bytes received and not yet written or dropped (bounded by the node's
+    /// `max_unwritten_bytes`).
+    pub unwritten_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -84,6 +87,10 @@ impl Metrics {
                 ),
                 &["direction"],
             )?,
+            unwritten_bytes: IntGauge::new(
+                name("piece_bytes_unwritten"),
+                "Piece bytes received and held in memory until they are written or dropped.",
+            )?,
         };
         registry.register(Box::new(m.bytes_received.clone()))?;
         registry.register(Box::new(m.bytes_sent.clone()))?;
@@ -96,6 +103,7 @@ impl Metrics {
         registry.register(Box::new(m.peers_shunned.clone()))?;
         registry.register(Box::new(m.request_timeouts.clone()))?;
         registry.register(Box::new(m.rejects.clone()))?;
+        registry.register(Box::new(m.unwritten_bytes.clone()))?;
         // Make the label values visible at zero, so dashboards need not guess them.
         for source in ["peer", "origin"] {
             m.bytes_received.with_label_values(&[source]);

@@ -478,6 +478,13 @@ pub async fn write_hello<W: AsyncWrite + Unpin>(w: &mut W, hello: &Hello) -> io:
 /// Something that makes a reader wait before it may read `n` more bytes: the ingress cap.
 pub trait Pacer {
     fn pace(&self, n: usize) -> impl Future<Output = ()> + Send;
+
+    /// A piece of `len` bytes begins: called once per piece, before its buffer is
+    /// allocated, so a reader can wait until it has room for it.
+    fn begin_piece(&self, len: usize) -> impl Future<Output = ()> + Send {
+        let _ = len;
+        std::future::ready(())
+    }
 }
 
 /// No cap.
@@ -489,7 +496,8 @@ impl Pacer for Unpaced {
 }
 
 /// Reads one message from a socket. A piece's data is read in [`READ_CHUNK`]s, each paced
-/// before it is read; `on_chunk` hears of every chunk (progress and stall detection).
+/// before it is read (and the whole piece announced to [`Pacer::begin_piece`] before its
+/// buffer is allocated); `on_chunk` hears of every chunk (progress and stall detection).
 /// Every length is checked before the buffer for it is reserved.
 pub async fn read_message<R, P>(
     r: &mut R,
@@ -508,10 +516,15 @@ where
     let kind = r.read_u8().await?;
     decoder.check_header(len, kind)?;
     let payload_len = len as usize - 1;
-    let mut payload = BytesMut::with_capacity(payload_len);
+    let mut piece = None;
     if kind == KIND_PIECE {
         let index = decoder.index(r.read_u32().await?)?;
         decoder.check_piece_len(index, len - 5)?;
+        pacer.begin_piece(len as usize - 5).await;
+        piece = Some(index);
+    }
+    let mut payload = BytesMut::with_capacity(payload_len);
+    if let Some(index) = piece {
         payload.put_u32(index);
     }
     while payload.len() < payload_len {

@@ -17,6 +17,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::blob::BlobIo;
+use super::budget::ReadPacer;
 use super::{Cmd, Ctx, InboundAnswer};
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::wire::{
@@ -291,10 +292,11 @@ async fn read_loop(
     origin: bool,
 ) -> CloseReason {
     let decoder = Decoder::new(Layout::of(&io.metainfo));
+    let pacer = ReadPacer::new(&ctx.ingress, &ctx.unwritten);
     loop {
         let msg = match timeout(
             ctx.cfg.idle_timeout,
-            wire::read_message(&mut rd, &decoder, &ctx.ingress, |_| {}),
+            wire::read_message(&mut rd, &decoder, &pacer, |_| {}),
         )
         .await
         {
@@ -314,6 +316,7 @@ async fn read_loop(
         };
         match msg {
             Message::Piece { index, data } => {
+                let reservation = pacer.take();
                 ctx.metrics.received(origin, data.len() as u64);
                 let m = Arc::clone(&io.metainfo);
                 let d = data.clone();
@@ -331,6 +334,7 @@ async fn read_loop(
                     conn,
                     index,
                     data: valid.then_some(data),
+                    reservation,
                 });
             }
             Message::Error { code, message } => {

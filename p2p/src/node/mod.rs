@@ -19,6 +19,7 @@
 //! Either stops serving a blob it deleted with [`Node::unseed`].
 
 mod blob;
+mod budget;
 mod conn;
 #[cfg(test)]
 mod tests;
@@ -47,9 +48,11 @@ use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
 use crate::wire::{ErrorCode, Hello, Layout};
 use blob::{BlobIo, DownloadShared};
+use budget::{Reservation, WriteBudget};
 use conn::{ConnCmd, ConnSetup};
 
 pub use blob::{DownloadError, DownloadHandle, Progress};
+pub use budget::DEFAULT_MAX_UNWRITTEN_BYTES;
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -67,6 +70,10 @@ pub struct NodeConfig {
     /// together; `None`: no cap.
     pub egress_rate: Option<u64>,
     pub ingress_rate: Option<u64>,
+    /// Piece bytes the node holds in memory between receiving and writing them, for all
+    /// blobs and connections together; while that much waits for the disk, connections
+    /// stop reading pieces (the senders slow down) rather than the node buffering more.
+    pub max_unwritten_bytes: u64,
     /// The address to announce, when the tracker should not use the request's source.
     pub advertise_addr: Option<IpAddr>,
     /// The port to announce; `None`: the listener's.
@@ -89,6 +96,7 @@ impl NodeConfig {
             announce_seeds: true,
             egress_rate: None,
             ingress_rate: None,
+            max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
             advertise_addr: None,
             advertise_port: None,
             connect_timeout: Duration::from_secs(5),
@@ -140,6 +148,7 @@ pub(crate) struct Ctx {
     metrics: Metrics,
     egress: RateLimiter,
     ingress: RateLimiter,
+    unwritten: WriteBudget,
     store: BlobStore,
     source: Option<Arc<dyn MetainfoSource>>,
     shutdown: CancellationToken,
@@ -150,7 +159,8 @@ pub(crate) struct Ctx {
 pub(crate) enum Cmd {
     Download {
         metainfo: Arc<Metainfo>,
-        partial: shoal_core::store::PartialBlob,
+        // Boxed: a partial blob carries its running hash, and commands are moved often.
+        partial: Box<shoal_core::store::PartialBlob>,
         reply: oneshot::Sender<Arc<DownloadShared>>,
     },
     Seed {
@@ -175,6 +185,8 @@ pub(crate) enum Cmd {
         index: u32,
         /// `None`: the piece failed its hash check.
         data: Option<Bytes>,
+        /// The piece's bytes against the write budget, given back once written or dropped.
+        reservation: Option<Reservation>,
     },
     Committed {
         blob: Digest,
@@ -222,6 +234,10 @@ impl Node {
     ) -> Result<Node, P2pError> {
         let local_addr = listener.local_addr()?;
         let metrics = Metrics::register(registry, &config.metrics_prefix)?;
+        let unwritten = WriteBudget::new(
+            config.max_unwritten_bytes,
+            Some(metrics.unwritten_bytes.clone()),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let tasks = TaskTracker::new();
         let ctx = Arc::new(Ctx {
@@ -230,6 +246,7 @@ impl Node {
             metrics,
             egress: RateLimiter::new(config.egress_rate),
             ingress: RateLimiter::new(config.ingress_rate),
+            unwritten,
             store,
             source: metainfo,
             shutdown: shutdown.clone(),
@@ -293,7 +310,7 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::Download {
             metainfo: Arc::new(metainfo),
-            partial,
+            partial: Box::new(partial),
             reply,
         })?;
         let shared = rx.await.map_err(|_| P2pError::Stopped)?;
@@ -409,7 +426,7 @@ struct Actor {
     blobs: HashMap<Digest, BlobEntry>,
     conns: HashMap<ConnId, ConnEntry>,
     /// Verified pieces waiting for the engine to say whether to write them.
-    pending: HashMap<(ConnId, u32), Bytes>,
+    pending: HashMap<(ConnId, u32), (Bytes, Option<Reservation>)>,
     /// The engine's counters as last exported.
     totals: engine::Totals,
 }
@@ -479,7 +496,7 @@ impl Actor {
                 let io = Arc::new(BlobIo::downloading(
                     Arc::clone(&metainfo),
                     self.ctx.store.clone(),
-                    partial,
+                    *partial,
                 ));
                 let shared = DownloadShared::new(Arc::clone(&io), None, Some(self.ctx.cmd.clone()));
                 if let Err(e) = self.engine.download(now(), digest, layout) {
@@ -602,10 +619,15 @@ impl Actor {
                 }
             }
             Cmd::Engine(event) => self.on_event(event),
-            Cmd::PieceArrived { conn, index, data } => {
+            Cmd::PieceArrived {
+                conn,
+                index,
+                data,
+                reservation,
+            } => {
                 let valid = data.is_some();
                 if let Some(d) = data {
-                    self.pending.insert((conn, index), d);
+                    self.pending.insert((conn, index), (d, reservation));
                 }
                 self.engine
                     .handle(now(), Event::PieceReceived { conn, index, valid });
@@ -777,7 +799,7 @@ impl Actor {
             Action::WritePiece { blob, conn, index } => {
                 let data = self.pending.remove(&(conn, index));
                 let io = self.blobs.get(&blob).map(|e| Arc::clone(&e.io));
-                let (Some(data), Some(io)) = (data, io) else {
+                let (Some((data, reservation)), Some(io)) = (data, io) else {
                     self.engine.handle(
                         now(),
                         Event::PieceWritten {
@@ -790,9 +812,12 @@ impl Actor {
                 };
                 let ctx = Arc::clone(&self.ctx);
                 self.ctx.tasks.spawn(async move {
-                    let r =
-                        tokio::task::spawn_blocking(move || io.write_piece(index as usize, &data))
-                            .await;
+                    let r = tokio::task::spawn_blocking(move || {
+                        let r = io.write_piece(index as usize, &data);
+                        drop((data, reservation));
+                        r
+                    })
+                    .await;
                     let ok = match r {
                         Ok(Ok(())) => true,
                         Ok(Err(e)) => {
