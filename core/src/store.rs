@@ -254,10 +254,10 @@ impl BlobStore {
             let guard = TempGuard(Some(path));
             file.set_len(metainfo.length())?;
             let pieces = Mutex::new(vec![PieceState::Missing; metainfo.piece_count()]);
-            let prefix = Mutex::new(Prefix {
+            let prefix = Mutex::new(Box::new(Prefix {
                 verifier: metainfo.digest().verifier(),
                 next: 0,
-            });
+            }));
             Ok(PartialBlob {
                 store,
                 file,
@@ -443,7 +443,8 @@ pub struct PartialBlob {
     guard: TempGuard,
     metainfo: Metainfo,
     pieces: Mutex<Vec<PieceState>>,
-    prefix: Mutex<Prefix>,
+    /// Boxed: a hasher's state is large, and partial blobs travel in messages.
+    prefix: Mutex<Box<Prefix>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,7 +515,7 @@ impl PartialBlob {
                     // Part of the piece may be in the hash: start again from nothing, and
                     // leave it to the commit, which reads the file again and reports the
                     // error if it persists.
-                    *prefix = Prefix {
+                    **prefix = Prefix {
                         verifier: self.metainfo.digest().verifier(),
                         next: 0,
                     };
@@ -562,7 +563,7 @@ impl PartialBlob {
             ..
         } = self;
         let Prefix { mut verifier, next } =
-            prefix.into_inner().unwrap_or_else(PoisonError::into_inner);
+            *prefix.into_inner().unwrap_or_else(PoisonError::into_inner);
         let from = metainfo.piece_range(next).map_or(length, |r| r.start);
         let mut buf = vec![0u8; HASH_CHUNK];
         let mut pos = from;

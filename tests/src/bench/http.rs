@@ -1,6 +1,8 @@
 //! The HTTP a benchmark speaks: uploads and timed downloads checked against their digest.
 //! Scrapes of `/metrics` use the harness's [`crate::http`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_core::Digest;
@@ -130,6 +132,17 @@ pub async fn timed_get(
     expect_blob: Option<(Digest, u64)>,
     t0: Instant,
 ) -> Result<Fetch> {
+    timed_get_counting(client, url, expect_blob, t0, &AtomicU64::new(0)).await
+}
+
+/// [`timed_get`], adding the body's bytes to `received` as they arrive.
+async fn timed_get_counting(
+    client: &reqwest::Client,
+    url: &str,
+    expect_blob: Option<(Digest, u64)>,
+    t0: Instant,
+    received: &AtomicU64,
+) -> Result<Fetch> {
     let what = format!("GET {url}");
     let res = client
         .get(url)
@@ -146,6 +159,7 @@ pub async fn timed_get(
             first_byte_s = Some(t0.elapsed().as_secs_f64());
         }
         bytes += chunk.len() as u64;
+        received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if let Some(h) = hasher.as_mut() {
             h.update(&chunk);
         }
@@ -173,12 +187,15 @@ pub async fn timed_get(
 }
 
 /// GETs `path` from every base URL at the same moment, each body checked to be as long as
-/// the blob and the first one hashed too; times count from that moment. Fails on the first failure, or when `limit` passes.
+/// the blob and the first one hashed too; times count from that moment, and the bodies'
+/// bytes together are added to `received` as they arrive. Fails on the first failure, or
+/// when `limit` passes.
 pub async fn fetch_all(
     bases: &[String],
     path: &str,
     blob: (Digest, u64),
     limit: Duration,
+    received: Arc<AtomicU64>,
 ) -> Result<Vec<Fetch>> {
     // A client each, with its connection opened beforehand, so that no request waits for
     // another's connection or pays for its own handshake.
@@ -203,8 +220,9 @@ pub async fn fetch_all(
         // last bytes only once the whole blob matched its digest, and hashing every copy
         // would take this program's share of a small machine from the processes it measures.
         let check = (i == 0).then_some(blob);
+        let received = Arc::clone(&received);
         set.spawn(async move {
-            let f = timed_get(&c, &url, check, t0).await;
+            let f = timed_get_counting(&c, &url, check, t0, &received).await;
             let f = f.and_then(|f| {
                 if f.bytes == blob.1 {
                     Ok(f)

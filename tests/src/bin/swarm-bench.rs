@@ -24,7 +24,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -90,8 +91,9 @@ struct Args {
 /// What one run measured.
 struct Run {
     fetches: Vec<Fetch>,
-    /// (seconds since the pulls began, piece bytes all agents had received since then).
-    timeline: Vec<(f64, f64)>,
+    /// (seconds since the pulls began, piece bytes all agents had received since then, blob
+    /// bytes all clients had received from their agents).
+    timeline: Vec<(f64, f64, f64)>,
     /// Blob bytes the origins sent while the agents downloaded (both protocols).
     origin_sent: f64,
     /// Piece bytes the agents received from each other, and from origins.
@@ -139,7 +141,8 @@ impl Run {
             "processes": self.procs.iter().map(|(k, (n, _))| (k.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "load_average_1m": self.load,
             "setup_s": round(self.setup_s),
-            "ingress_timeline": self.timeline.iter().map(|(t, b)| json!([t, *b as u64])).collect::<Vec<_>>(),
+            "ingress_timeline": self.timeline.iter().map(|(t, b, _)| json!([t, *b as u64])).collect::<Vec<_>>(),
+            "client_timeline": self.timeline.iter().map(|(t, _, c)| json!([t, *c as u64])).collect::<Vec<_>>(),
         })
     }
 }
@@ -356,18 +359,27 @@ fn report(label: &str, run: &Run, total: f64) {
         run.busy * 100.0,
         run.load
     );
-    let shares: Vec<String> = [0.1, 0.5, 0.9, 1.0]
-        .iter()
-        .map(|&q| {
-            time_to_share(&run.timeline, total, q).map_or_else(
-                || format!("{:.0}% -", q * 100.0),
-                |t| format!("{:.0}% {t:.1}s", q * 100.0),
-            )
-        })
-        .collect();
+    let shares = |series: &[(f64, f64)]| {
+        [0.1, 0.5, 0.9, 0.99, 1.0]
+            .iter()
+            .map(|&q| {
+                time_to_share(series, total, q).map_or_else(
+                    || format!("{:.0}% -", q * 100.0),
+                    |t| format!("{:.0}% {t:.2}s", q * 100.0),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let agents: Vec<(f64, f64)> = run.timeline.iter().map(|&(t, a, _)| (t, a)).collect();
+    let clients: Vec<(f64, f64)> = run.timeline.iter().map(|&(t, _, c)| (t, c)).collect();
     println!(
         "{label}: all agents' bytes together (sampled): {}",
-        shares.join(", ")
+        shares(&agents)
+    );
+    println!(
+        "{label}: all clients' bytes together (sampled): {}",
+        shares(&clients)
     );
 }
 
@@ -415,10 +427,18 @@ async fn run(
     let addrs: Vec<String> = cluster.agents.iter().map(|a| a.addr.clone()).collect();
     let every = Duration::from_secs_f64(sample_every.max(0.05));
     let done = AtomicBool::new(false);
+    let served = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let (fetched, timeline) = tokio::join!(
         async {
-            let r = http::fetch_all(&agents, &path, (blob.digest, blob.length), limit).await;
+            let r = http::fetch_all(
+                &agents,
+                &path,
+                (blob.digest, blob.length),
+                limit,
+                Arc::clone(&served),
+            )
+            .await;
             done.store(true, Ordering::Relaxed);
             r
         },
@@ -428,7 +448,8 @@ async fn run(
             while !done.load(Ordering::Relaxed) {
                 tokio::time::sleep(every).await;
                 let got = agent_bytes(addrs.clone()).await;
-                timeline.push((round(t0.elapsed().as_secs_f64()), got - start));
+                let clients = served.load(Ordering::Relaxed) as f64;
+                timeline.push((round(t0.elapsed().as_secs_f64()), got - start, clients));
             }
             timeline
         }
