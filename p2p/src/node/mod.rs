@@ -159,8 +159,7 @@ pub(crate) struct Ctx {
 pub(crate) enum Cmd {
     Download {
         metainfo: Arc<Metainfo>,
-        // Boxed: a partial blob carries its running hash, and commands are moved often.
-        partial: Box<shoal_core::store::PartialBlob>,
+        partial: shoal_core::store::PartialBlob,
         reply: oneshot::Sender<Arc<DownloadShared>>,
     },
     Seed {
@@ -310,7 +309,7 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::Download {
             metainfo: Arc::new(metainfo),
-            partial: Box::new(partial),
+            partial,
             reply,
         })?;
         let shared = rx.await.map_err(|_| P2pError::Stopped)?;
@@ -496,7 +495,7 @@ impl Actor {
                 let io = Arc::new(BlobIo::downloading(
                     Arc::clone(&metainfo),
                     self.ctx.store.clone(),
-                    *partial,
+                    partial,
                 ));
                 let shared = DownloadShared::new(Arc::clone(&io), None, Some(self.ctx.cmd.clone()));
                 if let Err(e) = self.engine.download(now(), digest, layout) {
