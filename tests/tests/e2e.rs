@@ -530,9 +530,11 @@ fn demo(cluster: &DevCluster) {
     let o = cluster.script(&["demo", "--size", "48"]).ok();
     eprintln!("{o}");
     assert!(o.contains("every agent has demo/app:v1"), "{o}");
-    // Three agents pulling at once can take at most two thirds from each other (about 62% is
-    // usual); the origins should not be sending the image once per agent. 48 MiB makes
-    // enough pieces for the share to be steady.
+    // Three agents pulling at once can take at most two thirds from each other. Uncapped on
+    // one machine an origin is as fast as a peer, so the split varies (45-57% from peers);
+    // what must hold is that the hosts share: a good part comes from peers, and the origins
+    // send well under the three copies one server would. 48 MiB makes enough pieces for the
+    // figures to be steady.
     let share: u32 = o
         .split("; ")
         .nth(1)
@@ -540,8 +542,18 @@ fn demo(cluster: &DevCluster) {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("the demo printed no share of bytes from peers:\n{o}"));
     assert!(
-        share > 50,
+        share >= 35,
         "only {share}% of the bytes came from peers:\n{o}"
+    );
+    let copies: f64 = o
+        .split(" times the image")
+        .next()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the demo printed no origin copies:\n{o}"));
+    assert!(
+        copies < 2.0,
+        "the origins sent {copies} copies of the image for three agents:\n{o}"
     );
     for i in 1..=cluster.agents {
         assert!(
