@@ -68,6 +68,9 @@ pub struct SimConfig {
     pub time_limit: Duration,
     /// Every downloader reads the blob in order as it arrives.
     pub streaming: bool,
+    /// Origins offer in index order, origin `k` of `r` from piece `k * n / r`, rather than
+    /// the first few pieces and then the rest at random.
+    pub ranked_offers: bool,
 }
 
 impl SimConfig {
@@ -90,6 +93,7 @@ impl SimConfig {
             origin_engine: Config::origin(),
             time_limit: Duration::from_secs(3600),
             streaming: false,
+            ranked_offers: false,
         }
     }
 
@@ -158,7 +162,14 @@ pub struct SimReport {
     /// When hosts held their first piece (piece 0): the first byte an in-order reader gets.
     pub first_piece_p50_s: f64,
     pub first_piece_p99_s: f64,
+    /// Progress fractions at which the two figures below are taken.
+    pub progress_marks: [f64; 4],
+    /// p50 over hosts of when they held that fraction of the pieces, and of when the
+    /// contiguous prefix from piece 0 (what an in-order reader has had) reached it.
+    pub held_p50_s: [f64; 4],
+    pub in_order_p50_s: [f64; 4],
     pub streaming: bool,
+    pub ranked_offers: bool,
     pub duplicate_pieces: u64,
     pub bad_pieces: u64,
     pub timeouts: u64,
@@ -262,9 +273,26 @@ struct Host {
     done_at: Option<u64>,
     /// When piece 0 was written.
     first_at: Option<u64>,
-    /// Streaming: the reader's position, the first piece not yet written.
+    /// The reader's position, the first piece not yet written (tracked whether or not the
+    /// engine is told of it).
     reader: u32,
+    /// Pieces written, and when the held count and the reader passed each progress mark.
+    held: u32,
+    held_at: [Option<u64>; 4],
+    in_order_at: [Option<u64>; 4],
     uploaded: u64,
+}
+
+/// Progress fractions at which held and in-order figures are taken.
+const MARKS: [f64; 4] = [0.1, 0.5, 0.9, 1.0];
+
+/// Records `now` for each mark that `count` of `pieces` has reached for the first time.
+fn mark(at: &mut [Option<u64>; 4], count: u32, pieces: u32, now: u64) {
+    for (slot, q) in at.iter_mut().zip(MARKS) {
+        if slot.is_none() && count as f64 >= (q * pieces as f64).ceil() {
+            *slot = Some(now);
+        }
+    }
 }
 
 /// Runs a scenario to the end.
@@ -379,6 +407,9 @@ impl<'a> Sim<'a> {
                 done_at: None,
                 first_at: None,
                 reader: 0,
+                held: 0,
+                held_at: [None; 4],
+                in_order_at: [None; 4],
                 uploaded: 0,
             });
         }
@@ -437,6 +468,10 @@ impl<'a> Sim<'a> {
             let (d, l) = (self.digest, self.layout);
             // Origins need not announce: trackers know them.
             let _ = self.hosts[h].engine.seed(now, d, l, false);
+            if self.cfg.ranked_offers {
+                let start = (h as u64 * l.pieces as u64 / self.cfg.origins.max(1) as u64) as u32;
+                self.hosts[h].engine.set_offer_start(&d, start);
+            }
         }
         // Every downloader asks at once, in a random order.
         let mut order: Vec<u32> =
@@ -681,7 +716,10 @@ impl<'a> Sim<'a> {
         if index == 0 {
             host.first_at = Some(self.now);
         }
-        if !self.cfg.streaming || index != host.reader {
+        let pieces = self.layout.pieces;
+        host.held += 1;
+        mark(&mut host.held_at, host.held, pieces, self.now);
+        if index != host.reader {
             return;
         }
         let Some(have) = host.engine.have(&d) else {
@@ -692,8 +730,11 @@ impl<'a> Sim<'a> {
             r += 1;
         }
         host.reader = r;
-        let focus = (r < self.layout.pieces).then_some(r);
-        host.engine.set_focus(now, &d, focus);
+        mark(&mut host.in_order_at, r, pieces, self.now);
+        if self.cfg.streaming {
+            let focus = (r < pieces).then_some(r);
+            host.engine.set_focus(now, &d, focus);
+        }
     }
 
     fn act(&mut self, h: u32, a: Action) {
@@ -901,9 +942,14 @@ impl<'a> Sim<'a> {
             );
         }
         eprintln!(
-            "t={:.3}s origin-out {:.3} mean-have {:.3} min-have {:.3} uplinks-busy {:.2} queued/host {:.1} in-flight/host {:.1} done {}",
+            "t={:.3}s origin-out {:.3} origin-copies {:.3} mean-have {:.3} min-have {:.3} uplinks-busy {:.2} queued/host {:.1} in-flight/host {:.1} done {}",
             self.now as f64 / 1e9,
             self.origin_out_count as f64 / pieces,
+            self.hosts[..self.cfg.origins]
+                .iter()
+                .map(|h| h.uploaded)
+                .sum::<u64>() as f64
+                / self.cfg.size.max(1) as f64,
             mean,
             min,
             busy as f64 / leechers.len().max(1) as f64,
@@ -935,6 +981,17 @@ impl<'a> Sim<'a> {
                 stats.3 += s.rejects_received;
             }
         }
+        let marks_p50 = |f: &dyn Fn(&Host) -> [Option<u64>; 4]| {
+            let mut out = [f64::NAN; 4];
+            for (i, o) in out.iter_mut().enumerate() {
+                let v: Vec<f64> = self.hosts[self.cfg.origins..]
+                    .iter()
+                    .map(|h| f(h)[i].map_or(f64::INFINITY, secs))
+                    .collect();
+                *o = percentile(&v, 0.5);
+            }
+            out
+        };
         let origin_bytes: u64 = self.hosts[..self.cfg.origins]
             .iter()
             .map(|h| h.uploaded)
@@ -965,7 +1022,11 @@ impl<'a> Sim<'a> {
             origin_all_out_s: self.origin_all_out.map_or(f64::INFINITY, secs),
             first_piece_p50_s: p(&first, 0.5),
             first_piece_p99_s: p(&first, 0.99),
+            progress_marks: MARKS,
+            held_p50_s: marks_p50(&|h| h.held_at),
+            in_order_p50_s: marks_p50(&|h| h.in_order_at),
             streaming: self.cfg.streaming,
+            ranked_offers: self.cfg.ranked_offers,
             duplicate_pieces: stats.0,
             bad_pieces: stats.1,
             timeouts: stats.2,

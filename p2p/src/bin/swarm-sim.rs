@@ -64,6 +64,10 @@ struct Args {
     /// Every host reads the blob in order as it arrives.
     #[arg(long)]
     stream: bool,
+    /// Origins offer pieces in index order, each from its own share of the blob (origin k
+    /// of r from piece k*n/r), rather than the first few and then the rest at random.
+    #[arg(long)]
+    ranked_offers: bool,
     /// End with one line of JSON.
     #[arg(long)]
     json: bool,
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
     cfg.seed = args.seed;
     cfg.time_limit = Duration::from_secs_f64(args.time_limit.max(0.0));
     cfg.streaming = args.stream;
+    cfg.ranked_offers = args.ranked_offers;
     for knob in &args.engine {
         let Some((name, value)) = knob.split_once('=') else {
             eprintln!("swarm-sim: --engine wants name=value, not {knob:?}");
@@ -191,6 +196,15 @@ fn main() -> ExitCode {
         "first piece (an in-order reader's first byte): p50 {:.3}s  p99 {:.3}s",
         r.first_piece_p50_s, r.first_piece_p99_s
     );
+    let marks = |v: &[f64; 4]| {
+        v.iter()
+            .zip(r.progress_marks)
+            .map(|(t, q)| format!("{:.0}% {t:.3}s", q * 100.0))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("held, p50 over hosts:     {}", marks(&r.held_p50_s));
+    println!("in order, p50 over hosts: {}", marks(&r.in_order_p50_s));
     if args.json {
         match serde_json::to_string(&r) {
             Ok(j) => println!("{j}"),

@@ -467,6 +467,9 @@ struct Swarm {
     /// lacks a piece of it.
     lacking: Vec<u32>,
     offer_cursor: usize,
+    /// Super-seeding: offers go out in index order from this piece, wrapping around;
+    /// `None`: the first few pieces, then the rest at random.
+    offer_start: Option<usize>,
     stats: SwarmStats,
 }
 
@@ -652,6 +655,7 @@ impl Engine {
             offers_out: 0,
             lacking: vec![0; pieces],
             offer_cursor: 0,
+            offer_start: None,
         };
         let slot = match self.swarms.iter().position(Option::is_none) {
             Some(i) => {
@@ -702,6 +706,19 @@ impl Engine {
         if piece.is_some() {
             self.fill(now, s);
         }
+    }
+
+    /// Super-seeding: offer a blob's pieces in index order from `start`, wrapping around,
+    /// rather than the first few and then the rest at random. An origin that is owner `k`
+    /// of `r` of a blob starts at piece `k * n / r`: the origins then send disjoint runs,
+    /// and the run from piece 0 reaches in-order readers early.
+    pub fn set_offer_start(&mut self, digest: &Digest, start: u32) {
+        let Some(&s) = self.by_digest.get(digest) else {
+            return;
+        };
+        let sw = slot(&mut self.swarms, s);
+        let n = sw.layout.pieces as usize;
+        sw.offer_start = (n > 0).then(|| start as usize % n);
     }
 
     /// The pieces held of a blob in the engine.
@@ -1827,14 +1844,21 @@ impl Engine {
                 idle_pass += 1;
                 continue;
             }
-            // A blob's first few pieces go out first, so that readers streaming it from the
-            // start find them on peers early; the rest at random, so that two origins of a
-            // swarm seldom send the same piece.
+            // With an offer start, in index order from it, so that in-order readers find a
+            // growing run on peers and origins starting at different places send disjoint
+            // runs. Without: a blob's first few pieces first, so that readers streaming it
+            // from the start find them on peers early; the rest at random, so that two
+            // origins of a swarm seldom send the same piece.
             let eligible = |p: &usize| !has.get(*p) && score(sw, *p) == round_now;
-            let start = self.rng.random_range(0..n);
-            let pick = (0..n.min(MIN_STREAM_AHEAD))
-                .find(eligible)
-                .or_else(|| (0..n).map(|k| (start + k) % n).find(eligible));
+            let pick = match sw.offer_start {
+                Some(start) => (0..n).map(|k| (start + k) % n).find(eligible),
+                None => {
+                    let start = self.rng.random_range(0..n);
+                    (0..n.min(MIN_STREAM_AHEAD))
+                        .find(eligible)
+                        .or_else(|| (0..n).map(|k| (start + k) % n).find(eligible))
+                }
+            };
             let Some(p) = pick else {
                 idle_pass += 1;
                 continue;

@@ -538,6 +538,44 @@ fn origins_serve_only_what_peers_lack() {
 }
 
 #[test]
+fn an_origin_with_an_offer_start_offers_in_order_from_it_and_wraps() {
+    let mut e = Engine::new(Config::origin(), PeerId([1; 20]), 0);
+    let now = Instant::now();
+    e.seed(now, blob(), layout(), false).unwrap();
+    // Owner 2 of 3 starts two thirds of the way in; a bit further, to see the wrap.
+    e.set_offer_start(&blob(), PIECES - 3);
+    let addr = SocketAddr::from(([1, 1, 1, 1], 1));
+    let mut offered = Vec::new();
+    for k in 0..4u8 {
+        let c = e
+            .open(now, &blob(), PeerId([10 + k; 20]), addr, false, false)
+            .unwrap();
+        e.handle(
+            now,
+            Event::Message {
+                conn: c,
+                msg: Message::Bitfield(Bitfield::new(PIECES as usize)),
+            },
+        );
+        offered.extend(
+            std::iter::from_fn(|| e.poll_action()).filter_map(|a| match a {
+                Action::Send {
+                    msg: Message::Have(i),
+                    ..
+                } => Some(i),
+                _ => None,
+            }),
+        );
+    }
+    // Two offers per downloader, in index order from the start, each piece once.
+    assert_eq!(
+        offered,
+        [PIECES - 3, PIECES - 2, PIECES - 1, 0, 1, 2, 3, 4],
+        "{offered:?}"
+    );
+}
+
+#[test]
 fn endgame_duplicates_the_last_pieces_and_cancels_the_loser() {
     let mut net = Net::new();
     let slow = net.seeder(cfg(), false, Fault::Stall);

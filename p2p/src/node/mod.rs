@@ -856,11 +856,13 @@ impl Actor {
                     digest: blob,
                     length: e.io.metainfo.length(),
                 });
+                // Counted before the waiters hear of it, so whoever sees the outcome sees it
+                // counted.
+                self.ctx.metrics.downloads_in_flight.dec();
+                self.ctx.metrics.downloads.with_label_values(&["ok"]).inc();
                 if let Some(d) = &e.download {
                     d.finish(Ok(info));
                 }
-                self.ctx.metrics.downloads_in_flight.dec();
-                self.ctx.metrics.downloads.with_label_values(&["ok"]).inc();
                 tracing::info!(%blob, length = info.length, "download complete");
             }
             Action::Failed { blob, error } => {
@@ -874,15 +876,15 @@ impl Actor {
                         DownloadError::Storage("pieces could not be written".into())
                     }
                 };
-                if let Some(d) = &e.download {
-                    d.finish(Err(err.clone()));
-                }
                 self.ctx.metrics.downloads_in_flight.dec();
                 self.ctx
                     .metrics
                     .downloads
                     .with_label_values(&["failed"])
                     .inc();
+                if let Some(d) = &e.download {
+                    d.finish(Err(err.clone()));
+                }
                 tracing::warn!(%blob, error = %err, "download failed");
             }
             Action::Retired { blob } => {
