@@ -79,33 +79,7 @@ fn main() -> ExitCode {
         eprintln!("registry-bench: --size, --memory-size and --repeat must be more than 0");
         return ExitCode::from(64);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("registry-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(interruptible(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("registry-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn interruptible(args: &Args) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = bench(args) => r,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; stopping what was started"),
-        _ = term.recv() => anyhow::bail!("terminated; stopping what was started"),
-    }
+    shoal_tests::bench::main_until_signal("registry-bench", bench(&args))
 }
 
 fn mib_per_s(bytes: u64, secs: f64) -> f64 {

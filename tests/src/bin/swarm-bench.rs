@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
 use shoal_core::units::{ByteRate, ByteSize};
@@ -161,35 +160,7 @@ fn main() -> ExitCode {
         eprintln!("swarm-bench: --origins must be at least 1");
         return ExitCode::from(64);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("swarm-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(interruptible(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("swarm-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs the benchmark until it ends or SIGINT/SIGTERM arrives; either way the processes it
-/// started are stopped as its future is dropped.
-async fn interruptible(args: &Args) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = bench(args) => r,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; stopping what was started"),
-        _ = term.recv() => anyhow::bail!("terminated; stopping what was started"),
-    }
+    shoal_tests::bench::main_until_signal("swarm-bench", bench(&args))
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
