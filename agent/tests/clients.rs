@@ -12,27 +12,8 @@ use shoal_tests::oci::{Entry, tar};
 use shoal_tests::process::require;
 use support::*;
 
-/// Runs a program to the end and returns its stdout; fails the test with its output if it
-/// does not succeed.
 async fn run(program: &str, args: &[&str]) -> String {
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new(program)
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{program} {args:?} took more than two minutes"))
-    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shoal_tests::process::run_async(program, args, &[]).await
 }
 
 struct Pushed {

@@ -373,6 +373,31 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `program` with `args` and `env` to the end from async code (tests whose servers run
+/// on the same runtime must not block it), within two minutes, and returns its stdout;
+/// fails the test with its output if it does not succeed.
+pub async fn run_async(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} took more than two minutes"))
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,23 +141,5 @@ pub async fn run(program: &str, args: &[&str]) -> String {
 }
 
 pub async fn run_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{program} {args:?} took more than two minutes"))
-    .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shoal_tests::process::run_async(program, args, env).await
 }
