@@ -11,7 +11,7 @@ use shoal_agent::config::ENV_PREFIX;
 use shoal_agent::{Config, Listeners, containerd};
 use shoal_core::cli::CommonArgs;
 use shoal_core::config::{ConfigError, EX_CONFIG};
-use shoal_core::telemetry::{cancel_on_signal, init_tracing};
+use shoal_core::telemetry::cancel_on_signal;
 use tokio_util::sync::CancellationToken;
 
 /// Shoal's agent: a read-only registry on this host whose layers arrive through the swarm.
@@ -159,16 +159,9 @@ fn main() -> ExitCode {
     if let Some(Command::ContainerdConfig(cmd)) = &args.command {
         return containerd_config(cmd);
     }
-    if args.common.check_config {
-        return ExitCode::from(CommonArgs::check_outcome(&load(&args)) as u8);
-    }
-    init_tracing(args.common.log_format, &args.common.log);
-    let config = match load(&args) {
+    let config = match args.common.start("shoal-agent", || load(&args)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoal-agent: {e}");
-            return ExitCode::from(EX_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,

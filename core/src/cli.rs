@@ -1,6 +1,7 @@
 //! Flags every part's binary takes, so the four `main`s read alike.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::config::{ConfigError, Sources};
 use crate::telemetry::LogFormat;
@@ -48,9 +49,32 @@ impl CommonArgs {
         }
     }
 
+    /// What every part's `main` does first. With `--check-config`: checks the config, prints
+    /// the outcome and returns `Err` with the status to exit with. Otherwise: starts logging
+    /// and loads the config; a bad one is printed after `name` and returns `Err(EX_CONFIG)`.
+    pub fn start<T: serde::Serialize>(
+        &self,
+        name: &str,
+        load: impl Fn() -> Result<T, ConfigError>,
+    ) -> Result<T, ExitCode> {
+        if self.check_config {
+            return Err(exit_code(Self::check_outcome(&load())));
+        }
+        crate::telemetry::init_tracing(self.log_format, &self.log);
+        load().map_err(|e| {
+            eprintln!("{name}: {e}");
+            exit_code(crate::config::EX_CONFIG)
+        })
+    }
+
     /// The config sources: the file, `<env_prefix>…` variables, then `--set` pairs. Callers
     /// add their own typed flags with [`Sources::set`] afterwards, so those win.
     pub fn sources(&self, env_prefix: &str) -> Result<Sources, ConfigError> {
         Sources::new(self.config.clone(), env_prefix).set_pairs(&self.set)
     }
+}
+
+/// An exit status as `main` returns it (statuses here are small: 0, 1, 64).
+fn exit_code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
 }

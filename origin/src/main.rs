@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use shoal_core::cli::CommonArgs;
-use shoal_core::config::EX_CONFIG;
-use shoal_core::telemetry::{cancel_on_signal, init_tracing};
+use shoal_core::telemetry::cancel_on_signal;
 use shoal_origin::Listeners;
 use shoal_origin::config::{Config, ENV_PREFIX};
 use tokio_util::sync::CancellationToken;
@@ -83,19 +83,11 @@ fn load(args: &Args) -> Result<Config, shoal_core::config::ConfigError> {
         .load()
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.common.log_format, &args.common.log);
-    let loaded = load(&args);
-    if args.common.check_config {
-        std::process::exit(CommonArgs::check_outcome(&loaded));
-    }
-    let config = match loaded {
+    let config = match args.common.start("shoal-origin", || load(&args)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoal-origin: {e}");
-            std::process::exit(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -104,12 +96,15 @@ fn main() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shoal-origin: cannot start the runtime: {e}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = runtime.block_on(serve(config)) {
-        tracing::error!(error = format!("{e:#}"), "shoal-origin failed");
-        std::process::exit(1);
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "shoal-origin failed");
+            ExitCode::FAILURE
+        }
     }
 }
 

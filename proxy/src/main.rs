@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use shoal_core::cli::CommonArgs;
 use shoal_core::config::{ConfigError, EX_CONFIG};
-use shoal_core::telemetry::{cancel_on_signal, init_tracing};
+use shoal_core::telemetry::cancel_on_signal;
 use shoal_proxy::Config;
 use shoal_proxy::config::ENV_PREFIX;
 use tokio_util::sync::CancellationToken;
@@ -52,16 +52,9 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.common.check_config {
-        return ExitCode::from(CommonArgs::check_outcome(&load(&args)) as u8);
-    }
-    init_tracing(args.common.log_format, &args.common.log);
-    let config = match load(&args) {
+    let config = match args.common.start("shoal-proxy", || load(&args)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoal-proxy: {e}");
-            return ExitCode::from(EX_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,

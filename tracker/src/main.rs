@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use shoal_core::cli::CommonArgs;
-use shoal_core::config::{ConfigError, EX_CONFIG};
-use shoal_core::telemetry::{cancel_on_signal, init_tracing};
+use shoal_core::config::ConfigError;
+use shoal_core::telemetry::cancel_on_signal;
 use shoal_tracker::Config;
 use shoal_tracker::config::ENV_PREFIX;
 use tokio_util::sync::CancellationToken;
@@ -80,16 +80,9 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.common.check_config {
-        return ExitCode::from(CommonArgs::check_outcome(&load(&args)) as u8);
-    }
-    init_tracing(args.common.log_format, &args.common.log);
-    let config = match load(&args) {
+    let config = match args.common.start("shoal-tracker", || load(&args)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoal-tracker: {e}");
-            return ExitCode::from(EX_CONFIG as u8);
-        }
+        Err(code) => return code,
     };
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
