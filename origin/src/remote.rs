@@ -84,6 +84,20 @@ impl Remote {
         })
     }
 
+    /// [`Self::send`], and any status but a success is an error.
+    async fn send_ok(
+        &self,
+        member: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let res = self.send(member, req).await?;
+        if res.status().is_success() {
+            Ok(res)
+        } else {
+            Err(Self::status_error(member, res.status()))
+        }
+    }
+
     fn status_error(member: &str, status: StatusCode) -> Error {
         Error::MemberStatus {
             member: member.to_owned(),
@@ -193,12 +207,7 @@ impl Remote {
             )
             .header(http::header::CONTENT_LENGTH, length)
             .body(reqwest::Body::wrap_stream(body));
-        let res = self.send(member, req).await?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(Self::status_error(member, res.status()))
-        }
+        self.send_ok(member, req).await.map(drop)
     }
 
     /// Removes a blob from `member` alone; whether it had it.
@@ -237,12 +246,7 @@ impl Remote {
                 format!("{member}/v1/tags/{name}:{tag}?internal=1"),
             )
             .json(&body);
-        let res = self.send(member, req).await?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(Self::status_error(member, res.status()))
-        }
+        self.send_ok(member, req).await.map(drop)
     }
 
     /// Whether `member` itself holds a live value for the tag.
@@ -282,12 +286,7 @@ impl Remote {
                 format!("{member}/v1/referrers/{name}@{subject}/{referrer}?internal=1"),
             )
             .json(&body);
-        let res = self.send(member, req).await?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(Self::status_error(member, res.status()))
-        }
+        self.send_ok(member, req).await.map(drop)
     }
 
     /// `member`'s own referrer entries of `subject` in `name`, tombstones included.
@@ -301,10 +300,7 @@ impl Remote {
             Method::GET,
             format!("{member}/v1/referrers/{name}@{subject}?local=1"),
         );
-        let res = self.send(member, req).await?;
-        if !res.status().is_success() {
-            return Err(Self::status_error(member, res.status()));
-        }
+        let res = self.send_ok(member, req).await?;
         Ok(Self::json::<ReferrerEntryList>(member, res).await?.entries)
     }
 
@@ -322,10 +318,7 @@ impl Remote {
         let req = self
             .request(Method::GET, format!("{member}/v1/blobs"))
             .query(&q);
-        let res = self.send(member, req).await?;
-        if !res.status().is_success() {
-            return Err(Self::status_error(member, res.status()));
-        }
+        let res = self.send_ok(member, req).await?;
         Ok(Self::json::<BlobList>(member, res).await?.blobs)
     }
 
@@ -343,10 +336,7 @@ impl Remote {
         let req = self
             .request(Method::GET, format!("{member}/v1/tags"))
             .query(&q);
-        let res = self.send(member, req).await?;
-        if !res.status().is_success() {
-            return Err(Self::status_error(member, res.status()));
-        }
+        let res = self.send_ok(member, req).await?;
         Ok(Self::json::<TagEntryList>(member, res).await?.tags)
     }
 
@@ -379,10 +369,7 @@ impl Remote {
             .request(Method::GET, format!("{member}/v1/repositories"))
             .query(&[("local", "1")])
             .query(query);
-        let res = self.send(member, req).await?;
-        if !res.status().is_success() {
-            return Err(Self::status_error(member, res.status()));
-        }
+        let res = self.send_ok(member, req).await?;
         Ok(Self::json::<RepositoryList>(member, res)
             .await?
             .repositories)
