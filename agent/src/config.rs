@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
 use shoal_core::units::{ByteRate, ByteSize, duration};
 
@@ -32,9 +33,25 @@ pub struct Config {
     /// How long requests in flight may take to finish after SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Accept metainfo that no configured key signed, and talk to origins and tracker with
+    /// no read token. Only for a network that nothing but Shoal's parts can reach.
+    pub insecure: bool,
+    pub credentials: Credentials,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub swarm: SwarmConfig,
+}
+
+/// The cluster's credentials as an agent holds them (`shoal_core::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Credentials {
+    /// The cluster's read token, presented to the origins and the tracker.
+    pub read_token: Secret,
+    /// The origins' metainfo public keys: PEM text with one or more Ed25519 keys as
+    /// `PUBLIC KEY` (`openssl pkey -pubout`) or `CERTIFICATE` blocks. Metainfo that none of
+    /// them signed is refused.
+    pub metainfo_keys: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +101,8 @@ impl Default for Config {
             origins: vec!["http://127.0.0.1:9000".into()],
             ops_listen: String::new(),
             shutdown_grace: Duration::from_secs(10),
+            insecure: false,
+            credentials: Credentials::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             swarm: SwarmConfig::default(),

@@ -1,5 +1,6 @@
 //! What every Shoal part shares.
 //!
+//! - [`auth`]: the cluster's credentials (write and read tokens, the metainfo key).
 //! - [`digest`]: `algorithm:hex` digests and verifying hashers.
 //! - [`reference`]: repository names, tags and references by the distribution-spec grammar.
 //! - [`metainfo`]: piece layout and piece hashes of a blob, and their binary encoding.
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: logging, `/health` `/ready` `/metrics`, serving and shutdown.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod digest;

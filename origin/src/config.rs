@@ -2,12 +2,12 @@
 //! `deploy/config/origin.toml` documents each key; a test loads that file with the real
 //! loader so the two cannot drift apart.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
 use shoal_core::origin_client::base_url;
 use shoal_core::peer::PeerId;
@@ -30,9 +30,11 @@ pub struct Config {
     pub advertise: String,
     /// How many origins hold each blob and tag (fewer while the cluster is smaller).
     pub replicas: usize,
-    /// Bearer token for internal writes (`?internal=1`) and deletes. Empty: none required,
-    /// which is only safe on a network that only the Shoal parts can reach.
-    pub internal_token: Secret,
+    /// The cluster's credentials: what writes and reads must present, and the metainfo key.
+    pub credentials: Credentials,
+    /// Serve without a write token: anyone who reaches this origin can then change what the
+    /// whole fleet runs. Only for a network that nothing but Shoal's parts can reach.
+    pub insecure: bool,
     /// How long requests in flight may finish after SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
@@ -53,7 +55,8 @@ impl Default for Config {
             data_dir: PathBuf::from("/var/lib/shoal/origin"),
             advertise: String::new(),
             replicas: 3,
-            internal_token: Secret::default(),
+            credentials: Credentials::default(),
+            insecure: false,
             shutdown_grace: Duration::from_secs(10),
             max_page: 10_000,
             peer: PeerConfig::default(),
@@ -63,6 +66,21 @@ impl Default for Config {
             backend: BackendConfig::default(),
         }
     }
+}
+
+/// The cluster's credentials as an origin holds them (`shoal_core::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Credentials {
+    /// The bearer token every write needs (blobs, tags, referrers, deletes, internal copies);
+    /// origins present it to each other. Empty: refused at start unless `insecure = true`.
+    pub write_token: Secret,
+    /// Set: every read needs this token (or the write token). Empty: reads are open to
+    /// whoever reaches the origin.
+    pub read_token: Secret,
+    /// The Ed25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes
+    /// it) that signs the metainfo this origin serves.
+    pub metainfo_key: Secret,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -309,35 +327,6 @@ impl Validate for Config {
     }
 }
 
-/// A secret string: read from config like any other, never printed (nor written out by
-/// `--check-config`).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
-    }
-}
-
-impl Secret {
-    /// The secret, or `None` when it is empty (not configured).
-    pub fn get(&self) -> Option<&str> {
-        (!self.0.is_empty()).then_some(self.0.as_str())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "<none>"
-        } else {
-            "<redacted>"
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,11 +407,14 @@ mod tests {
                 members: vec!["b:2/".into(), "http://a:1".into(), "http://b:2".into()],
                 ..Default::default()
             },
-            internal_token: Secret("hunter2".into()),
+            credentials: Credentials {
+                write_token: Secret("hunter2".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(c.static_members(), vec!["http://a:1", "http://b:2"]);
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(c.internal_token.get(), Some("hunter2"));
+        assert_eq!(c.credentials.write_token.get(), Some("hunter2"));
     }
 }

@@ -167,7 +167,7 @@ impl Origin {
             .map_err(Error::Client)?;
         let remote = Remote::new(
             http,
-            config.internal_token.get().map(str::to_owned),
+            config.credentials.write_token.get().map(str::to_owned),
             cluster.clone(),
         );
         let state: AppState = Arc::new(Shared {

@@ -143,7 +143,7 @@ pub fn is_forwarded(headers: &HeaderMap) -> bool {
 
 /// Checks the internal token, when one is configured.
 pub fn check_token(st: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = st.config.internal_token.get() else {
+    let Some(expected) = st.config.credentials.write_token.get() else {
         return Ok(());
     };
     let given = headers

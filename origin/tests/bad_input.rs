@@ -277,7 +277,7 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
 async fn internal_writes_and_deletes_need_the_token() {
     let cluster = TestCluster::builder(3)
         .replicas(2)
-        .configure(|_, c| c.internal_token = shoal_origin::config::Secret("s3cret".into()))
+        .configure(|_, c| c.credentials.write_token = shoal_origin::config::Secret("s3cret".into()))
         .start()
         .await;
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 10_000);

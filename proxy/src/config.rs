@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
 use shoal_core::units::{ByteSize, duration};
 
@@ -18,9 +19,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The origins' base URLs or `host:port`s, every one of them, in any order.
     pub origins: Vec<String>,
-    /// The origins' internal token, sent as a bearer token; deletes need it when the origins
-    /// have one.
-    pub origin_token: Secret,
+    /// The cluster's credentials the proxy presents to the origins.
+    pub credentials: Credentials,
     /// Whether `DELETE` of manifests, tags and blobs is allowed.
     pub allow_delete: bool,
     /// The largest manifest accepted on `PUT` (413 beyond).
@@ -64,28 +64,13 @@ pub struct AuthConfig {
     pub push_users: Vec<String>,
 }
 
-/// A string that never appears in logs, `Debug` output or a printed config.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
-    }
-}
-
-impl Secret {
-    /// The secret, or `None` when it is empty.
-    pub fn get(&self) -> Option<&str> {
-        (!self.0.is_empty()).then_some(self.0.as_str())
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
-    }
+/// The cluster's credentials as the proxy holds them (`shoal_core::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Credentials {
+    /// The origins' write token, sent with every request to them: pushes, tags and deletes
+    /// need it.
+    pub write_token: Secret,
 }
 
 impl Default for Config {
@@ -93,7 +78,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             origins: vec!["http://127.0.0.1:9000".into()],
-            origin_token: Secret::default(),
+            credentials: Credentials::default(),
             allow_delete: true,
             max_manifest_size: ByteSize::mib(4),
             max_page: 1000,
@@ -201,11 +186,14 @@ mod tests {
         let c: Config = Sources::new(None, ENV_PREFIX)
             .load_with_env(vec![
                 ("SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT".into(), "2m".into()),
-                ("SHOAL_PROXY_ORIGIN_TOKEN".into(), "hunter2".into()),
+                (
+                    "SHOAL_PROXY_CREDENTIALS__WRITE_TOKEN".into(),
+                    "hunter2".into(),
+                ),
             ])
             .unwrap();
         assert_eq!(c.uploads.idle_timeout, Duration::from_secs(120));
-        assert_eq!(c.origin_token.get(), Some("hunter2"));
+        assert_eq!(c.credentials.write_token.get(), Some("hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
     }

@@ -43,7 +43,7 @@ impl AppState {
         let auth = Auth::from_config(&config.auth)?;
         let origins = OriginClient::new(
             &config.origins,
-            config.origin_token.get().map(str::to_owned),
+            config.credentials.write_token.get().map(str::to_owned),
         )?;
         let sessions = Sessions::open(
             &config.uploads.spool_dir,

@@ -528,8 +528,8 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
                 .map(|e| e["valueFrom"]["secretKeyRef"].clone())
         };
         assert_eq!(
-            token_secret(sts, "SHOAL_ORIGIN_INTERNAL_TOKEN"),
-            token_secret(proxy_w, "SHOAL_PROXY_ORIGIN_TOKEN"),
+            token_secret(sts, "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN"),
+            token_secret(proxy_w, "SHOAL_PROXY_CREDENTIALS__WRITE_TOKEN"),
             "[{}] the proxy presents the origins' token",
             s.name
         );

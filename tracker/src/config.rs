@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
 use shoal_core::units::{ByteSize, duration};
 
@@ -36,8 +37,22 @@ pub struct Config {
     /// How long requests in flight may take to finish after SIGTERM.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// Serve without a read token: anyone who reaches the tracker can then announce and
+    /// steer which peers agents dial. Only for a network that nothing but Shoal's parts can
+    /// reach.
+    pub insecure: bool,
+    pub credentials: Credentials,
     pub table: TableConfig,
     pub metainfo: MetainfoConfig,
+}
+
+/// The cluster's credentials as a tracker holds them (`shoal_core::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Credentials {
+    /// The cluster's read token: every announce and metainfo request must carry it, and the
+    /// tracker presents it to the origins. Empty: refused at start unless `insecure = true`.
+    pub read_token: Secret,
 }
 
 /// Bounds of the in-memory peer table.
@@ -82,6 +97,8 @@ impl Default for Config {
             trust_announced_addr: false,
             origin_refresh: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            insecure: false,
+            credentials: Credentials::default(),
             table: TableConfig::default(),
             metainfo: MetainfoConfig::default(),
         }

@@ -252,7 +252,7 @@ startupProbe:
   failureThreshold: 60
 {{- end -}}
 
-{{/* The internal token as an environment variable. Call with (list $ "SHOAL_ORIGIN_INTERNAL_TOKEN"). */}}
+{{/* The internal token as an environment variable. Call with (list $ "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN"). */}}
 {{- define "shoal.tokenEnv" -}}
 {{- $root := index . 0 -}}
 {{- with $root.Values.internalToken.existingSecret }}

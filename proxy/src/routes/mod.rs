@@ -200,7 +200,7 @@ pub fn origin_error(e: OriginError) -> ApiError {
             if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN =>
         {
             ApiError::internal(format!(
-                "an origin refused the proxy (check origin_token): {e}"
+                "an origin refused the proxy (check credentials.write_token): {e}"
             ))
         }
         OriginError::Api { status, .. }
