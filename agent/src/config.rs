@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
+use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteRate, ByteSize, duration};
 
 /// The environment prefix of the agent's config keys.
@@ -40,6 +41,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub swarm: SwarmConfig,
+    /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
+    pub server: ServerConfig,
 }
 
 /// The cluster's credentials as an agent holds them (`shoal_core::auth`).
@@ -106,6 +109,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             swarm: SwarmConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -167,6 +171,7 @@ fn is_base_url(s: &str) -> bool {
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.server.validate("server", problems);
         if self.origins.is_empty() {
             problems.push("`origins`: at least one origin base URL is needed".into());
         }

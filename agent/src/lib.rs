@@ -163,14 +163,26 @@ impl Agent {
         let app = routes::router(state.clone(), registry.clone(), ready.clone());
         let grace = state.config.shutdown_grace;
         let mut servers = vec![tokio::spawn(
-            shoal_core::telemetry::serve(listeners.http, app, shutdown.clone(), grace)
-                .instrument(tracing::info_span!("http", %addr)),
+            shoal_core::telemetry::serve(
+                listeners.http,
+                app,
+                shutdown.clone(),
+                grace,
+                state.config.server.clone(),
+            )
+            .instrument(tracing::info_span!("http", %addr)),
         )];
         if let (Some(ops), Some(ops_addr)) = (listeners.ops, ops_addr) {
             let app = shoal_core::telemetry::ops_router(registry, ready.clone());
             servers.push(tokio::spawn(
-                shoal_core::telemetry::serve(ops, app, shutdown.clone(), grace)
-                    .instrument(tracing::info_span!("ops", addr = %ops_addr)),
+                shoal_core::telemetry::serve(
+                    ops,
+                    app,
+                    shutdown.clone(),
+                    grace,
+                    state.config.server.clone(),
+                )
+                .instrument(tracing::info_span!("ops", addr = %ops_addr)),
             ));
         }
         {

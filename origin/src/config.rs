@@ -11,6 +11,7 @@ pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
 use shoal_core::origin_client::base_url;
 use shoal_core::peer::PeerId;
+use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteRate, duration};
 
 /// The environment prefix of the origin's config keys.
@@ -45,6 +46,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub repair: RepairConfig,
     pub backend: BackendConfig,
+    /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             repair: RepairConfig::default(),
             backend: BackendConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -262,6 +266,7 @@ fn check_url(what: &str, url: &str, problems: &mut Vec<String>) {
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.server.validate("server", problems);
         if self.replicas == 0 {
             problems.push("replicas must be at least 1".into());
         }

@@ -201,6 +201,7 @@ impl Origin {
                 app,
                 shutdown.clone(),
                 state.config.shutdown_grace,
+                state.config.server.clone(),
             )
             .instrument(tracing::info_span!("http", %addr)),
         );

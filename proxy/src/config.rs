@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
+use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteSize, duration};
 
 /// The environment prefix of the proxy's config keys (`SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT`).
@@ -32,6 +33,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub uploads: UploadConfig,
     pub auth: AuthConfig,
+    /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
+    pub server: ServerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +88,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             uploads: UploadConfig::default(),
             auth: AuthConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -113,6 +117,7 @@ impl Default for AuthConfig {
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.server.validate("server", problems);
         if self.origins.is_empty() {
             problems.push("origins: name at least one origin".into());
         }

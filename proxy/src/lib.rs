@@ -42,6 +42,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ProxyError> {
     let grace = config.shutdown_grace;
+    let limits = config.server.clone();
     let state = AppState::new(config, &registry, shutdown.clone()).await?;
     let ready = Readiness::default();
     let sessions = state.sessions.clone();
@@ -49,7 +50,7 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ProxyError::Serve)?;
     tracing::info!(%addr, "proxy serving");
     ready.set(true);
-    let served = telemetry::serve(listener, app, shutdown, grace).await;
+    let served = telemetry::serve(listener, app, shutdown, grace, limits).await;
     ready.set(false);
     // Uploads cannot outlive the process that holds their sessions.
     sessions.close_all().await;

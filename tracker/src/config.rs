@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
+use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteSize, duration};
 
 /// The environment prefix of the tracker's config keys.
@@ -44,6 +45,8 @@ pub struct Config {
     pub credentials: Credentials,
     pub table: TableConfig,
     pub metainfo: MetainfoConfig,
+    /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
+    pub server: ServerConfig,
 }
 
 /// The cluster's credentials as a tracker holds them (`shoal_core::auth`).
@@ -101,6 +104,7 @@ impl Default for Config {
             credentials: Credentials::default(),
             table: TableConfig::default(),
             metainfo: MetainfoConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.server.validate("server", problems);
         if self.origins.is_empty() {
             problems.push("`origins`: at least one origin base URL is needed".into());
         }

@@ -67,6 +67,7 @@ pub struct Tracker {
     interval: Duration,
     origin_refresh: Duration,
     grace: Duration,
+    server: shoal_core::telemetry::ServerConfig,
 }
 
 impl Tracker {
@@ -106,6 +107,7 @@ impl Tracker {
             interval: config.announce_interval,
             origin_refresh: config.origin_refresh,
             grace: config.shutdown_grace,
+            server: config.server.clone(),
         })
     }
 
@@ -206,8 +208,14 @@ impl Tracker {
             draining.cancelled().await;
             ready.set(false);
         });
-        let result =
-            shoal_core::telemetry::serve(listener, self.router(), shutdown, self.grace).await;
+        let result = shoal_core::telemetry::serve(
+            listener,
+            self.router(),
+            shutdown,
+            self.grace,
+            self.server.clone(),
+        )
+        .await;
         tasks.cancel();
         for task in [expiry, refresh] {
             if let Err(e) = task.await {
