@@ -640,4 +640,161 @@ mod tests {
         server.await.unwrap().unwrap();
         assert!(reqwest::get(format!("http://{addr}/health")).await.is_err());
     }
+
+    /// Serves a router with one echoing route under `limits`; returns its address.
+    async fn start(limits: ServerConfig) -> (std::net::SocketAddr, CancellationToken) {
+        use axum::routing::put;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let app: Router = ops_router(prometheus::Registry::new(), Readiness::default()).route(
+            "/echo",
+            put(|body: axum::body::Body| async move {
+                match body.collect().await {
+                    Ok(b) => (StatusCode::OK, b.to_bytes()).into_response(),
+                    Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+                }
+            }),
+        );
+        tokio::spawn(serve(
+            listener,
+            app,
+            token.clone(),
+            Duration::from_secs(1),
+            limits,
+        ));
+        (addr, token)
+    }
+
+    /// Reads until the server closes; what it sent.
+    async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_header_is_closed_after_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ServerConfig {
+            header_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let (addr, token) = start(limits).await;
+        let started = tokio::time::Instant::now();
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /health HTTP/1.1\r\nHo").await.unwrap();
+        assert!(
+            read_to_close(&mut idle, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        assert!(
+            read_to_close(&mut slow, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A request that comes in time is answered.
+        let body = reqwest::get(format!("http://{addr}/health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok\n");
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
+        let limits = ServerConfig {
+            max_connections: 3,
+            ..ServerConfig::default()
+        };
+        let (addr, token) = start(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..10 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let res = tokio::time::timeout(
+            Duration::from_secs(1),
+            reqwest::get(format!("http://{addr}/health")),
+        )
+        .await
+        .expect("answered within a second")
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // All but the newest two idle connections were closed to make room.
+        let mut closed = 0;
+        for s in &mut idle {
+            if read_to_close(s, Duration::from_millis(200)).await.is_some() {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 8, "{closed} of 10 idle connections closed");
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_cap_gets_413_before_the_body() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ServerConfig {
+            max_body: ByteSize(1000),
+            ..ServerConfig::default()
+        };
+        let (addr, token) = start(limits).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551612\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("SIZE_INVALID"), "{answer}");
+        // A body without a length is cut off at the cap.
+        let client = reqwest::Client::new();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            vec![Ok(vec![b'a'; 800]), Ok(vec![b'a'; 800])];
+        let res = client
+            .put(format!("http://{addr}/echo"))
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await;
+        // The refusal, or a connection closed on the rest of the body: never the echo.
+        if let Ok(res) = res {
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        }
+        let res = client
+            .put(format!("http://{addr}/echo"))
+            .body(vec![b'a'; 1000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.bytes().await.unwrap().len(), 1000);
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_given_up_on() {
+        use tokio::io::AsyncWriteExt;
+        let limits = ServerConfig {
+            body_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        };
+        let (addr, token) = start(limits).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("sent nothing"), "{answer}");
+        token.cancel();
+    }
 }

@@ -102,7 +102,9 @@ impl Pieces {
             piece_length,
             piece: sha2::Sha256::new(),
             in_piece: 0,
-            hashes: Vec::with_capacity(length.div_ceil(piece_length as u64) as usize),
+            // The length is the client's word until the body proves it: reserve no more
+            // than a modest blob's worth of piece hashes up front.
+            hashes: Vec::with_capacity(length.div_ceil(piece_length as u64).min(4096) as usize),
         }
     }
 

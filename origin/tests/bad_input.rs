@@ -428,3 +428,93 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
     );
     origin.stop().await;
 }
+
+/// How many idle connections one test process can hold open to a server in the same
+/// process: each costs two descriptors, and the soft `ulimit -n` bounds them.
+fn idle_connections_possible(wanted: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    let n = wanted.min(soft.saturating_sub(256) / 2);
+    if n < wanted {
+        eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
+    }
+    n
+}
+
+async fn start_one(
+    configure: impl FnOnce(&mut shoal_origin::Config),
+) -> (TestOrigin, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path().to_owned());
+    configure(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let origin = TestOrigin::start(config, listener).await.unwrap();
+    (origin, base, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_18446744073709551612_gets_a_4xx_at_once_and_the_origin_lives() {
+    let (_origin, base, _dir) = start_one(|_| {}).await;
+    let digest = Digest::sha256_of(b"never sent");
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || raw_upload(&base, &digest, 18446744073709551612, b"", false)
+    })
+    .await
+    .unwrap();
+    let status = answer.expect("an answer, not a closed connection");
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered late");
+    // The origin lives, and takes a real upload.
+    let data = random_bytes(10_000);
+    let d = Digest::sha256_of(&data);
+    assert_eq!(
+        put_blob(&base, &d, data.clone()).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(get_blob(&base, &d).await.1.as_ref(), &data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_do_not_starve_the_origin() {
+    use tokio::io::AsyncReadExt;
+    let header_timeout = Duration::from_secs(2);
+    let (_origin, base, _dir) = start_one(|c| {
+        // Below the number of idle connections: the cap makes room by closing idle ones.
+        c.server.max_connections = 500;
+        c.server.header_timeout = header_timeout;
+    })
+    .await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let n = idle_connections_possible(2000);
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let data = random_bytes(10_000);
+    let d = Digest::sha256_of(&data);
+    let res = tokio::time::timeout(Duration::from_secs(1), put_blob(&base, &d, data.clone()))
+        .await
+        .expect("a real request is answered within a second");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Those that never sent a header are gone once the header timeout has passed.
+    let deadline = tokio::time::Instant::now() + header_timeout + Duration::from_secs(5);
+    for (i, mut s) in idle.into_iter().enumerate() {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("idle connection {i} was sent {n} bytes"),
+            Err(_) => panic!("idle connection {i} still open after the header timeout"),
+        }
+    }
+    assert_eq!(get_blob(&base, &d).await.1.as_ref(), &data[..]);
+}

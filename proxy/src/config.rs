@@ -52,6 +52,12 @@ pub struct UploadConfig {
     pub body_timeout: Duration,
     /// Upload sessions open at once; more are refused with 429 TOOMANYREQUESTS.
     pub max_sessions: usize,
+    /// The most bytes one upload session may hold; a chunk beyond gets 413.
+    pub max_size: ByteSize,
+    /// How long a session may last from its start, however busy a client keeps it; then
+    /// it is dropped with its bytes, even in the middle of a chunk.
+    #[serde(with = "duration")]
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +106,8 @@ impl Default for UploadConfig {
             idle_timeout: Duration::from_secs(15 * 60),
             body_timeout: Duration::from_secs(120),
             max_sessions: 1000,
+            max_size: ByteSize::gib(64),
+            max_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -148,6 +156,12 @@ impl Validate for Config {
         }
         if self.uploads.max_sessions == 0 {
             problems.push("uploads.max_sessions must be at least 1".into());
+        }
+        if self.uploads.max_size.bytes() == 0 {
+            problems.push("uploads.max_size must be more than 0".into());
+        }
+        if self.uploads.max_lifetime < Duration::from_secs(1) {
+            problems.push("uploads.max_lifetime must be at least 1s".into());
         }
         if self.auth.realm.contains('"') || self.auth.realm.chars().any(char::is_control) {
             problems.push("auth.realm must not contain quotes or control characters".into());

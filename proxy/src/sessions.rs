@@ -9,7 +9,10 @@
 //! consistent again, even when the request that started it has been dropped.
 //!
 //! Sessions are this process's alone and temporary: the spool directory is emptied at
-//! start, and a session with no request for the idle timeout is removed with its file.
+//! start, and a session with no request for the idle timeout is removed with its file. A
+//! session also has a size cap and an absolute lifetime: a client that keeps one busy by
+//! drip-feeding it bytes loses it (and its spool space) when the lifetime ends, even in
+//! the middle of a chunk.
 
 use std::collections::HashMap;
 use std::io;
@@ -57,6 +60,10 @@ pub struct Session {
     /// The accepted length, readable while a chunk is being written.
     committed: AtomicU64,
     spool: Arc<tokio::sync::Mutex<Spool>>,
+    /// Cancelled when the session outlives its lifetime: a chunk being written stops.
+    expired: CancellationToken,
+    /// The most bytes the session may hold.
+    max_size: u64,
 }
 
 impl Session {
@@ -91,7 +98,12 @@ impl Session {
         S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin,
     {
         let spool = self.lock().await?;
-        let offset = append(spool, body, range, content_length, stall).await?;
+        let bounds = Bounds {
+            stall,
+            max_size: self.max_size,
+            expired: self.expired.clone(),
+        };
+        let offset = append(spool, body, range, content_length, bounds).await?;
         self.committed.store(offset, Ordering::Release);
         self.touch();
         Ok(offset)
@@ -121,6 +133,8 @@ pub struct Sessions {
     dir: PathBuf,
     idle_timeout: Duration,
     max: usize,
+    max_size: u64,
+    max_lifetime: Duration,
     open: Mutex<HashMap<String, Arc<Session>>>,
     in_flight: prometheus::IntGauge,
 }
@@ -144,9 +158,18 @@ impl Sessions {
             dir,
             idle_timeout,
             max,
+            max_size: u64::MAX,
+            max_lifetime: Duration::MAX,
             open: Mutex::new(HashMap::new()),
             in_flight,
         })
+    }
+
+    /// Caps each session at `max_size` bytes and `max_lifetime` from its start.
+    pub fn bounded(mut self, max_size: u64, max_lifetime: Duration) -> Self {
+        self.max_size = max_size;
+        self.max_lifetime = max_lifetime;
+        self
     }
 
     fn map(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>>, ApiError> {
@@ -165,6 +188,8 @@ impl Sessions {
             started: now,
             last_seen: Mutex::new(now),
             committed: AtomicU64::new(0),
+            expired: CancellationToken::new(),
+            max_size: self.max_size,
             spool: Arc::new(tokio::sync::Mutex::new(Spool {
                 path: self.dir.join(&id),
                 offset: 0,
@@ -208,20 +233,29 @@ impl Sessions {
     }
 
     /// Closes every session idle for longer than the timeout, except those busy with a
-    /// request. Returns how many were closed.
+    /// request, and every session older than its lifetime, busy or not (a chunk being
+    /// written stops and gives the session up). Returns how many were closed.
     pub async fn expire(&self) -> usize {
         let now = Instant::now();
         let candidates: Vec<Arc<Session>> = match self.open.lock() {
             Ok(map) => map
                 .values()
-                .filter(|s| now.saturating_duration_since(s.idle_since()) >= self.idle_timeout)
+                .filter(|s| {
+                    if now.saturating_duration_since(s.started) >= self.max_lifetime {
+                        s.expired.cancel();
+                        return true;
+                    }
+                    now.saturating_duration_since(s.idle_since()) >= self.idle_timeout
+                })
                 .cloned()
                 .collect(),
             Err(_) => return 0,
         };
         let mut closed = 0;
         for s in candidates {
-            // A session busy with a long chunk is not idle, however long ago it began.
+            // A session busy with a long chunk is not idle, however long ago it began; one
+            // past its lifetime has been told to stop, and is closed on a later round,
+            // once the chunk has given it up.
             let Ok(mut spool) = s.spool.clone().try_lock_owned() else {
                 continue;
             };
@@ -254,8 +288,8 @@ impl Sessions {
     /// Expires idle sessions now and then until `shutdown`.
     pub fn spawn_reaper(self: &Arc<Self>, shutdown: CancellationToken) {
         let sessions = self.clone();
-        let every =
-            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let every = (self.idle_timeout.min(self.max_lifetime) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -330,23 +364,50 @@ impl From<ApiError> for ChunkError {
     }
 }
 
+/// What one chunk is held to.
+struct Bounds {
+    /// The body may send nothing for this long.
+    stall: Duration,
+    /// The session may hold no more than this.
+    max_size: u64,
+    /// The session's lifetime has ended.
+    expired: CancellationToken,
+}
+
 async fn append<S>(
     mut spool: OwnedMutexGuard<Spool>,
     body: S,
     range: Option<ChunkRange>,
     content_length: Option<u64>,
-    stall: Duration,
+    bounds: Bounds,
 ) -> Result<u64, ChunkError>
 where
     S: Stream<Item = Result<Bytes, BoxError>> + Send + Unpin,
 {
+    let Bounds {
+        stall,
+        max_size,
+        expired,
+    } = bounds;
     let offset = spool.offset;
     if let Some(r) = range
         && r.start != offset
     {
         return Err(ChunkError::OutOfOrder { offset });
     }
-    let declared = range.map(|r| r.end - r.start + 1);
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("an upload may hold at most {max_size} bytes"),
+        )
+        .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    // `parse_content_range` makes end >= start, so this cannot wrap; a range ending at
+    // u64::MAX would overflow the `+ 1`, hence the checked form.
+    let declared = match range {
+        Some(r) => Some((r.end - r.start).checked_add(1).ok_or_else(too_large)?),
+        None => None,
+    };
     if let (Some(d), Some(c)) = (declared, content_length)
         && d != c
     {
@@ -356,6 +417,9 @@ where
         .into());
     }
     let expected = declared.or(content_length);
+    if expected.is_some_and(|e| offset.saturating_add(e) > max_size) {
+        return Err(too_large().into());
+    }
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -374,14 +438,15 @@ where
     let mut n: u64 = 0;
     let mut body = body;
     loop {
-        let next = tokio::time::timeout(stall, body.next())
-            .await
-            .map_err(|_| {
+        let next = tokio::select! {
+            next = tokio::time::timeout(stall, body.next()) => next.map_err(|_| {
                 ApiError::new(
                     ErrorCode::BlobUploadInvalid,
                     format!("the chunk's body sent nothing for {stall:?}"),
                 )
-            })?;
+            })?,
+            () = expired.cancelled() => return Err(unknown_upload().into()),
+        };
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ApiError::new(
@@ -389,7 +454,10 @@ where
                 format!("the chunk's body failed: {e}"),
             )
         })?;
-        n += chunk.len() as u64;
+        n = n.saturating_add(chunk.len() as u64);
+        if offset.saturating_add(n) > max_size {
+            return Err(too_large().into());
+        }
         if let Some(e) = expected
             && n > e
         {
@@ -608,6 +676,82 @@ mod tests {
         assert!(
             dir.path().join("mine").exists(),
             "only uploads/ belongs to the proxy"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_holds_no_more_than_its_size_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(
+            Sessions::open(dir.path(), Duration::from_secs(60), 10, gauge())
+                .await
+                .unwrap()
+                .bounded(5, Duration::from_secs(3600)),
+        );
+        let session = s.create("a".parse().unwrap()).unwrap();
+        let ok = session
+            .clone()
+            .append(body(vec![Ok(&b"abc"[..])]), None, None, STALL);
+        assert_eq!(ok.await.unwrap(), 3);
+        // Declared past the cap: refused before a byte is read.
+        let declared = session
+            .clone()
+            .append(body(vec![Ok(&b"abc"[..])]), None, Some(3), STALL)
+            .await;
+        assert!(
+            matches!(declared, Err(ChunkError::Api(ref e)) if e.status == http::StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        // Undeclared, cut off where it passes the cap; the session is as it was.
+        let streamed = session
+            .clone()
+            .append(body(vec![Ok(&b"ab"[..]), Ok(&b"c"[..])]), None, None, STALL)
+            .await;
+        assert!(
+            matches!(streamed, Err(ChunkError::Api(ref e)) if e.status == http::StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert_eq!(session.offset(), 3);
+        let range = Some(ChunkRange {
+            start: 3,
+            end: u64::MAX,
+        });
+        let huge = session
+            .clone()
+            .append(body(vec![]), range, None, STALL)
+            .await;
+        assert!(matches!(huge, Err(ChunkError::Api(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drip_fed_session_expires_at_its_lifetime_and_its_file_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(
+            Sessions::open(dir.path(), Duration::from_secs(600), 10, gauge())
+                .await
+                .unwrap()
+                .bounded(u64::MAX, Duration::from_secs(10)),
+        );
+        let session = s.create("a".parse().unwrap()).unwrap();
+        let drip = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some((Ok::<_, BoxError>(Bytes::from_static(b"z")), ()))
+        });
+        let chunk = tokio::spawn(session.clone().append(Box::pin(drip), None, None, STALL));
+        let mut rounds = 0;
+        while !s.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s.expire().await;
+            rounds += 1;
+            assert!(rounds < 20, "the session outlived its lifetime");
+        }
+        assert!(rounds >= 9, "expired after {rounds}s, before its lifetime");
+        assert!(
+            matches!(chunk.await.unwrap(), Err(ChunkError::Api(ref e)) if e.code == ErrorCode::BlobUploadUnknown)
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("uploads"))
+                .unwrap()
+                .count(),
+            0
         );
     }
 }

@@ -55,7 +55,8 @@ impl AppState {
         .map_err(|source| ProxyError::Spool {
             path: config.uploads.spool_dir.display().to_string(),
             source,
-        })?;
+        })?
+        .bounded(config.uploads.max_size.bytes(), config.uploads.max_lifetime);
         let sessions = Arc::new(sessions);
         sessions.spawn_reaper(shutdown);
         Ok(AppState(Arc::new(Inner {

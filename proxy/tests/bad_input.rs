@@ -373,3 +373,180 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-length"], whole.len().to_string().as_str());
 }
+
+/// How many idle connections one test process can hold open to a server in the same
+/// process: each costs two descriptors, and the soft `ulimit -n` bounds them.
+fn idle_connections_possible(wanted: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    let n = wanted.min(soft.saturating_sub(256) / 2);
+    if n < wanted {
+        eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
+    }
+    n
+}
+
+/// Opens `n` connections that never send a byte.
+async fn open_idle(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut socks = Vec::with_capacity(n);
+    for _ in 0..n {
+        socks.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    socks
+}
+
+/// Every socket is closed by the server (end of stream or a reset) before `within`.
+async fn all_closed(socks: Vec<tokio::net::TcpStream>, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    for (i, mut s) in socks.into_iter().enumerate() {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("idle connection {i} was sent {n} bytes"),
+            Err(_) => panic!("idle connection {i} still open after {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_do_not_starve_the_proxy() {
+    let header_timeout = Duration::from_secs(2);
+    let c = Cluster::start_with(|config| {
+        // Below the number of idle connections: the cap makes room by closing idle ones.
+        config.server.max_connections = 500;
+        config.server.header_timeout = header_timeout;
+    })
+    .await;
+    let idle = open_idle(&c.addr, idle_connections_possible(2000)).await;
+    let res = tokio::time::timeout(Duration::from_secs(1), reqwest::get(c.url("/v2/")))
+        .await
+        .expect("a real request is answered within a second")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Those that never sent a header are gone once the header timeout has passed.
+    all_closed(idle, header_timeout + Duration::from_secs(5)).await;
+    let res = reqwest::get(c.url("/v2/")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drip_fed_upload_session_expires_and_its_space_is_freed() {
+    let c = Cluster::start_with(|config| {
+        config.uploads.max_lifetime = Duration::from_secs(2);
+        config.uploads.idle_timeout = Duration::from_secs(600);
+        config.uploads.body_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let w = Client::new(&c, None);
+    let loc = w.start("app").await;
+    let (status, _, _) = w.send(Method::PATCH, &loc, &[], vec![b'z'; 100_000]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(c.spool_files(), 1);
+
+    // A chunk that never ends: a byte every 100 ms keeps it from stalling or going idle.
+    let mut sock = tokio::net::TcpStream::connect(&c.addr).await.unwrap();
+    let head = format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000000\r\n\r\n",
+        c.addr
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let drip = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if sock.write_all(b"z").await.is_err() {
+                return;
+            }
+        }
+    });
+    wait_for("the drip-fed session to expire and its spool to go", || {
+        c.metric("shoal_proxy_uploads_in_flight") == 0.0 && c.spool_files() == 0
+    })
+    .await;
+    let (status, _, body) = w.send(Method::GET, &loc, &[], vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(code(&body), "BLOB_UPLOAD_UNKNOWN");
+    drip.abort();
+    // New uploads are unaffected.
+    w.upload("app", b"after the drip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_order_chunk_gets_416_with_the_range_held() {
+    let c = Cluster::start().await;
+    let w = Client::new(&c, None);
+    let blob = vec![b'q'; 3000];
+    let loc = w.start("app").await;
+    let chunk = |r: &str, from: usize, to: usize| {
+        (
+            vec![("content-range", r.to_owned())],
+            blob[from..to].to_vec(),
+        )
+    };
+    let patch = |(h, b): (Vec<(&'static str, String)>, Vec<u8>)| {
+        let w = &w;
+        let loc = loc.clone();
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            w.send(Method::PATCH, &loc, &h, b).await
+        }
+    };
+    let (status, headers, _) = patch(chunk("0-999", 0, 1000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["range"], "0-999");
+    // The same chunk again, and one that skips ahead.
+    for (r, from, to) in [("0-999", 0, 1000), ("2000-2999", 2000, 3000)] {
+        let (status, headers, body) = patch(chunk(r, from, to)).await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE, "{r}");
+        assert_eq!(code(&body), "RANGE_INVALID");
+        assert_eq!(headers["range"], "0-999");
+        assert!(headers.contains_key("location"));
+    }
+    // The session is as it was: the next chunk in order continues it.
+    let (status, headers, _) = patch(chunk("1000-2999", 1000, 3000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(headers["range"], "0-2999");
+    let d = Digest::sha256_of(&blob);
+    let (status, _, _) = w
+        .send(Method::PUT, &format!("{loc}?digest={d}"), &[], vec![])
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_manifest_client_reads_its_413() {
+    let c = Cluster::start().await;
+    let big = vec![b' '; 5 << 20];
+    let url = c.url("/v2/app/manifests/latest");
+    let http = reqwest::Client::new();
+    // Declared up front, and streamed without a length.
+    let declared = http
+        .put(&url)
+        .header("content-type", OCI_MANIFEST)
+        .body(big.clone())
+        .send()
+        .await
+        .expect("the client reads an answer, not a reset");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let streamed = http
+        .put(&url)
+        .header("content-type", OCI_MANIFEST)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("the client reads an answer, not a reset");
+    for res in [declared, streamed] {
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(code(&body), "MANIFEST_INVALID");
+    }
+}

@@ -62,6 +62,16 @@ async fn upload(
 ) -> Result<Response, ApiError> {
     let digest: Digest = digest.parse()?;
     let declared = declared_length(&headers)?;
+    // The server refuses such a request before it gets here; this keeps the handler safe
+    // behind any other server too, since the length sizes what `receive` prepares.
+    let max = st.config.server.max_body.bytes();
+    if declared.is_some_and(|n| n > max) {
+        return Err(ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("a blob may be at most {max} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
     let stream = body.into_data_stream();
     if params.internal {
         check_token(&st, &headers)?;

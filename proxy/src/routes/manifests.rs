@@ -111,6 +111,12 @@ pub async fn get(
     Ok(res)
 }
 
+/// What a client may still send after its manifest was found too large, read and
+/// dropped so that it reads the 413 rather than a connection reset under its feet; a
+/// client sending more, or slower, than this has its connection closed.
+const DRAIN_BYTES: u64 = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a manifest body, refusing more than the configured size with 413.
 async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let max = s.config.max_manifest_size.bytes();
@@ -121,11 +127,12 @@ async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Byte
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
+    let mut stream = body_stream(s, body);
     if content_length(headers).is_some_and(|n| n > max) {
+        drain(&mut stream).await;
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
-    let mut stream = body_stream(s, body);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(
@@ -133,12 +140,27 @@ async fn read_body(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Byte
                 format!("the manifest body failed: {e}"),
             )
         })?;
-        if (buf.len() + chunk.len()) as u64 > max {
+        if (buf.len() as u64).saturating_add(chunk.len() as u64) > max {
+            drain(&mut stream).await;
             return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and drops the rest of a body, up to [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(stream: &mut crate::stream::ByteStream) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Every blob and manifest `checked` references must be on the origins, with the size its
