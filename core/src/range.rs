@@ -134,6 +134,26 @@ mod tests {
             }
         }
 
+        /// Numbers anywhere in u64, up to its last value, where a `+ 1` or a length minus
+        /// a suffix would wrap.
+        #[test]
+        fn extreme_numbers_stay_in_bounds(
+            a in prop_oneof![any::<u64>(), Just(u64::MAX), Just(u64::MAX - 1), Just(0u64)],
+            b in prop_oneof![any::<u64>(), Just(u64::MAX), Just(u64::MAX - 1), Just(0u64)],
+            len in prop_oneof![any::<u64>(), Just(u64::MAX), Just(1u64), Just(0u64)],
+        ) {
+            for h in [format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}")] {
+                match parse(Some(&h), len) {
+                    Ok(Partial(r)) => {
+                        prop_assert!(r.start < r.end && r.end <= len, "{h} {len}: {r:?}");
+                        let _ = content_range(&r, len);
+                    }
+                    Ok(Full) => {}
+                    Err(e) => prop_assert_eq!(e.length, len),
+                }
+            }
+        }
+
         #[test]
         fn explicit_ranges(a in 0u64..2000, extra in 0u64..2000, len in 1u64..1000) {
             let b = a + extra;
