@@ -373,7 +373,7 @@ impl BlobWriter {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let new_len = self.written + bytes.len() as u64;
+        let new_len = self.written.saturating_add(bytes.len() as u64);
         if let Some(expected) = self.expected_length.filter(|&e| new_len > e) {
             return Err(StoreError::SizeMismatch {
                 expected,
