@@ -50,7 +50,8 @@ pub struct Credentials {
     pub read_token: Secret,
     /// The origins' metainfo public keys: PEM text with one or more Ed25519 keys as
     /// `PUBLIC KEY` (`openssl pkey -pubout`) or `CERTIFICATE` blocks. Metainfo that none of
-    /// them signed is refused.
+    /// them signed is refused. Several keys let the origins' key be rotated. Empty: the
+    /// agent does not start unless `insecure = true`.
     pub metainfo_keys: String,
 }
 
@@ -212,6 +213,16 @@ impl Validate for Config {
         }
         if self.cache.max_size.bytes() == 0 {
             problems.push("`cache.max_size` must be more than 0".into());
+        }
+        if !self.credentials.metainfo_keys.trim().is_empty()
+            && let Err(e) = shoal_core::signature::MetainfoTrust::from_pem(
+                &self.credentials.metainfo_keys,
+                false,
+            )
+        {
+            problems.push(format!(
+                "`credentials.metainfo_keys` must hold Ed25519 PUBLIC KEY or CERTIFICATE PEM blocks: {e}"
+            ));
         }
         if self.swarm.stall_timeout < Duration::from_secs(1) {
             problems.push("`swarm.stall_timeout` must be at least 1s".into());

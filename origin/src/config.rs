@@ -79,7 +79,9 @@ pub struct Credentials {
     /// whoever reaches the origin.
     pub read_token: Secret,
     /// The Ed25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes
-    /// it) that signs the metainfo this origin serves.
+    /// it) that signs the metainfo this origin serves; agents verify with its public key.
+    /// Empty: the origin does not start unless `insecure = true` (it then serves metainfo
+    /// unsigned, which only insecure agents accept).
     pub metainfo_key: Secret,
 }
 
@@ -323,6 +325,13 @@ impl Validate for Config {
         }
         if self.repair.page == 0 {
             problems.push("repair.page must be at least 1".into());
+        }
+        if let Some(pem) = self.credentials.metainfo_key.get()
+            && let Err(e) = shoal_core::signature::MetainfoSigner::from_pem(pem)
+        {
+            problems.push(format!(
+                "credentials.metainfo_key cannot sign: {e} (generate one with `openssl genpkey -algorithm ed25519`)"
+            ));
         }
     }
 }
