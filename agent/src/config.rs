@@ -313,6 +313,43 @@ seed_idle = "10m"
     }
 
     #[test]
+    fn metainfo_keys_load_as_openssl_writes_them_from_a_file_or_the_environment() {
+        // `openssl pkey -pubout`, in a TOML multi-line string as a deploy script writes it.
+        let public = "-----BEGIN PUBLIC KEY-----\n\
+            MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
+            -----END PUBLIC KEY-----\n";
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!("[credentials]\nmetainfo_keys = \"\"\"\n{public}\"\"\"\n"),
+        )
+        .unwrap();
+        let c: Config = Sources::new(Some(f.path().into()), ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        assert_eq!(c.credentials.metainfo_keys, public);
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![(
+                "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+                public.into(),
+            )])
+            .unwrap();
+        assert_eq!(c.credentials.metainfo_keys, public);
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![(
+                "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+                "not a key".into(),
+            )])
+            .unwrap_err();
+        assert!(
+            err.problems
+                .join("\n")
+                .contains("credentials.metainfo_keys"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_named() {
         let err = Sources::new(None, ENV_PREFIX)
             .load_with_env::<Config>(vec![
