@@ -411,8 +411,10 @@ fn to_pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// One DER element at the head of `input`: (tag, whole element, content, rest).
-fn der_element(input: &[u8]) -> Result<(u8, &[u8], &[u8], &[u8]), KeyError> {
+/// One DER element at the head of its input: tag, whole element, content, what follows.
+type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn der_element(input: &[u8]) -> Result<Element<'_>, KeyError> {
     let bad = KeyError::Certificate("malformed DER");
     let (&tag, rest) = input.split_first().ok_or(bad.clone())?;
     let (&first, rest) = rest.split_first().ok_or(bad.clone())?;
