@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::FutureExt;
 use futures::{Stream, StreamExt, TryStreamExt};
+use shoal_core::signature::Trusted;
 use shoal_core::store::StoreError;
 use shoal_core::{ApiError, Digest, ErrorCode, Metainfo};
 use shoal_p2p::DownloadHandle;
@@ -59,7 +60,7 @@ impl State {
             return Ok(h.metainfo().length());
         }
         match self.upstream.metainfo(digest).await? {
-            Some(m) => Ok(m.length()),
+            Some(t) => Ok(t.metainfo.length()),
             None => Err(blob_unknown(&digest)),
         }
     }
@@ -166,15 +167,19 @@ async fn fetch(
     hold: Hold,
 ) -> Result<BlobRead, ApiError> {
     st.metrics.cache_misses.inc();
-    let meta = match st.active_download(&digest).await {
-        Some(h) => h.metainfo().clone(),
-        None => st
-            .upstream
-            .metainfo(digest)
-            .await?
-            .ok_or_else(|| blob_unknown(&digest))?,
+    // A download already running started from verified metainfo; otherwise the metainfo
+    // is verified here, before anything else is done with it.
+    let (length, start) = match st.active_download(&digest).await {
+        Some(h) => (h.metainfo().length(), Start::Join(h)),
+        None => {
+            let t = st
+                .upstream
+                .metainfo(digest)
+                .await?
+                .ok_or_else(|| blob_unknown(&digest))?;
+            (t.metainfo.length(), Start::New(t))
+        }
     };
-    let length = meta.length();
     let (span, partial) = span_of(range, length)?;
     if st.is_direct(length) {
         let bytes = direct(st, digest, length).await?;
@@ -188,7 +193,10 @@ async fn fetch(
             body: Box::pin(futures::stream::once(async move { Ok(part) })),
         });
     }
-    let handle = swarm(st, meta).await?;
+    let handle = match start {
+        Start::Join(h) => h,
+        Start::New(t) => swarm(st, t).await?,
+    };
     let body = client_stream(
         handle,
         span.clone(),
@@ -204,9 +212,19 @@ async fn fetch(
     })
 }
 
-/// Starts (or joins) the swarm download of a blob. One digest is started once: later
-/// askers get the same handle, and the p2p node shares per digest as well.
-async fn swarm(st: &AppState, meta: Metainfo) -> Result<DownloadHandle, ApiError> {
+enum Start {
+    Join(DownloadHandle),
+    New(Trusted),
+}
+
+/// Starts (or joins) the swarm download of a blob from verified metainfo. One digest is
+/// started once: later askers get the same handle, and the p2p node shares per digest as
+/// well.
+async fn swarm(st: &AppState, trusted: Trusted) -> Result<DownloadHandle, ApiError> {
+    let Trusted {
+        metainfo: meta,
+        wire,
+    } = trusted;
     let digest = meta.digest();
     let mut downloads = st.downloads.lock().await;
     if let Some(h) = downloads.get(&digest) {
@@ -233,7 +251,7 @@ async fn swarm(st: &AppState, meta: Metainfo) -> Result<DownloadHandle, ApiError
             let outcome = handle.finished().await;
             match &outcome {
                 Ok(info) => {
-                    if let Err(e) = st.cache.save_metainfo(&meta).await {
+                    if let Err(e) = st.cache.save_metainfo(&digest, &wire).await {
                         tracing::warn!(error = %e, "cannot save the metainfo; the blob will not be seeded after a restart");
                     }
                     st.cache.insert(info.digest, info.length);
@@ -443,22 +461,23 @@ fn ensure_seeding(st: &AppState, digest: Digest) {
     );
 }
 
-/// The metainfo to seed a cached blob with: the one saved beside it, or (if a crash lost it)
-/// the tracker's, which is saved for next time.
+/// The metainfo to seed a cached blob with: the one saved beside it (verified again, as at
+/// every start), or (if a crash lost it, or it no longer verifies) the upstream's, which is
+/// saved for next time.
 async fn seed_metainfo(st: &State, digest: Digest) -> Option<Metainfo> {
-    if let Some(m) = st.cache.load_metainfo(&digest).await {
+    if let Some(m) = st.cache.load_metainfo(&digest, st.upstream.trust()).await {
         return Some(m);
     }
-    let m = match st.upstream.metainfo(digest).await {
-        Ok(Some(m)) => m,
+    let t = match st.upstream.metainfo(digest).await {
+        Ok(Some(t)) => t,
         Ok(None) => return None,
         Err(e) => {
             tracing::debug!(error = %e, "no metainfo to seed with");
             return None;
         }
     };
-    if let Err(e) = st.cache.save_metainfo(&m).await {
+    if let Err(e) = st.cache.save_metainfo(&digest, &t.wire).await {
         tracing::warn!(error = %e, "cannot save the metainfo");
     }
-    Some(m)
+    Some(t.metainfo)
 }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
+use shoal_core::signature::MetainfoTrust;
 use shoal_core::store::BlobStore;
 use shoal_core::{Digest, Metainfo};
 
@@ -278,21 +279,27 @@ impl Cache {
             .join(digest.hex())
     }
 
-    /// Keeps a swarm blob's metainfo beside it, so that it can be seeded after a restart
-    /// without asking anyone.
-    pub async fn save_metainfo(&self, m: &Metainfo) -> io::Result<()> {
-        let path = self.meta_path(&m.digest());
-        let bytes = m.encode();
+    /// Keeps a swarm blob's metainfo beside it, in the signed form it arrived in, so that it
+    /// can be seeded after a restart without asking anyone.
+    pub async fn save_metainfo(&self, digest: &Digest, wire: &[u8]) -> io::Result<()> {
+        let path = self.meta_path(digest);
+        let bytes = wire.to_vec();
         tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
             .await
             .map_err(io::Error::other)?
     }
 
-    /// The metainfo saved for a cached blob, if it is there and sound.
-    pub async fn load_metainfo(&self, digest: &Digest) -> Option<Metainfo> {
+    /// The metainfo saved for a cached blob, if it is there and still verifies: a file
+    /// changed on disk, or signed by a key since taken out of the config, is not used.
+    pub async fn load_metainfo(&self, digest: &Digest, trust: &MetainfoTrust) -> Option<Metainfo> {
         let bytes = tokio::fs::read(self.meta_path(digest)).await.ok()?;
-        let m = Metainfo::decode(&bytes).ok()?;
-        (m.digest() == *digest).then_some(m)
+        match trust.accept(bytes.into(), *digest) {
+            Ok(t) => Some(t.metainfo),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "the saved metainfo does not verify; it is fetched again");
+                None
+            }
+        }
     }
 
     /// Reserves `bytes` for a blob about to be fetched, evicting what it must (and can) so
@@ -524,6 +531,9 @@ mod tests {
     #[tokio::test]
     async fn the_index_and_recency_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
+        let pair = shoal_core::signature::KeyPairPem::generate().unwrap();
+        let signer = shoal_core::signature::MetainfoSigner::from_pem(&pair.private_pem).unwrap();
+        let trust = MetainfoTrust::of_signers([&signer]);
         let (a, b, meta) = {
             let c = open(dir.path(), 10_000).await;
             let a = put(&c, 1, 300).await;
@@ -532,17 +542,31 @@ mod tests {
             age(&c, &b, 2_000);
             let data = vec![2u8; 400];
             let meta = Metainfo::from_bytes(&data);
-            c.save_metainfo(&meta).await.unwrap();
+            c.save_metainfo(&b, &signer.sign(&meta)).await.unwrap();
             // A metainfo whose blob is gone is cleaned up at the next start.
             let orphan = Metainfo::from_bytes(b"orphan");
-            c.save_metainfo(&orphan).await.unwrap();
+            c.save_metainfo(&orphan.digest(), &signer.sign(&orphan))
+                .await
+                .unwrap();
             (a, b, meta)
         };
         let c = open(dir.path(), 10_000).await;
         assert_eq!(c.size(), 700);
         assert_eq!(c.lookup(&b), Some(400));
-        assert_eq!(c.load_metainfo(&b).await, Some(meta));
-        assert_eq!(c.load_metainfo(&Digest::sha256_of(b"orphan")).await, None);
+        assert_eq!(c.load_metainfo(&b, &trust).await, Some(meta.clone()));
+        let orphan = Digest::sha256_of(b"orphan");
+        assert_eq!(c.load_metainfo(&orphan, &trust).await, None);
+        // The saved form is verified again at each load: a key no longer trusted, or a file
+        // changed on disk, is not believed.
+        let other = shoal_core::signature::KeyPairPem::generate().unwrap();
+        let rotated = MetainfoTrust::from_pem(&other.public_pem, false).unwrap();
+        assert_eq!(c.load_metainfo(&b, &rotated).await, None);
+        let path = c.meta_path(&b);
+        let mut saved = std::fs::read(&path).unwrap();
+        let last = saved.len() - 1;
+        saved[last] ^= 1;
+        std::fs::write(&path, saved).unwrap();
+        assert_eq!(c.load_metainfo(&b, &trust).await, None);
         // `a` was used longer ago than `b`, and it is what goes first.
         let r = c.reserve(9_500, &idle()).await.unwrap();
         assert!(!c.contains(&a) && c.contains(&b));

@@ -53,7 +53,8 @@ pub struct Credentials {
     pub read_token: Secret,
     /// The origins' metainfo public keys: PEM text with one or more Ed25519 keys as
     /// `PUBLIC KEY` (`openssl pkey -pubout`) or `CERTIFICATE` blocks. Metainfo that none of
-    /// them signed is refused.
+    /// them signed is refused. Several keys let the origins' key be rotated. Empty: the
+    /// agent does not start unless `insecure = true`.
     pub metainfo_keys: String,
 }
 
@@ -218,6 +219,16 @@ impl Validate for Config {
         if self.cache.max_size.bytes() == 0 {
             problems.push("`cache.max_size` must be more than 0".into());
         }
+        if !self.credentials.metainfo_keys.trim().is_empty()
+            && let Err(e) = shoal_core::signature::MetainfoTrust::from_pem(
+                &self.credentials.metainfo_keys,
+                false,
+            )
+        {
+            problems.push(format!(
+                "`credentials.metainfo_keys` must hold Ed25519 PUBLIC KEY or CERTIFICATE PEM blocks: {e}"
+            ));
+        }
         if self.swarm.stall_timeout < Duration::from_secs(1) {
             problems.push("`swarm.stall_timeout` must be at least 1s".into());
         }
@@ -304,6 +315,43 @@ seed_idle = "10m"
         assert_eq!(c.limits.egress.per_second(), Some(100 << 20));
         assert_eq!(c.limits.ingress.per_second(), None);
         assert_eq!(c.swarm.seed_idle, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn metainfo_keys_load_as_openssl_writes_them_from_a_file_or_the_environment() {
+        // `openssl pkey -pubout`, in a TOML multi-line string as a deploy script writes it.
+        let public = "-----BEGIN PUBLIC KEY-----\n\
+            MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
+            -----END PUBLIC KEY-----\n";
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!("[credentials]\nmetainfo_keys = \"\"\"\n{public}\"\"\"\n"),
+        )
+        .unwrap();
+        let c: Config = Sources::new(Some(f.path().into()), ENV_PREFIX)
+            .load_with_env(vec![])
+            .unwrap();
+        assert_eq!(c.credentials.metainfo_keys, public);
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![(
+                "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+                public.into(),
+            )])
+            .unwrap();
+        assert_eq!(c.credentials.metainfo_keys, public);
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![(
+                "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+                "not a key".into(),
+            )])
+            .unwrap_err();
+        assert!(
+            err.problems
+                .join("\n")
+                .contains("credentials.metainfo_keys"),
+            "{err:?}"
+        );
     }
 
     #[test]

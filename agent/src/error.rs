@@ -25,6 +25,8 @@ pub enum AgentError {
     BlobUnknown(Digest),
     #[error("metainfo for {digest} is bad: {reason}")]
     BadMetainfo { digest: Digest, reason: String },
+    #[error("credentials.metainfo_keys: {0}")]
+    MetainfoKeys(String),
     #[error("cache directory {0} is in use by another agent")]
     CacheLocked(String),
 }
@@ -37,7 +39,8 @@ impl From<AgentError> for ApiError {
             }
             AgentError::Origin(o) => o.into(),
             AgentError::Store(s) => s.into(),
-            AgentError::Tracker(_) => ApiError::unavailable(e),
+            // Nothing trustworthy to check pieces against: the blob cannot be served now.
+            AgentError::Tracker(_) | AgentError::BadMetainfo { .. } => ApiError::unavailable(e),
             other => ApiError::internal(other),
         }
     }

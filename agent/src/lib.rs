@@ -54,6 +54,7 @@ pub use error::AgentError;
 
 use cache::Cache;
 use metrics::Metrics;
+use shoal_core::signature::MetainfoTrust;
 use state::{AppState, State};
 use upstream::{OriginDiscovery, Upstream};
 
@@ -125,7 +126,7 @@ impl Agent {
             ),
             None => Arc::new(OriginDiscovery::new(Arc::clone(&origins))),
         };
-        let upstream = Upstream::new(origins, tracker.clone())?;
+        let upstream = Upstream::new(origins, tracker.clone(), metainfo_trust(&config)?)?;
 
         let mut node_cfg = NodeConfig::agent();
         node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
@@ -289,4 +290,25 @@ impl Drop for Agent {
         self.shutdown.cancel();
         self.node_shutdown.cancel();
     }
+}
+
+/// The keys metainfo must be signed with. Without any the agent does not start unless its
+/// config is insecure: piece hashes from an unauthenticated source would decide what
+/// clients receive.
+fn metainfo_trust(config: &Config) -> Result<MetainfoTrust, AgentError> {
+    let trust = MetainfoTrust::from_pem(&config.credentials.metainfo_keys, config.insecure)
+        .map_err(|e| AgentError::MetainfoKeys(e.to_string()))?;
+    let keys: Vec<String> = trust.key_ids().map(|k| k.to_string()).collect();
+    if !keys.is_empty() {
+        tracing::info!(?keys, "metainfo must be signed by one of these keys");
+    } else if config.insecure {
+        tracing::warn!(
+            "no credentials.metainfo_keys: unsigned metainfo is accepted (insecure = true), so whoever answers for the tracker or the origins chooses the piece hashes"
+        );
+    } else {
+        return Err(AgentError::MetainfoKeys(
+            "no key configured: add the origins' public key (`openssl pkey -pubout`), or set insecure = true".into(),
+        ));
+    }
+    Ok(trust)
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::peer::PeerInfo;
-use shoal_core::{Digest, Metainfo};
+use shoal_core::signature::{MetainfoTrust, Trusted};
 use shoal_p2p::discovery::{Announce, Discovery, DiscoveryError, Peers};
 
 use crate::error::AgentError;
@@ -17,15 +18,22 @@ use crate::error::AgentError;
 const MAX_METAINFO: u64 = 64 << 20;
 const TRACKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where metainfo comes from.
+/// Where metainfo comes from, and what of it is believed: only metainfo that the origins
+/// signed with a key in `trust` (or anything, when the config is insecure), whoever carried
+/// it.
 #[derive(Debug)]
 pub struct Upstream {
     origins: Arc<OriginClient>,
     tracker: Option<(reqwest::Client, String)>,
+    trust: MetainfoTrust,
 }
 
 impl Upstream {
-    pub fn new(origins: Arc<OriginClient>, tracker: Option<String>) -> Result<Self, AgentError> {
+    pub fn new(
+        origins: Arc<OriginClient>,
+        tracker: Option<String>,
+        trust: MetainfoTrust,
+    ) -> Result<Self, AgentError> {
         let tracker = match tracker {
             Some(base) => {
                 let client = reqwest::Client::builder()
@@ -37,38 +45,64 @@ impl Upstream {
             }
             None => None,
         };
-        Ok(Upstream { origins, tracker })
+        Ok(Upstream {
+            origins,
+            tracker,
+            trust,
+        })
+    }
+
+    pub fn trust(&self) -> &MetainfoTrust {
+        &self.trust
     }
 
     pub fn origins(&self) -> &Arc<OriginClient> {
         &self.origins
     }
 
-    /// The blob's metainfo, checked to describe `digest`; `None` if no origin has the blob.
-    /// The tracker is asked first (it caches, and coalesces many hosts' questions into one
-    /// for the origins); if it cannot answer, the origins are asked directly.
-    pub async fn metainfo(&self, digest: Digest) -> Result<Option<Metainfo>, AgentError> {
+    /// The blob's metainfo, verified against the metainfo keys and checked to describe
+    /// `digest`; `None` if no origin has the blob. The tracker is asked first (it caches,
+    /// and coalesces many hosts' questions into one for the origins); if it cannot answer,
+    /// or answers with metainfo that does not verify, the origins are asked directly, and
+    /// their answer is verified the same way: nothing decides piece hashes unsigned.
+    pub async fn metainfo(&self, digest: Digest) -> Result<Option<Trusted>, AgentError> {
         if let Some((client, base)) = &self.tracker {
             match tracker_metainfo(client, base, digest).await {
-                Ok(found) => return Ok(found),
+                Ok(None) => return Ok(None),
+                Ok(Some(wire)) => match self.accept(wire, digest) {
+                    Ok(t) => return Ok(Some(t)),
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "refused the tracker's metainfo; asking the origins")
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(%digest, error = %e, "tracker cannot give metainfo; asking the origins")
                 }
             }
         }
-        match self.origins.metainfo(&digest).await {
-            Ok(m) => Ok(Some(m)),
+        match self.origins.metainfo_wire(&digest).await {
+            Ok(wire) => self.accept(wire, digest).map(Some),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
+
+    fn accept(&self, wire: bytes::Bytes, digest: Digest) -> Result<Trusted, AgentError> {
+        self.trust
+            .accept(wire, digest)
+            .map_err(|e| AgentError::BadMetainfo {
+                digest,
+                reason: e.to_string(),
+            })
+    }
 }
 
+/// The tracker's answer as it came, not yet believed.
 async fn tracker_metainfo(
     client: &reqwest::Client,
     base: &str,
     digest: Digest,
-) -> Result<Option<Metainfo>, AgentError> {
+) -> Result<Option<bytes::Bytes>, AgentError> {
     let res = client
         .get(format!("{base}/v1/metainfo/{digest}"))
         .send()
@@ -89,17 +123,7 @@ async fn tracker_metainfo(
         .bytes()
         .await
         .map_err(|e| AgentError::Tracker(e.to_string()))?;
-    let m = Metainfo::decode(&bytes).map_err(|e| AgentError::BadMetainfo {
-        digest,
-        reason: e.to_string(),
-    })?;
-    if m.digest() != digest {
-        return Err(AgentError::BadMetainfo {
-            digest,
-            reason: format!("it names {}", m.digest()),
-        });
-    }
-    Ok(Some(m))
+    Ok(Some(bytes))
 }
 
 /// Discovery without a tracker: every origin is a peer of every blob (the ones that do not

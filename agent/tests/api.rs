@@ -292,6 +292,10 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = agent_config(dir.path(), &origins, None);
     config.tracker = tracker_url;
+    // Signed metainfo refuses this lie outright (`tests/metainfo_trust.rs`); an insecure
+    // agent takes it, and the whole-blob check is then what stands between the lie and a
+    // completed response.
+    config.insecure = true;
     let a = TestAgent::start(config).await;
     let res = http()
         .get(format!("{}/v2/a/blobs/{wrong}", a.url))

@@ -4,6 +4,7 @@
 //! - [`digest`]: `algorithm:hex` digests and verifying hashers.
 //! - [`reference`]: repository names, tags and references by the distribution-spec grammar.
 //! - [`metainfo`]: piece layout and piece hashes of a blob, and their binary encoding.
+//! - [`signature`]: signed metainfo: the origins' signing key, the agents' trusted keys.
 //! - [`store`]: the content-addressed blob store on disk.
 //! - [`ring`]: rendezvous placement of blobs and tags on origins.
 //! - [`peer`]: peer ids and the tracker's announce messages.
@@ -25,6 +26,7 @@ pub mod peer;
 pub mod range;
 pub mod reference;
 pub mod ring;
+pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod units;

@@ -410,23 +410,30 @@ impl OriginClient {
         check(res).await.map(drop)
     }
 
-    /// The blob's metainfo, checked to describe the blob asked for.
-    pub async fn metainfo(&self, digest: &Digest) -> Result<Metainfo, OriginError> {
+    /// The blob's metainfo as the origin answered it (signed, unless the origin is keyless
+    /// and insecure), checked to be well formed and to describe the blob asked for, but not
+    /// verified: whoever acts on piece hashes checks the signature
+    /// ([`crate::signature::MetainfoTrust`]); a tracker passes these bytes on untouched.
+    pub async fn metainfo_wire(&self, digest: &Digest) -> Result<Bytes, OriginError> {
         let res = self
             .send(&blob_key(digest), |c, o| {
                 c.get(format!("{o}/v1/blobs/{digest}/metainfo"))
             })
             .await?;
         let bytes = check(res).await?.bytes().await?;
-        let m = Metainfo::decode(&bytes)
+        crate::signature::Envelope::parse(&bytes)
+            .and_then(|e| e.metainfo_unverified(*digest))
             .map_err(|e| OriginError::Protocol(format!("bad metainfo: {e}")))?;
-        if m.digest() != *digest {
-            return Err(OriginError::Protocol(format!(
-                "asked for the metainfo of {digest}, got {}",
-                m.digest()
-            )));
-        }
-        Ok(m)
+        Ok(bytes)
+    }
+
+    /// The blob's metainfo, checked to describe the blob asked for, its signature not
+    /// checked: for tools and tests that trust the origins they name.
+    pub async fn metainfo(&self, digest: &Digest) -> Result<Metainfo, OriginError> {
+        let bytes = self.metainfo_wire(digest).await?;
+        crate::signature::Envelope::parse(&bytes)
+            .and_then(|e| e.metainfo_unverified(*digest))
+            .map_err(|e| OriginError::Protocol(format!("bad metainfo: {e}")))
     }
 
     /// What a tag points at, or `None` if the tag does not exist.

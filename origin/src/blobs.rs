@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::Digest as _;
 use shoal_core::metainfo::{PieceHash, piece_length_for};
+use shoal_core::signature::MetainfoSigner;
 use shoal_core::store::{BlobInfo, StoreError};
 use shoal_core::{Digest, DigestMismatch, Metainfo};
 
@@ -201,6 +202,34 @@ pub async fn index(st: &Shared, digest: Digest) -> Result<Option<Metainfo>> {
         st.metrics.blob_added(m.length());
     }
     Ok(Some(m))
+}
+
+/// The key that signs this origin's metainfo, from the config. Without one the origin does
+/// not start unless its config is insecure: agents refuse unsigned metainfo.
+pub fn metainfo_signer(config: &crate::config::Config) -> Result<Option<MetainfoSigner>> {
+    match config.credentials.metainfo_key.get() {
+        Some(pem) => {
+            let signer = MetainfoSigner::from_pem(pem)?;
+            tracing::info!(key_id = %signer.key_id(), "signing metainfo");
+            Ok(Some(signer))
+        }
+        None if config.insecure => {
+            tracing::warn!(
+                "no credentials.metainfo_key: metainfo is served unsigned, and only agents with insecure = true accept it"
+            );
+            Ok(None)
+        }
+        None => Err(Error::NoMetainfoKey),
+    }
+}
+
+/// A metainfo as this origin answers it: signed with the cluster's key (unsigned only when
+/// insecure and keyless).
+pub fn metainfo_answer(st: &Shared, m: &Metainfo) -> Vec<u8> {
+    match &st.metainfo_signer {
+        Some(signer) => signer.sign(m),
+        None => m.encode(),
+    }
 }
 
 /// The metainfo of a blob this origin holds.

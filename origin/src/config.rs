@@ -34,7 +34,8 @@ pub struct Config {
     /// The cluster's credentials: what writes and reads must present, and the metainfo key.
     pub credentials: Credentials,
     /// Serve without a write token: anyone who reaches this origin can then change what the
-    /// whole fleet runs. Only for a network that nothing but Shoal's parts can reach.
+    /// whole fleet runs; and without a metainfo key (metainfo then goes out unsigned). Only
+    /// for a network that nothing but Shoal's parts can reach.
     pub insecure: bool,
     /// How long requests in flight may finish after SIGTERM.
     #[serde(with = "duration")]
@@ -83,7 +84,9 @@ pub struct Credentials {
     /// whoever reaches the origin.
     pub read_token: Secret,
     /// The Ed25519 private key (PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes
-    /// it) that signs the metainfo this origin serves.
+    /// it) that signs the metainfo this origin serves; agents verify with its public key.
+    /// Empty: the origin does not start unless `insecure = true` (it then serves metainfo
+    /// unsigned, which only insecure agents accept).
     pub metainfo_key: Secret,
 }
 
@@ -329,6 +332,13 @@ impl Validate for Config {
         if self.repair.page == 0 {
             problems.push("repair.page must be at least 1".into());
         }
+        if let Some(pem) = self.credentials.metainfo_key.get()
+            && let Err(e) = shoal_core::signature::MetainfoSigner::from_pem(pem)
+        {
+            problems.push(format!(
+                "credentials.metainfo_key cannot sign: {e} (generate one with `openssl genpkey -algorithm ed25519`)"
+            ));
+        }
     }
 }
 
@@ -403,6 +413,37 @@ mod tests {
             check_url("m", bad, &mut p);
             assert_eq!(p.len(), 1, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_metainfo_key_openssl_writes_loads_and_garbage_is_named() {
+        // `openssl genpkey -algorithm ed25519`: PKCS#8 v1, without the public key.
+        let openssl = "-----BEGIN PRIVATE KEY-----\n\
+            MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
+            -----END PRIVATE KEY-----\n";
+        let load = |key: &str| {
+            Sources::new(None, ENV_PREFIX).load_with_env::<Config>(vec![(
+                "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(),
+                key.into(),
+            )])
+        };
+        let c = load(openssl).unwrap();
+        assert!(crate::blobs::metainfo_signer(&c).unwrap().is_some());
+        let err = load("-----BEGIN PUBLIC KEY-----\nMCow\n-----END PUBLIC KEY-----\n").unwrap_err();
+        assert!(
+            err.problems.join("\n").contains("credentials.metainfo_key"),
+            "{err:?}"
+        );
+        // No key: the origin does not start unless insecure.
+        assert!(matches!(
+            crate::blobs::metainfo_signer(&Config::default()),
+            Err(crate::Error::NoMetainfoKey)
+        ));
+        let insecure = Config {
+            insecure: true,
+            ..Config::default()
+        };
+        assert!(crate::blobs::metainfo_signer(&insecure).unwrap().is_none());
     }
 
     #[test]

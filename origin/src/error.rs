@@ -38,6 +38,12 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     #[error("the index database lock is poisoned")]
     Poisoned,
+    #[error("credentials.metainfo_key: {0}")]
+    MetainfoKey(#[from] shoal_core::signature::KeyError),
+    #[error(
+        "credentials.metainfo_key is empty: agents refuse unsigned metainfo (generate a key with `openssl genpkey -algorithm ed25519`, or set insecure = true)"
+    )]
+    NoMetainfoKey,
     #[error("stored metainfo of {digest} is corrupt: {reason}")]
     BadMetainfo {
         digest: shoal_core::Digest,

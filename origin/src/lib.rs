@@ -140,6 +140,7 @@ impl Origin {
         shutdown: CancellationToken,
         seeder: Box<dyn Seeder>,
     ) -> Result<Origin, Error> {
+        let metainfo_signer = blobs::metainfo_signer(&config)?;
         let lock = lock_data_dir(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir).await?;
         let db_path = config.data_dir.join("origin.db");
@@ -179,6 +180,7 @@ impl Origin {
             metrics,
             remote,
             peer_port,
+            metainfo_signer,
             ready: Readiness::default(),
             queue_wake: Notify::new(),
             peer_node: std::sync::Mutex::new(None),

@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::Registry;
@@ -25,6 +26,7 @@ use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::peer::PeerInfo;
 use shoal_core::ring::Ring;
+use shoal_core::signature::KeyPairPem;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +52,17 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     c.repair.interval = Duration::from_secs(3600);
     c.repair.settle = Duration::from_millis(200);
     c.backend.kind = BackendKind::None;
+    c.credentials.metainfo_key = shoal_core::auth::Secret::new(metainfo_keys().private_pem.clone());
     c
+}
+
+/// The metainfo key pair of this test run, made once per process: every origin from
+/// [`test_config`] signs with its private key, and agents in tests trust its public key.
+pub fn metainfo_keys() -> &'static KeyPairPem {
+    static KEYS: OnceLock<KeyPairPem> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        KeyPairPem::generate().unwrap_or_else(|e| panic!("generating a metainfo key pair: {e}"))
+    })
 }
 
 /// A started origin with its own registry and shutdown token.

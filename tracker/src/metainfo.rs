@@ -2,6 +2,10 @@
 //! fetched once however many peers ask for the same blob at the same moment (a fleet
 //! pulling one image asks for each layer's metainfo within a second).
 //!
+//! What is cached and served is the origins' signed answer byte for byte (checked only to
+//! be well formed and to name the digest asked for): agents verify the origins' signature,
+//! so a tracker cannot choose piece hashes, and neither can whoever answers in its place.
+//!
 //! A fetch runs in its own task, so it completes and fills the cache even if every asker
 //! hangs up; askers that arrive while it runs wait for the same result. Failures are not
 //! cached: the next ask tries the origins again.
@@ -127,7 +131,9 @@ impl MetainfoCache {
         hit
     }
 
-    /// The blob's encoded metainfo (`Metainfo::encode`).
+    /// The blob's metainfo exactly as the origins answered it: signed by them, so that
+    /// agents can tell whether anyone changed it on the way; this tracker holds no key and
+    /// changes nothing.
     pub async fn get(self: &Arc<Self>, digest: Digest) -> Result<Bytes, ApiError> {
         if let Some(b) = self.cached(&digest) {
             return Ok(b);
@@ -168,21 +174,22 @@ impl MetainfoCache {
         };
         // The semaphore is never closed; if it were, fetching unthrottled beats failing.
         let _permit = self.fetches.acquire().await.ok();
-        let result = match tokio::time::timeout(self.timeout, self.client.metainfo(&digest)).await {
-            Ok(Ok(m)) => Ok(Bytes::from(m.encode())),
-            Ok(Err(e)) if e.is_not_found() => {
-                self.metrics.metainfo_fetches.unknown.inc();
-                return Err(ApiError::new(
-                    ErrorCode::BlobUnknown,
-                    format!("blob {digest} is unknown"),
-                ));
-            }
-            Ok(Err(e)) => Err(ApiError::from(e)),
-            Err(_) => Err(ApiError::unavailable(format!(
-                "the origins did not answer for the metainfo of {digest} within {:?}",
-                self.timeout
-            ))),
-        };
+        let result =
+            match tokio::time::timeout(self.timeout, self.client.metainfo_wire(&digest)).await {
+                Ok(Ok(signed)) => Ok(signed),
+                Ok(Err(e)) if e.is_not_found() => {
+                    self.metrics.metainfo_fetches.unknown.inc();
+                    return Err(ApiError::new(
+                        ErrorCode::BlobUnknown,
+                        format!("blob {digest} is unknown"),
+                    ));
+                }
+                Ok(Err(e)) => Err(ApiError::from(e)),
+                Err(_) => Err(ApiError::unavailable(format!(
+                    "the origins did not answer for the metainfo of {digest} within {:?}",
+                    self.timeout
+                ))),
+            };
         match &result {
             Ok(b) => {
                 self.metrics.metainfo_fetches.ok.inc();

@@ -13,6 +13,7 @@ use shoal_agent::{Agent, Config as AgentConfig, Listeners};
 use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::reference::{RepoName, Tag};
+use shoal_core::signature::KeyPairPem;
 use shoal_origin::Origin;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,8 @@ pub struct TestOrigins {
     pub origins: Vec<Origin>,
     pub registries: Vec<Registry>,
     pub urls: Vec<String>,
+    /// The key pair this run's origins sign metainfo with (agents trust its public half).
+    pub metainfo_keys: KeyPairPem,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -129,6 +132,7 @@ impl TestOrigins {
             origins,
             registries,
             urls,
+            metainfo_keys: shoal_origin::testing::metainfo_keys().clone(),
             shutdown,
             _dir: dir,
         };
@@ -276,6 +280,7 @@ pub fn agent_config(
         ..AgentConfig::default()
     };
     c.cache.dir = dir.to_owned();
+    c.credentials.metainfo_keys = origins.metainfo_keys.public_pem.clone();
     c.swarm.stall_timeout = Duration::from_secs(30);
     c
 }

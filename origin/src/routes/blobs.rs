@@ -252,8 +252,14 @@ async fn metainfo(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let digest: Digest = digest.parse()?;
+    // Signed here rather than stored signed, so that a new key takes effect at once and
+    // every answer (an owner's relayed one too) carries the cluster's signature.
     let answer = |m: shoal_core::Metainfo| {
-        ([(CONTENT_TYPE, "application/octet-stream")], m.encode()).into_response()
+        (
+            [(CONTENT_TYPE, "application/octet-stream")],
+            blobs::metainfo_answer(&st, &m),
+        )
+            .into_response()
     };
     if let Some(m) = blobs::metainfo(&st, digest).await? {
         return Ok(answer(m));

@@ -140,6 +140,8 @@ pub struct Cluster {
     /// Other programs run beside the cluster (a reference registry), stopped with it.
     pub others: Vec<Member>,
     log: String,
+    /// The metainfo key pair of this run (given to the parts through the environment).
+    metainfo_keys: shoal_core::signature::KeyPairPem,
 }
 
 /// How long each process may take to answer `/ready`.
@@ -182,6 +184,8 @@ impl Cluster {
             agents: Vec::new(),
             others: Vec::new(),
             log: spec.log.clone(),
+            metainfo_keys: shoal_core::signature::KeyPairPem::generate()
+                .map_err(|e| BenchError::Check(format!("a metainfo key pair: {e}")))?,
         };
         let rate = spec.rate.unwrap_or(0);
 
@@ -327,6 +331,22 @@ stall_timeout = "{stall}s"
             if k.to_string_lossy().starts_with("SHOAL_") {
                 cmd.env_remove(k);
             }
+        }
+        // The run's own metainfo key pair: origins sign with it, agents verify with it.
+        match role {
+            "origin" => {
+                cmd.env(
+                    "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY",
+                    &self.metainfo_keys.private_pem,
+                );
+            }
+            "agent" => {
+                cmd.env(
+                    "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS",
+                    &self.metainfo_keys.public_pem,
+                );
+            }
+            _ => {}
         }
         Ok(Member {
             addr: addr(port),

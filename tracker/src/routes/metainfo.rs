@@ -1,4 +1,4 @@
-//! `GET /v1/metainfo/<digest>`: the blob's encoded metainfo.
+//! `GET /v1/metainfo/<digest>`: the blob's metainfo as the origins signed it.
 
 use axum::Router;
 use axum::extract::{Path, State};
