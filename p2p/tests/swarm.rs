@@ -16,7 +16,7 @@ use shoal_core::peer::{PeerId, PeerInfo};
 use shoal_core::store::BlobStore;
 use shoal_core::{Digest, Metainfo};
 use shoal_p2p::bitfield::Bitfield;
-use shoal_p2p::engine::Config;
+use shoal_p2p::engine::{Blame, Config};
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
 use shoal_p2p::{DownloadError, MetainfoSource, Node, NodeConfig, StaticDiscovery};
 use tokio::io::AsyncWriteExt;
@@ -328,7 +328,7 @@ async fn corrupt_peer_is_shunned_and_the_rest_complete() {
         let failed = n.metric("shoal_agent_pieces_failed_total", None);
         if failed > 0.0 {
             caught += 1;
-            assert!(n.node.is_shunned(bad.peer_id).await);
+            assert!(n.node.is_shunned(Blame::Dialled(bad.addr)).await);
             // Dropped at its first bad piece: no more bad pieces arrive than were already
             // requested from it when the first one did.
             let window = Config::default().max_window as f64;
