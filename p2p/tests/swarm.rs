@@ -998,3 +998,60 @@ async fn known_peer_list_stays_bounded_and_takes_new_peers_when_full() {
     wait_until("stale peers are forgotten", || async { known().await == 1 }).await;
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_stop_reading_cannot_make_an_origin_hold_more_than_its_upload_budget() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(8 << 20, 25);
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let budget = 512u64 << 10;
+    let mut cfg = NodeConfig::origin();
+    cfg.max_unsent_bytes = budget;
+    // A peer that reads nothing for this long is dropped, and its share of the budget
+    // given back.
+    cfg.idle_timeout = Duration::from_secs(2);
+    let (o, meta) = origin_with(&data, &discovery, &shutdown, cfg).await;
+    let at = o.node.local_addr();
+    let pieces = meta.piece_count() as u32;
+    // Peers that ask for many pieces each, with tiny receive windows, and never read.
+    let mut hogs = Vec::new();
+    for k in 0..4u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(at).await.unwrap();
+        let hello = Hello {
+            digest: meta.digest(),
+            peer_id: PeerId::random(),
+            origin: false,
+        };
+        wire::write_hello(&mut s, &hello).await.unwrap();
+        wire::read_hello(&mut s).await.unwrap();
+        send(&mut s, Message::Bitfield(Bitfield::new(pieces as usize))).await;
+        for i in 0..8 {
+            send(&mut s, Message::Request((k * 8 + i) % pieces)).await;
+        }
+        hogs.push(s);
+    }
+    // Meanwhile an honest agent downloads; the origin's bytes in memory stay in budget.
+    let a = start(agent(), &discovery, &shutdown, false).await;
+    let h = a.node.download(meta.clone()).await.unwrap();
+    let mut most = 0.0f64;
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut finished = std::pin::pin!(h.finished());
+        loop {
+            most = most.max(o.metric("shoal_origin_piece_bytes_unsent", None));
+            tokio::select! {
+                r = &mut finished => return r,
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the honest agent never got the blob");
+    done.unwrap();
+    assert_holds(&a, &data).await;
+    assert!(most <= budget as f64, "{most} bytes unsent in memory");
+    assert!(most > 0.0, "the gauge never moved");
+    drop(hogs);
+    shutdown.cancel();
+}
