@@ -726,7 +726,7 @@ async fn peer_claiming_an_origins_id_and_sending_garbage_does_not_cut_the_agent_
     let a = start(agent(), &discovery, &shutdown, false).await;
     let h = a.node.download(meta.clone()).await.unwrap();
     let at = a.node.local_addr();
-    let pieces = meta.piece_count() as usize;
+    let pieces = meta.piece_count();
     let origin_id = origin.node.peer_id();
 
     // First: a piece nobody asked for. The connection is closed, and nobody is blamed.
@@ -804,7 +804,7 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
     let a = start(agent(), &discovery, &shutdown, false).await;
     let h = a.node.download(meta.clone()).await.unwrap();
     let at = a.node.local_addr();
-    let pieces = meta.piece_count() as usize;
+    let pieces = meta.piece_count();
 
     // Idle connections that say they are origins (two with the real origin's id), with
     // empty bitfields, as many as the agent takes in.
