@@ -807,9 +807,8 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
     let pieces = meta.piece_count();
 
     // Idle connections that say they are origins (two with the real origin's id), with
-    // empty bitfields, as many as the agent takes in.
-    let engine = Config::default();
-    let room = engine.max_conns_per_blob - engine.max_outbound_per_blob;
+    // empty bitfields, as many as the agent takes in: every slot of the blob.
+    let room = Config::default().max_conns_per_blob;
     let mut idle = Vec::new();
     for k in 0..room {
         let claimed = if k < 2 {
@@ -825,7 +824,7 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
         send(&mut s, Message::Bitfield(Bitfield::new(pieces))).await;
         idle.push(s);
     }
-    // One more is turned away: connections made to the agent have only their own share.
+    // One more is turned away.
     let (_s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), true).await;
     assert!(
         matches!(
@@ -838,7 +837,8 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
         "{first:?}"
     );
 
-    // Discovery names the real origin: the agent dials it and gets the blob.
+    // Discovery names the real origin: useless connections give up their slots, and the
+    // agent dials it and gets the blob.
     discovery.add(origin.node.peer_info());
     tokio::time::timeout(Duration::from_secs(30), h.finished())
         .await

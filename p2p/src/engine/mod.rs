@@ -7,8 +7,8 @@
 //!
 //! What it decides:
 //! - whom to dial, and whom to accept: connection limits per blob and in all (connections
-//!   peers open to this node never take the slots kept for dialling the peers discovery
-//!   named), no duplicate connection to one peer, no connection to a shunned address; a
+//!   peers open to this node that turn out useless give up the slots kept for dialling the
+//!   peers discovery named), no duplicate connection to one peer, no connection to a shunned address; a
 //!   bounded list of known peers per blob that forgets those not heard of for a while;
 //! - what to request from whom: rarest first with random ties ([`picker`]); a target number
 //!   of requests in flight to peers, sized from the blob's download rate so that links stay
@@ -562,6 +562,8 @@ struct Conn {
     backoff_until: Option<Instant>,
     /// When the peer last delivered, or when it was last given work while idle.
     last_progress: Instant,
+    /// When the peer last sent a piece or asked for one (or connected).
+    last_useful: Instant,
     rate: Rate,
 }
 
@@ -575,6 +577,11 @@ pub(crate) struct Req {
 /// Super-seeding: pieces offered to one peer at a time, so that the first copies spread over
 /// many peers.
 const SUPER_SEED_PER_CONN: usize = 2;
+
+/// A connection made to this node that has neither sent nor asked for a piece for this long,
+/// and holds nothing this node lacks, is useless: while downloading, it gives its slot up to
+/// a peer discovery named (if it is beyond the share of slots for connections made to it).
+const USELESS_AFTER: Duration = Duration::from_secs(5);
 
 /// Cancelled requests remembered per connection; a piece arriving for an older one is
 /// one nobody asked for.
@@ -1033,24 +1040,10 @@ impl Engine {
         }
         let sw = slot(&mut self.swarms, s);
         if !outbound && replace.is_none() {
-            // While downloading, connections made to this node get only the slots not kept
-            // for dialling: idle or useless ones must not crowd out the peers discovery
-            // names. A seed dials nobody and gives every slot to them.
-            let inbound = sw
-                .conns
-                .iter()
-                .filter(|&&id| self.conns.get(id).is_some_and(|c| !c.outbound))
-                .count();
-            let full = if sw.phase == Phase::Downloading {
-                inbound
-                    >= self
-                        .cfg
-                        .max_conns_per_blob
-                        .saturating_sub(self.cfg.max_outbound_per_blob)
-                    || sw.conns.len() + sw.dialing >= self.cfg.max_conns_per_blob
-            } else {
-                sw.conns.len() + sw.dialing >= self.cfg.max_conns_per_blob
-            };
+            // Connections made to this node may take any free slot; while it downloads,
+            // those beyond their share that turn out useless give theirs back when a peer
+            // discovery named waits to be dialled (see `dial`).
+            let full = sw.conns.len() + sw.dialing >= self.cfg.max_conns_per_blob;
             // And in all, at least one blob's dialling share is kept.
             let kept = self.cfg.max_outbound_per_blob.min(self.cfg.max_conns / 2);
             if full || total >= self.cfg.max_conns || self.inbound >= self.cfg.max_conns - kept {
@@ -1097,6 +1090,7 @@ impl Engine {
             offered: Vec::new(),
             backoff_until: None,
             last_progress: now,
+            last_useful: now,
             rate: Rate::new(),
         };
         let id = self.conns.insert(conn);
@@ -1789,6 +1783,7 @@ impl Engine {
         let sw = self.swarms[c.swarm]
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection of a retired swarm"));
+        c.last_useful = now;
         if c.uploads.contains(&i) {
             return;
         }
@@ -1864,6 +1859,7 @@ impl Engine {
         }
         let size = sw.layout.piece_size(index).unwrap_or(0) as u64;
         c.last_progress = now;
+        c.last_useful = now;
         c.rate.add(now, size, rate_window);
         sw.rate.add(now, size, rate_window);
         sw.last_active = now;
@@ -2144,11 +2140,7 @@ impl Engine {
             let Some(sw) = self.swarms[s].as_mut() else {
                 return;
             };
-            if sw.phase != Phase::Downloading
-                || sw.conns.len() + sw.dialing >= max_blob
-                || sw.outbound >= max_out
-                || total >= max_all
-            {
+            if sw.phase != Phase::Downloading || sw.outbound >= max_out || total >= max_all {
                 return;
             }
             let shunned = &self.shunned;
@@ -2159,6 +2151,38 @@ impl Engine {
                     && !is_shunned(Blame::Dialled(k.info.addr))
                     && !is_shunned(Blame::Verified(k.info.peer_id))
             };
+            if sw.conns.len() + sw.dialing >= max_blob {
+                // Full. If a peer discovery named waits, a useless connection made to this
+                // node beyond its share makes room: idle ones cannot crowd out dialling.
+                let waiting = sw
+                    .known
+                    .iter()
+                    .any(|k| ready(k) && (!k.info.origin || sw.origin_conns < max_origins));
+                let share = max_blob.saturating_sub(max_out);
+                let conns = &self.conns;
+                let inbound = sw
+                    .conns
+                    .iter()
+                    .filter(|&&id| conns.get(id).is_some_and(|c| !c.outbound))
+                    .count();
+                let victim = sw.conns.iter().copied().find(|&id| {
+                    conns.get(id).is_some_and(|c| {
+                        !c.outbound
+                            && sw.slot_interesting[c.slot] == 0
+                            && c.requests.is_empty()
+                            && c.uploads.is_empty()
+                            && now.saturating_duration_since(c.last_useful) >= USELESS_AFTER
+                    })
+                });
+                match victim {
+                    Some(id) if waiting && inbound > share => {
+                        tracing::debug!(conn = %id, "dropping a useless connection to dial a listed peer");
+                        self.drop_conn(now, id, Some(ErrorCode::Busy));
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
             // Peers first, in the order discovery gave them; origins only as a last resort
             // and only a few.
             let pick = sw
