@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Piece bytes received and not yet written or dropped (bounded by the node's
     /// `max_unwritten_bytes`).
     pub unwritten_bytes: IntGauge,
+    /// Piece bytes read for uploads and not yet written to a socket (bounded by the node's
+    /// `max_unsent_bytes`).
+    pub unsent_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -91,6 +94,10 @@ impl Metrics {
                 name("piece_bytes_unwritten"),
                 "Piece bytes received and held in memory until they are written or dropped.",
             )?,
+            unsent_bytes: IntGauge::new(
+                name("piece_bytes_unsent"),
+                "Piece bytes read for uploads and held in memory until they are sent.",
+            )?,
         };
         registry.register(Box::new(m.bytes_received.clone()))?;
         registry.register(Box::new(m.bytes_sent.clone()))?;
@@ -104,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(m.request_timeouts.clone()))?;
         registry.register(Box::new(m.rejects.clone()))?;
         registry.register(Box::new(m.unwritten_bytes.clone()))?;
+        registry.register(Box::new(m.unsent_bytes.clone()))?;
         // Make the label values visible at zero, so dashboards need not guess them.
         for source in ["peer", "origin"] {
             m.bytes_received.with_label_values(&[source]);

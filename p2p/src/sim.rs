@@ -37,7 +37,7 @@ use serde::Serialize;
 use shoal_core::Digest;
 use shoal_core::peer::{PeerId, PeerInfo};
 
-use crate::engine::{Action, CloseReason, Config, ConnId, Engine, Event};
+use crate::engine::{Action, CloseReason, Config, ConnId, Engine, Event, Remote};
 use crate::wire::{Layout, Message};
 
 /// One simulated scenario.
@@ -575,9 +575,7 @@ impl<'a> Sim<'a> {
                 let r = self.hosts[to as usize].engine.open(
                     now,
                     &d,
-                    info.peer_id,
-                    info.addr,
-                    info.origin,
+                    Remote::claimed(info.peer_id, info.addr),
                     false,
                 );
                 let theirs = match r {
@@ -609,9 +607,7 @@ impl<'a> Sim<'a> {
                         match self.hosts[from as usize].engine.open(
                             now,
                             &d,
-                            info.peer_id,
-                            info.addr,
-                            info.origin,
+                            Remote::claimed(info.peer_id, info.addr),
                             true,
                         ) {
                             Ok(oc) => {

@@ -16,7 +16,7 @@ use shoal_core::peer::{PeerId, PeerInfo};
 use shoal_core::store::BlobStore;
 use shoal_core::{Digest, Metainfo};
 use shoal_p2p::bitfield::Bitfield;
-use shoal_p2p::engine::Config;
+use shoal_p2p::engine::{Blame, Config};
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
 use shoal_p2p::{DownloadError, MetainfoSource, Node, NodeConfig, StaticDiscovery};
 use tokio::io::AsyncWriteExt;
@@ -328,7 +328,7 @@ async fn corrupt_peer_is_shunned_and_the_rest_complete() {
         let failed = n.metric("shoal_agent_pieces_failed_total", None);
         if failed > 0.0 {
             caught += 1;
-            assert!(n.node.is_shunned(bad.peer_id).await);
+            assert!(n.node.is_shunned(Blame::Dialled(bad.addr)).await);
             // Dropped at its first bad piece: no more bad pieces arrive than were already
             // requested from it when the first one did.
             let window = Config::default().max_window as f64;
@@ -611,5 +611,447 @@ async fn unseed_refuses_peers_and_stops_a_running_download() {
             ..
         }
     ));
+    shutdown.cancel();
+}
+
+// Attacks on identity: peers that claim to be someone else, idle connections, floods of
+// connections and of listed peers. Each hostile peer below is hand-written against the wire
+// module and talks to a real node over TCP.
+
+/// A hostile peer's connection to `to`: dialled from `from` (any loopback address), with a
+/// hello claiming `claimed` (and the origin flag if `origin`), the node's answer read.
+/// Returns the stream and the node's first message (its bitfield, or an error).
+async fn dial_claiming(
+    to: SocketAddr,
+    from: std::net::IpAddr,
+    meta: &Metainfo,
+    claimed: PeerId,
+    origin: bool,
+) -> (tokio::net::TcpStream, Message) {
+    try_dial_claiming(to, from, meta, claimed, origin)
+        .await
+        .expect("the node closed the connection unanswered")
+}
+
+/// [`dial_claiming`], `None` if the node closes the connection without an answer.
+async fn try_dial_claiming(
+    to: SocketAddr,
+    from: std::net::IpAddr,
+    meta: &Metainfo,
+    claimed: PeerId,
+    origin: bool,
+) -> Option<(tokio::net::TcpStream, Message)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut s = socket.connect(to).await.ok()?;
+    let hello = Hello {
+        digest: meta.digest(),
+        peer_id: claimed,
+        origin,
+    };
+    wire::write_hello(&mut s, &hello).await.ok()?;
+    wire::read_hello(&mut s).await.ok()?;
+    let first = wire::read_message(&mut s, &Decoder::new(Layout::of(meta)), &Unpaced, |_| {})
+        .await
+        .ok()?;
+    Some((s, first))
+}
+
+async fn send(s: &mut tokio::net::TcpStream, m: Message) {
+    let mut frame = BytesMut::new();
+    m.encode(&mut frame);
+    s.write_all(&frame).await.unwrap();
+}
+
+/// Reads until the node asks for a piece; returns the pieces asked so far.
+async fn wait_for_requests(s: &mut tokio::net::TcpStream, meta: &Metainfo) -> Vec<u32> {
+    let decoder = Decoder::new(Layout::of(meta));
+    let mut asked = Vec::new();
+    loop {
+        let m = tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::read_message(s, &decoder, &Unpaced, |_| {}),
+        )
+        .await
+        .expect("the node asked for nothing")
+        .unwrap();
+        if let Message::Request(i) = m {
+            asked.push(i);
+            return asked;
+        }
+    }
+}
+
+/// Waits for the node to close the connection (an error frame, then the end).
+async fn wait_closed(s: &mut tokio::net::TcpStream, meta: &Metainfo) -> Option<wire::ErrorCode> {
+    let decoder = Decoder::new(Layout::of(meta));
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::read_message(s, &decoder, &Unpaced, |_| {}),
+        )
+        .await
+        .expect("the node kept the connection open")
+        {
+            Ok(Message::Error { code: c, .. }) => code = Some(c),
+            Ok(_) => {}
+            Err(_) => return code,
+        }
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_claiming_an_origins_id_and_sending_garbage_does_not_cut_the_agent_off_the_origin() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(4 << 20, 21);
+    // The agent hears of the origin only once the hostile peer has done its worst.
+    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let a = start(agent(), &discovery, &shutdown, false).await;
+    let h = a.node.download(meta.clone()).await.unwrap();
+    let at = a.node.local_addr();
+    let pieces = meta.piece_count();
+    let origin_id = origin.node.peer_id();
+
+    // First: a piece nobody asked for. The connection is closed, and nobody is blamed.
+    let (mut s, first) = dial_claiming(at, LOCAL, &meta, origin_id, true).await;
+    assert!(matches!(first, Message::Bitfield(_)), "{first:?}");
+    send(&mut s, Message::Bitfield(Bitfield::full(pieces))).await;
+    let asked = wait_for_requests(&mut s, &meta).await;
+    let unasked = (0..pieces as u32)
+        .rev()
+        .find(|i| !asked.contains(i))
+        .unwrap();
+    let size = Layout::of(&meta).piece_size(unasked).unwrap() as usize;
+    send(
+        &mut s,
+        Message::Piece {
+            index: unasked,
+            data: vec![0xee; size].into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        wait_closed(&mut s, &meta).await,
+        Some(wire::ErrorCode::Protocol)
+    );
+    assert!(!a.node.is_shunned(Blame::Source(LOCAL)).await);
+    assert!(
+        !a.node
+            .is_shunned(Blame::Dialled(origin.node.local_addr()))
+            .await
+    );
+
+    // Then: garbage for a piece it was asked for. Its address is shunned, not the id it
+    // claims.
+    let (mut s, first) = dial_claiming(at, LOCAL, &meta, origin_id, true).await;
+    assert!(matches!(first, Message::Bitfield(_)), "{first:?}");
+    send(&mut s, Message::Bitfield(Bitfield::full(pieces))).await;
+    let asked = wait_for_requests(&mut s, &meta).await;
+    let size = Layout::of(&meta).piece_size(asked[0]).unwrap() as usize;
+    send(
+        &mut s,
+        Message::Piece {
+            index: asked[0],
+            data: vec![0xee; size].into(),
+        },
+    )
+    .await;
+    wait_closed(&mut s, &meta).await;
+    assert!(a.node.is_shunned(Blame::Source(LOCAL)).await);
+    assert!(
+        !a.node
+            .is_shunned(Blame::Dialled(origin.node.local_addr()))
+            .await
+    );
+    assert_eq!(a.metric("shoal_agent_peers_shunned_total", None), 1.0);
+
+    // The real origin is still dialled and serves the blob.
+    discovery.add(origin.node.peer_info());
+    tokio::time::timeout(Duration::from_secs(30), h.finished())
+        .await
+        .expect("the agent never got the blob from the real origin")
+        .unwrap();
+    assert_holds(&a, &data).await;
+    let stats = a.node.stats(meta.digest()).await.unwrap();
+    assert_eq!(stats.bytes_from_origins, data.len() as u64);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(2 << 20, 22);
+    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let a = start(agent(), &discovery, &shutdown, false).await;
+    let h = a.node.download(meta.clone()).await.unwrap();
+    let at = a.node.local_addr();
+    let pieces = meta.piece_count();
+
+    // Idle connections that say they are origins (two with the real origin's id), with
+    // empty bitfields, as many as the agent takes in: every slot of the blob.
+    let room = Config::default().max_conns_per_blob;
+    let mut idle = Vec::new();
+    for k in 0..room {
+        let claimed = if k < 2 {
+            origin.node.peer_id()
+        } else {
+            PeerId::random()
+        };
+        let (mut s, first) = dial_claiming(at, LOCAL, &meta, claimed, true).await;
+        assert!(
+            matches!(first, Message::Bitfield(_)),
+            "connection {k}: {first:?}"
+        );
+        send(&mut s, Message::Bitfield(Bitfield::new(pieces))).await;
+        idle.push(s);
+    }
+    // One more is turned away.
+    let (_s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), true).await;
+    assert!(
+        matches!(
+            first,
+            Message::Error {
+                code: wire::ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+
+    // Discovery names the real origin: useless connections give up their slots, and the
+    // agent dials it and gets the blob.
+    discovery.add(origin.node.peer_info());
+    tokio::time::timeout(Duration::from_secs(30), h.finished())
+        .await
+        .expect("the agent never dialled the real origin")
+        .unwrap();
+    assert_holds(&a, &data).await;
+    let stats = a.node.stats(meta.digest()).await.unwrap();
+    assert_eq!(stats.bytes_from_origins, data.len() as u64);
+    drop(idle);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_cap_are_refused_while_another_address_connects() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(1 << 20, 23);
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let mut cfg = NodeConfig::origin();
+    cfg.max_inbound_per_addr = 3;
+    let (o, meta) = origin_with(&data, &discovery, &shutdown, cfg).await;
+    let at = o.node.local_addr();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+
+    let mut open = Vec::new();
+    for k in 0..3 {
+        let (s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), false).await;
+        assert!(
+            matches!(first, Message::Bitfield(_)),
+            "connection {k}: {first:?}"
+        );
+        open.push(s);
+    }
+    // The fourth from the same address is refused, politely.
+    let (_s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), false).await;
+    assert!(
+        matches!(
+            first,
+            Message::Error {
+                code: wire::ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    // Another address still gets in.
+    let (_o2, first) = dial_claiming(at, other, &meta, PeerId::random(), false).await;
+    assert!(matches!(first, Message::Bitfield(_)), "{first:?}");
+    // Sockets that never say hello count too, and far beyond the cap are closed unanswered.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(at).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(at).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut extra, &mut buf),
+    )
+    .await
+    .expect("a connection far beyond the cap was kept open");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        o.metric(
+            "shoal_origin_peer_connections_refused_total",
+            Some(("reason", "per_address"))
+        ) >= 2.0
+    );
+    // Once the address's connections end, it is let in again.
+    drop(silent);
+    drop(open);
+    wait_until("the address is let in again", || async {
+        try_dial_claiming(at, LOCAL, &meta, PeerId::random(), false)
+            .await
+            .is_some_and(|(_, first)| matches!(first, Message::Bitfield(_)))
+    })
+    .await;
+    shutdown.cancel();
+}
+
+/// Discovery whose answer a test changes at will.
+#[derive(Clone, Default)]
+struct Listed(Arc<Mutex<Vec<PeerInfo>>>);
+
+impl shoal_p2p::Discovery for Listed {
+    fn announce(
+        &self,
+        _: shoal_p2p::discovery::Announce,
+    ) -> BoxFuture<'_, Result<shoal_p2p::discovery::Peers, shoal_p2p::discovery::DiscoveryError>>
+    {
+        let peers = self.0.lock().unwrap().clone();
+        Box::pin(async move {
+            Ok(shoal_p2p::discovery::Peers {
+                peers,
+                interval: Duration::from_secs(1),
+            })
+        })
+    }
+}
+
+/// Peers at addresses where nothing listens.
+async fn dead_peers(n: usize) -> Vec<PeerInfo> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        out.push(PeerInfo {
+            peer_id: PeerId::random(),
+            addr: l.local_addr().unwrap(),
+            complete: true,
+            origin: false,
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_peer_list_stays_bounded_and_takes_new_peers_when_full() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(1 << 20, 24);
+    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
+    let listed = Listed::default();
+    *listed.0.lock().unwrap() = dead_peers(8).await;
+    let mut cfg = agent();
+    cfg.engine.max_known_peers = 8;
+    cfg.engine.forget_peer_after = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).await.unwrap();
+    let registry = Registry::new();
+    cfg.engine.tick = Duration::from_millis(50);
+    let node = Node::start(
+        cfg,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        store.clone(),
+        Arc::new(listed.clone()),
+        None,
+        &registry,
+        shutdown.child_token(),
+    )
+    .unwrap();
+    let h = node.download(meta.clone()).await.unwrap();
+    let known = || async { node.stats(meta.digest()).await.unwrap().known_peers };
+    wait_until("the list is full", || async { known().await == 8 }).await;
+    // A flood of new names, more than the list holds: it stays bounded.
+    *listed.0.lock().unwrap() = dead_peers(40).await;
+    for _ in 0..30 {
+        assert!(known().await <= 8);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Then discovery names the origin: it displaces a stale entry and is dialled.
+    *listed.0.lock().unwrap() = vec![origin.node.peer_info()];
+    tokio::time::timeout(Duration::from_secs(30), h.finished())
+        .await
+        .expect("the origin named to a full list was never dialled")
+        .unwrap();
+    assert!(known().await <= 8);
+    // Peers no longer named are forgotten.
+    wait_until("stale peers are forgotten", || async { known().await == 1 }).await;
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_stop_reading_cannot_make_an_origin_hold_more_than_its_upload_budget() {
+    let shutdown = CancellationToken::new();
+    let data = blob_bytes(8 << 20, 25);
+    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let budget = 512u64 << 10;
+    let mut cfg = NodeConfig::origin();
+    cfg.max_unsent_bytes = budget;
+    // A peer that reads nothing for this long is dropped, and its share of the budget
+    // given back.
+    cfg.idle_timeout = Duration::from_secs(2);
+    let (o, meta) = origin_with(&data, &discovery, &shutdown, cfg).await;
+    let at = o.node.local_addr();
+    let pieces = meta.piece_count() as u32;
+    // Peers that ask for many pieces each, with tiny receive windows, and never read.
+    let mut hogs = Vec::new();
+    for k in 0..4u32 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(at).await.unwrap();
+        let hello = Hello {
+            digest: meta.digest(),
+            peer_id: PeerId::random(),
+            origin: false,
+        };
+        wire::write_hello(&mut s, &hello).await.unwrap();
+        wire::read_hello(&mut s).await.unwrap();
+        send(&mut s, Message::Bitfield(Bitfield::new(pieces as usize))).await;
+        for i in 0..8 {
+            send(&mut s, Message::Request((k * 8 + i) % pieces)).await;
+        }
+        hogs.push(s);
+    }
+    // Meanwhile an honest agent downloads; the origin's bytes in memory stay in budget.
+    let a = start(agent(), &discovery, &shutdown, false).await;
+    let h = a.node.download(meta.clone()).await.unwrap();
+    let mut most = 0.0f64;
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut finished = std::pin::pin!(h.finished());
+        loop {
+            most = most.max(o.metric("shoal_origin_piece_bytes_unsent", None));
+            tokio::select! {
+                r = &mut finished => return r,
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the honest agent never got the blob");
+    done.unwrap();
+    assert_holds(&a, &data).await;
+    assert!(most <= budget as f64, "{most} bytes unsent in memory");
+    assert!(most > 0.0, "the gauge never moved");
+    drop(hogs);
     shutdown.cancel();
 }

@@ -6,8 +6,10 @@
 //! [`crate::node`] and the simulator in [`crate::sim`] are two such drivers.
 //!
 //! What it decides:
-//! - whom to dial, and whom to accept: connection limits per blob and in all, no duplicate
-//!   connection to one peer, no connection to a shunned peer;
+//! - whom to dial, and whom to accept: connection limits per blob and in all (connections
+//!   peers open to this node that turn out useless give up the slots kept for dialling the
+//!   peers discovery named), no duplicate connection to one peer, no connection to a shunned address; a
+//!   bounded list of known peers per blob that forgets those not heard of for a while;
 //! - what to request from whom: rarest first with random ties ([`picker`]); a target number
 //!   of requests in flight to peers, sized from the blob's download rate so that links stay
 //!   full (requests stuck behind a slow peer's queue stop counting), spread over
@@ -17,8 +19,10 @@
 //! - what origins offer: a super-seeding seed shows each downloader a couple of pieces at a
 //!   time, those it has sent least, so its upload goes to distinct pieces first;
 //! - what to do when things go wrong: a connection that delivers nothing for
-//!   `request_timeout` has its requests moved to others; a peer that sends a corrupt piece,
-//!   breaks the protocol, or fails `max_peer_failures` times is dropped and shunned;
+//!   `request_timeout` has its requests moved to others; a peer that sends a corrupt piece
+//!   it was asked for is dropped and shunned; one that breaks the protocol (a piece nobody
+//!   asked for among others) is dropped, and shunned once it has failed
+//!   `max_peer_failures` times;
 //! - what to serve: requests are queued for upload up to a bound and rejected beyond it, so
 //!   that a downloader asks someone less busy instead of waiting in a long queue;
 //! - when to announce, when the blob is complete (all pieces written: commit it), and when
@@ -27,6 +31,12 @@
 //! Pieces are verified by the driver before the engine hears of them (hashing is work, not
 //! a decision); the engine only says whether a verified piece is still wanted
 //! ([`Action::WritePiece`]) or not ([`Action::DropPiece`]).
+//!
+//! Identity: a hello's peer id and origin flag are claims anyone can make. The engine
+//! blames and shuns only what it can check ([`Blame`]): the address it dialled, the source
+//! address of a connection made to it, and an id only when the driver vouches for it
+//! ([`Remote::verified`]). A peer is an origin only if discovery said so for the address
+//! this node dialled; a connection made to this node never counts as an origin.
 
 mod picker;
 mod slab;
@@ -34,7 +44,7 @@ mod slab;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -91,8 +101,14 @@ pub struct Config {
     pub endgame_copies: u8,
     /// Failures (time-outs, failed dials, broken connections) before a peer is shunned.
     pub max_peer_failures: u32,
-    /// How long a shunned peer is refused.
+    /// How long a shunned address (or verified id) is refused.
     pub shun_for: Duration,
+    /// Known peers kept per blob. When the list is full, a peer discovery names displaces
+    /// the one heard of least recently that is not connected.
+    pub max_known_peers: usize,
+    /// A known peer that discovery has not named for this long, and that is not
+    /// connected, is forgotten.
+    pub forget_peer_after: Duration,
     /// How long a complete blob is seeded after its last upload; `None`: for ever.
     pub seed_idle: Option<Duration>,
     /// Super-seeding for blobs added with [`Engine::seed`]: instead of its whole bitfield, a
@@ -148,6 +164,8 @@ impl Default for Config {
             endgame_copies: 2,
             max_peer_failures: 3,
             shun_for: Duration::from_secs(600),
+            max_known_peers: 256,
+            forget_peer_after: Duration::from_secs(600),
             seed_idle: Some(Duration::from_secs(300)),
             super_seed_offers: 0,
             tick: Duration::from_millis(250),
@@ -287,10 +305,10 @@ pub enum Action {
     Retired {
         blob: Digest,
     },
-    /// A peer is shunned until `until` (for metrics and logs; its connections are closed by
-    /// their own actions).
+    /// An address (or verified id) is shunned until `until` (for metrics and logs; its
+    /// connections are closed by their own actions).
     Shunned {
-        peer: PeerId,
+        who: Blame,
         until: Instant,
     },
 }
@@ -311,7 +329,7 @@ pub enum Refusal {
     UnknownBlob,
     #[error("connection limit reached")]
     Busy,
-    #[error("peer is shunned")]
+    #[error("address is shunned")]
     Shunned,
     #[error("a connection to this peer already exists")]
     Duplicate,
@@ -327,6 +345,43 @@ impl Refusal {
             Refusal::Shunned | Refusal::Duplicate | Refusal::SelfConnection => ErrorCode::Refused,
         }
     }
+}
+
+/// Who is at the other end of a connection, as far as this node can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// The id the peer's hello claims. It tells connections apart and breaks ties between
+    /// two peers dialling each other; it is never blamed, never trusted to be an origin.
+    pub peer: PeerId,
+    /// The address dialled, or the source address of a connection made to this node.
+    pub addr: SocketAddr,
+    /// An id something vouches for (the certificate the peer presented, once the peer
+    /// protocol runs over TLS): blamed, and shunned, along with the address. `None`: only
+    /// the address is known for sure.
+    pub verified: Option<PeerId>,
+}
+
+impl Remote {
+    /// A peer known only by the id it claims and the address of the connection.
+    pub fn claimed(peer: PeerId, addr: SocketAddr) -> Self {
+        Remote {
+            peer,
+            addr,
+            verified: None,
+        }
+    }
+}
+
+/// What a misbehaving connection is held against: only what this node can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Blame {
+    /// An address this node dialled: it is not dialled again, whatever id is listed there.
+    Dialled(SocketAddr),
+    /// The source of connections made to this node (its port is an ephemeral one, so the
+    /// host): connections from it are refused.
+    Source(IpAddr),
+    /// An id something vouched for ([`Remote::verified`]).
+    Verified(PeerId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -361,6 +416,8 @@ pub struct SwarmStats {
     pub timeouts: u64,
     pub rejects_sent: u64,
     pub rejects_received: u64,
+    /// Peers on the blob's known list (named by discovery, or connected).
+    pub known_peers: usize,
     pub complete: bool,
 }
 
@@ -385,6 +442,8 @@ struct Known {
     state: KnownState,
     failures: u32,
     next_try: Instant,
+    /// When discovery last named it, or a connection to it last ended.
+    heard: Instant,
 }
 
 /// A byte rate averaged with exponential decay over a window: cheap to update per piece.
@@ -476,10 +535,19 @@ struct Swarm {
 #[derive(Debug)]
 struct Conn {
     swarm: usize,
+    /// The id the peer claims (see [`Remote`]).
     peer: PeerId,
     addr: SocketAddr,
+    /// The id something vouched for, if anything did.
+    verified: Option<PeerId>,
+    /// Discovery listed the address this node dialled as an origin's.
     origin: bool,
     outbound: bool,
+    /// The connection is the known peer of its claimed id (dialled, or made to this node
+    /// from that peer's host); its failures count there.
+    linked: bool,
+    /// Pieces this node cancelled here: one may still arrive, having crossed the cancel.
+    cancelled: VecDeque<u32>,
     /// The peer's pieces; `None` until its bitfield arrives.
     has: Option<Bitfield>,
     /// The connection's place in its swarm's slot table.
@@ -494,6 +562,8 @@ struct Conn {
     backoff_until: Option<Instant>,
     /// When the peer last delivered, or when it was last given work while idle.
     last_progress: Instant,
+    /// When the peer last sent a piece or asked for one (or connected).
+    last_useful: Instant,
     rate: Rate,
 }
 
@@ -508,8 +578,14 @@ pub(crate) struct Req {
 /// many peers.
 const SUPER_SEED_PER_CONN: usize = 2;
 
-/// Known peers kept per blob; more are ignored until some are forgotten.
-const MAX_KNOWN: usize = 256;
+/// A connection made to this node that has neither sent nor asked for a piece for this long,
+/// and holds nothing this node lacks, is useless: while downloading, it gives its slot up to
+/// a peer discovery named (if it is beyond the share of slots for connections made to it).
+const USELESS_AFTER: Duration = Duration::from_secs(5);
+
+/// Cancelled requests remembered per connection; a piece arriving for an older one is
+/// one nobody asked for.
+const MAX_CANCELLED: usize = 64;
 
 /// Streaming: pieces ahead of a reader fetched first, at least, whatever their size: one to
 /// read and a few behind it in flight, so a reader keeps moving at the download's pace.
@@ -525,7 +601,9 @@ pub struct Engine {
     by_digest: HashMap<Digest, usize>,
     conns: Slab<Conn>,
     dialing: usize,
-    shunned: HashMap<PeerId, Instant>,
+    /// Open connections made to this node, all blobs together.
+    inbound: usize,
+    shunned: HashMap<Blame, Instant>,
     actions: VecDeque<Action>,
     next_tick: Option<Instant>,
     totals: Totals,
@@ -543,6 +621,7 @@ impl Engine {
             by_digest: HashMap::new(),
             conns: Slab::default(),
             dialing: 0,
+            inbound: 0,
             shunned: HashMap::new(),
             actions: VecDeque::new(),
             next_tick: None,
@@ -730,6 +809,7 @@ impl Engine {
         self.swarm_of(digest).map(|s| SwarmStats {
             connections: s.conns.len(),
             in_flight: s.in_flight,
+            known_peers: s.known.len(),
             ..s.stats.clone()
         })
     }
@@ -750,8 +830,13 @@ impl Engine {
         self.totals
     }
 
-    pub fn is_shunned(&self, peer: &PeerId, now: Instant) -> bool {
-        self.shunned.get(peer).is_some_and(|&until| until > now)
+    pub fn is_shunned(&self, who: &Blame, now: Instant) -> bool {
+        self.shunned.get(who).is_some_and(|&until| until > now)
+    }
+
+    /// Whether a peer discovery lists at `addr` as `peer` is not to be dialled.
+    fn is_listed_shunned(&self, peer: &PeerId, addr: SocketAddr, now: Instant) -> bool {
+        self.is_shunned(&Blame::Dialled(addr), now) || self.is_shunned(&Blame::Verified(*peer), now)
     }
 
     /// Open connections, all blobs together.
@@ -841,18 +926,21 @@ impl Engine {
     /// Admits a connection whose handshake named `blob`: an inbound one, or the result of an
     /// [`Action::Connect`] (`outbound`). On success the connection's first action, sending
     /// this node's bitfield, is queued.
+    ///
+    /// The connection is an origin's only if it is outbound and discovery listed the
+    /// address dialled as an origin's; a connection made to this node never is (origins only
+    /// seed, so they never dial).
     pub fn open(
         &mut self,
         now: Instant,
         blob: &Digest,
-        peer: PeerId,
-        addr: SocketAddr,
-        origin: bool,
+        remote: Remote,
         outbound: bool,
     ) -> Result<ConnId, Refusal> {
         let Some(&s) = self.by_digest.get(blob) else {
             return Err(Refusal::UnknownBlob);
         };
+        let peer = remote.peer;
         if outbound {
             // The dial this answers is over, whatever happens next.
             self.dialing = self.dialing.saturating_sub(1);
@@ -860,7 +948,7 @@ impl Engine {
                 sw.dialing = sw.dialing.saturating_sub(1);
             }
         }
-        let result = self.admit(now, s, peer, addr, origin, outbound);
+        let result = self.admit(now, s, remote, outbound);
         if result.is_err() && outbound {
             let sw = slot(&mut self.swarms, s);
             sw.outbound = sw.outbound.saturating_sub(1);
@@ -877,26 +965,65 @@ impl Engine {
         result
     }
 
+    /// What a connection is held against if it misbehaves.
+    fn blames(c: &Conn) -> impl Iterator<Item = Blame> {
+        let by_addr = if c.outbound {
+            Blame::Dialled(c.addr)
+        } else {
+            Blame::Source(c.addr.ip())
+        };
+        std::iter::once(by_addr).chain(c.verified.map(Blame::Verified))
+    }
+
     fn admit(
         &mut self,
         now: Instant,
         s: usize,
-        peer: PeerId,
-        addr: SocketAddr,
-        origin: bool,
+        remote: Remote,
         outbound: bool,
     ) -> Result<ConnId, Refusal> {
-        if peer == self.me {
+        let Remote {
+            peer,
+            addr,
+            verified,
+        } = remote;
+        if peer == self.me || verified == Some(self.me) {
             return Err(Refusal::SelfConnection);
         }
-        if self.is_shunned(&peer, now) {
+        let by_addr = if outbound {
+            Blame::Dialled(addr)
+        } else {
+            Blame::Source(addr.ip())
+        };
+        if self.is_shunned(&by_addr, now)
+            || verified.is_some_and(|v| self.is_shunned(&Blame::Verified(v), now))
+        {
             return Err(Refusal::Shunned);
         }
         let me = self.me;
         let total = self.conns.len() + self.dialing;
         let sw = slot(&mut self.swarms, s);
+        // The known peer this connection is: for a dial, the entry dialled; for a connection
+        // made to this node, the entry of the id it claims, but only from that peer's own host
+        // and never an origin's, so a stranger cannot take another peer's place by naming it.
+        let known = sw.known_index.get(&peer).copied().filter(|&k| {
+            let info = &sw.known[k].info;
+            if outbound {
+                info.addr == addr
+            } else {
+                !info.origin && info.addr.ip() == addr.ip()
+            }
+        });
+        let origin = outbound && known.is_some_and(|k| sw.known[k].info.origin);
+        let listed_addr = known.map(|k| sw.known[k].info.addr);
+        if let Some(a) = listed_addr
+            && self.is_listed_shunned(&peer, a, now)
+        {
+            return Err(Refusal::Shunned);
+        }
+        let sw = slot(&mut self.swarms, s);
         let mut replace = None;
-        if let Some(&k) = sw.known_index.get(&peer)
+        if let Some(k) = known
             && let KnownState::Connected(existing) = sw.known[k].state
         {
             // Both ends may dial each other at once. Both keep the connection dialled by the
@@ -913,16 +1040,17 @@ impl Engine {
         }
         let sw = slot(&mut self.swarms, s);
         if !outbound && replace.is_none() {
-            if sw.conns.len() + sw.dialing >= self.cfg.max_conns_per_blob
-                || total >= self.cfg.max_conns
-            {
+            // Connections made to this node may take any free slot; while it downloads,
+            // those beyond their share that turn out useless give theirs back when a peer
+            // discovery named waits to be dialled (see `dial`).
+            let full = sw.conns.len() + sw.dialing >= self.cfg.max_conns_per_blob;
+            // And in all, at least one blob's dialling share is kept.
+            let kept = self.cfg.max_outbound_per_blob.min(self.cfg.max_conns / 2);
+            if full || total >= self.cfg.max_conns || self.inbound >= self.cfg.max_conns - kept {
                 return Err(Refusal::Busy);
             }
             if sw.phase != Phase::Seeding
-                && sw
-                    .known_index
-                    .get(&peer)
-                    .is_some_and(|&k| sw.known[k].state == KnownState::Dialing && peer < me)
+                && known.is_some_and(|k| sw.known[k].state == KnownState::Dialing && peer < me)
             {
                 // Our own dial to this peer is under way and will be the one kept.
                 return Err(Refusal::Duplicate);
@@ -949,8 +1077,11 @@ impl Engine {
             swarm: s,
             peer,
             addr,
+            verified,
             origin,
             outbound,
+            linked: known.is_some(),
+            cancelled: VecDeque::new(),
             has: None,
             slot: slot_index,
             requests: Vec::new(),
@@ -959,39 +1090,45 @@ impl Engine {
             offered: Vec::new(),
             backoff_until: None,
             last_progress: now,
+            last_useful: now,
             rate: Rate::new(),
         };
         let id = self.conns.insert(conn);
+        if !outbound {
+            self.inbound += 1;
+        }
         let sw = self.swarms[s]
             .as_mut()
             .unwrap_or_else(|| unreachable!("swarm index {s} is stale"));
         sw.conns.push(id);
         sw.slots[slot_index] = Some(id);
         sw.last_active = now;
-        let k = match sw.known_index.get(&peer) {
-            Some(&k) => k,
-            None => {
-                sw.known.push(Known {
-                    info: PeerInfo {
-                        peer_id: peer,
-                        addr,
-                        complete: false,
-                        origin,
-                    },
-                    state: KnownState::Idle,
-                    failures: 0,
-                    next_try: now,
-                });
-                sw.known_index.insert(peer, sw.known.len() - 1);
-                sw.known.len() - 1
+        if let Some(k) = known {
+            // An outbound origin connection was counted when its dial began.
+            let counted = outbound && sw.known[k].state == KnownState::Dialing;
+            if origin && !counted {
+                sw.origin_conns += 1;
             }
-        };
-        // An outbound origin connection was counted when its dial began.
-        let counted = outbound && sw.known[k].state == KnownState::Dialing;
-        if origin && !counted {
-            sw.origin_conns += 1;
+            sw.known[k].state = KnownState::Connected(id);
+        } else if outbound && sw.known.len() < self.cfg.max_known_peers {
+            // Dialled without being listed (a driver's own choice): known from now on.
+            sw.known_index.insert(peer, sw.known.len());
+            sw.known.push(Known {
+                info: PeerInfo {
+                    peer_id: peer,
+                    addr,
+                    complete: false,
+                    origin: false,
+                },
+                state: KnownState::Connected(id),
+                failures: 0,
+                next_try: now,
+                heard: now,
+            });
+            if let Some(c) = self.conns.get_mut(id) {
+                c.linked = true;
+            }
         }
-        sw.known[k].state = KnownState::Connected(id);
         // A super-seed shows nothing at first; it offers pieces once it knows what the peer
         // holds.
         let shown = if sw.super_seed {
@@ -1100,6 +1237,7 @@ impl Engine {
             for c in ids {
                 self.update_window(now, c);
             }
+            self.forget_stale(now, s);
             self.announce_if_due(s, now);
             self.dial(now, s);
             self.fill(now, s);
@@ -1130,9 +1268,10 @@ impl Engine {
         };
         let me = self.me;
         let min = self.cfg.min_announce_interval;
+        let max_known = self.cfg.max_known_peers;
         let shunned: Vec<bool> = peers
             .iter()
-            .map(|p| self.is_shunned(&p.peer_id, now))
+            .map(|p| self.is_listed_shunned(&p.peer_id, p.addr, now))
             .collect();
         let sw = slot(&mut self.swarms, s);
         sw.announcing = false;
@@ -1142,26 +1281,85 @@ impl Engine {
             if p.peer_id == me || shunned {
                 continue;
             }
-            match sw.known_index.get(&p.peer_id) {
-                Some(&k) => {
-                    let known = &mut sw.known[k];
-                    if known.state == KnownState::Idle {
-                        known.info = p;
-                    }
+            if let Some(&k) = sw.known_index.get(&p.peer_id) {
+                let known = &mut sw.known[k];
+                known.heard = now;
+                if known.state == KnownState::Idle {
+                    known.info = p;
                 }
-                None if sw.known.len() < MAX_KNOWN => {
-                    sw.known_index.insert(p.peer_id, sw.known.len());
-                    sw.known.push(Known {
-                        info: p,
-                        state: KnownState::Idle,
-                        failures: 0,
-                        next_try: now,
-                    });
-                }
-                None => {}
+                continue;
+            }
+            let k = if sw.known.len() < max_known {
+                sw.known.push(Known {
+                    info: p.clone(),
+                    state: KnownState::Idle,
+                    failures: 0,
+                    next_try: now,
+                    heard: now,
+                });
+                sw.known.len() - 1
+            } else {
+                // Full: the new peer takes the place of the one not connected that was heard
+                // of least recently (the most failed among equals), unless every one was
+                // named just now.
+                let stale = sw
+                    .known
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.state == KnownState::Idle && k.heard < now)
+                    .min_by_key(|(_, k)| (k.heard, std::cmp::Reverse(k.failures)))
+                    .map(|(i, _)| i);
+                let Some(k) = stale else { continue };
+                sw.known_index.remove(&sw.known[k].info.peer_id);
+                sw.known[k] = Known {
+                    info: p.clone(),
+                    state: KnownState::Idle,
+                    failures: 0,
+                    next_try: now,
+                    heard: now,
+                };
+                k
+            };
+            sw.known_index.insert(p.peer_id, k);
+            // A peer already connected to this node from its own host is that connection.
+            if !p.origin
+                && let Some(&id) = sw.conns.iter().find(|&&id| {
+                    self.conns.get(id).is_some_and(|c| {
+                        !c.outbound
+                            && !c.linked
+                            && c.peer == p.peer_id
+                            && c.addr.ip() == p.addr.ip()
+                    })
+                })
+                && let Some(c) = self.conns.get_mut(id)
+            {
+                c.linked = true;
+                sw.known[k].state = KnownState::Connected(id);
             }
         }
         self.dial(now, s);
+    }
+
+    /// Forgets the known peers of a blob that discovery has not named for a while and that
+    /// are not connected.
+    fn forget_stale(&mut self, now: Instant, s: usize) {
+        let after = self.cfg.forget_peer_after;
+        let Some(sw) = self.swarms[s].as_mut() else {
+            return;
+        };
+        let stale = |k: &Known| {
+            k.state == KnownState::Idle && now.saturating_duration_since(k.heard) >= after
+        };
+        if !sw.known.iter().any(stale) {
+            return;
+        }
+        sw.known.retain(|k| !stale(k));
+        sw.known_index = sw
+            .known
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.info.peer_id, i))
+            .collect();
     }
 
     fn on_dial_failed(
@@ -1180,7 +1378,7 @@ impl Engine {
         let sw = slot(&mut self.swarms, s);
         sw.dialing = sw.dialing.saturating_sub(1);
         sw.outbound = sw.outbound.saturating_sub(1);
-        let mut shun = false;
+        let mut shun = None;
         if let Some(&k) = sw.known_index.get(&peer)
             && sw.known[k].state == KnownState::Dialing
         {
@@ -1196,11 +1394,11 @@ impl Engine {
             } else {
                 known.failures += 1;
                 known.next_try = now + backoff.saturating_mul(1 << known.failures.min(8));
-                shun = known.failures >= max_failures;
+                shun = (known.failures >= max_failures).then_some(known.info.addr);
             }
         }
-        if shun {
-            self.shun(now, peer, None);
+        if let Some(addr) = shun {
+            self.shun(now, Blame::Dialled(addr), None);
         }
         self.dial(now, s);
     }
@@ -1209,11 +1407,11 @@ impl Engine {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
-        let (s, peer) = (c.swarm, c.peer);
+        let (s, peer, linked) = (c.swarm, c.peer, c.linked);
         tracing::debug!(%conn, ?peer, ?reason, "connection closed");
         self.drop_conn(now, conn, None);
         match reason {
-            CloseReason::Protocol => self.fail_peer(now, s, peer),
+            CloseReason::Protocol => self.fail_peer(now, s, peer, linked),
             CloseReason::Remote(ErrorCode::Protocol) | CloseReason::Disconnected => {
                 // Not necessarily the peer's fault (it may have stopped seeding), so no
                 // failure is counted; the redial back-off in `drop_conn` applies.
@@ -1226,8 +1424,13 @@ impl Engine {
         }
     }
 
-    /// Counts a failure against a peer and shuns it once it has failed too often.
-    fn fail_peer(&mut self, now: Instant, s: usize, peer: PeerId) {
+    /// Counts a failure against the known peer of a linked connection (the address this
+    /// node dials it at) and shuns that address once it has failed too often. Connections
+    /// that are no known peer's are only closed: their claimed id is nobody's to blame.
+    fn fail_peer(&mut self, now: Instant, s: usize, peer: PeerId, linked: bool) {
+        if !linked {
+            return;
+        }
         let max = self.cfg.max_peer_failures;
         let Some(sw) = self.swarms[s].as_mut() else {
             return;
@@ -1237,20 +1440,25 @@ impl Engine {
         };
         sw.known[k].failures += 1;
         if sw.known[k].failures >= max {
-            self.shun(now, peer, Some(ErrorCode::Protocol));
+            let addr = sw.known[k].info.addr;
+            self.shun(now, Blame::Dialled(addr), Some(ErrorCode::Protocol));
         }
     }
 
-    /// Drops every connection to `peer` and refuses it for `shun_for`.
-    fn shun(&mut self, now: Instant, peer: PeerId, code: Option<ErrorCode>) {
-        tracing::info!(?peer, for_s = self.cfg.shun_for.as_secs(), "shunning peer");
+    /// Drops every connection `who` covers and refuses it for `shun_for`.
+    fn shun(&mut self, now: Instant, who: Blame, code: Option<ErrorCode>) {
+        tracing::info!(?who, for_s = self.cfg.shun_for.as_secs(), "shunning");
         let until = now + self.cfg.shun_for;
-        self.shunned.insert(peer, until);
-        self.actions.push_back(Action::Shunned { peer, until });
+        self.shunned.insert(who, until);
+        self.actions.push_back(Action::Shunned { who, until });
         let ids: Vec<ConnId> = self
             .conns
             .ids()
-            .filter(|&c| self.conns.get(c).is_some_and(|c| c.peer == peer))
+            .filter(|&c| {
+                self.conns
+                    .get(c)
+                    .is_some_and(|c| Self::blames(c).any(|b| b == who))
+            })
             .collect();
         let mut touched = Vec::new();
         for c in ids {
@@ -1274,6 +1482,9 @@ impl Engine {
         };
         if code.is_some() {
             self.actions.push_back(Action::Close { conn: id, code });
+        }
+        if !c.outbound {
+            self.inbound = self.inbound.saturating_sub(1);
         }
         let backoff = self.cfg.redial_backoff;
         let Some(sw) = self.swarms[c.swarm].as_mut() else {
@@ -1339,6 +1550,7 @@ impl Engine {
         {
             sw.known[k].state = KnownState::Idle;
             sw.known[k].next_try = now + backoff;
+            sw.known[k].heard = now;
         }
         if !c.offered.is_empty() {
             self.offer(c.swarm);
@@ -1353,7 +1565,10 @@ impl Engine {
         let requests = std::mem::take(&mut c.requests);
         c.window = 1;
         c.backoff_until = Some(now + timeout);
-        let (s, peer, origin) = (c.swarm, c.peer, c.origin);
+        let (s, peer, origin, linked) = (c.swarm, c.peer, c.origin, c.linked);
+        for r in &requests {
+            remember_cancel(c, r.piece);
+        }
         tracing::info!(conn = %id, ?peer, addr = %c.addr, moved = requests.len(), "requests timed out; moving them");
         let sw = slot(&mut self.swarms, s);
         sw.stats.timeouts += 1;
@@ -1371,7 +1586,7 @@ impl Engine {
                 msg: Message::Cancel(r.piece),
             });
         }
-        self.fail_peer(now, s, peer);
+        self.fail_peer(now, s, peer, linked);
         if self.swarms[s].is_some() {
             self.fill(now, s);
         }
@@ -1438,10 +1653,10 @@ impl Engine {
     /// and the failure counted.
     fn violation(&mut self, now: Instant, id: ConnId, what: &'static str) {
         let Some(c) = self.conns.get(id) else { return };
-        let (s, peer) = (c.swarm, c.peer);
-        tracing::info!(conn = %id, ?peer, what, "protocol violation");
+        let (s, peer, linked) = (c.swarm, c.peer, c.linked);
+        tracing::info!(conn = %id, ?peer, addr = %c.addr, what, "protocol violation");
         self.drop_conn(now, id, Some(ErrorCode::Protocol));
-        self.fail_peer(now, s, peer);
+        self.fail_peer(now, s, peer, linked);
         if self.swarms[s].is_some() {
             self.dial(now, s);
             self.fill(now, s);
@@ -1568,6 +1783,7 @@ impl Engine {
         let sw = self.swarms[c.swarm]
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection of a retired swarm"));
+        c.last_useful = now;
         if c.uploads.contains(&i) {
             return;
         }
@@ -1603,10 +1819,22 @@ impl Engine {
         let peer = c.peer;
         let origin = c.origin;
         let rate_window = self.cfg.rate_window;
+        let asked = c.requests.iter().position(|r| r.piece == index);
+        let crossed = c.cancelled.iter().position(|&p| p == index);
+        if asked.is_none() && crossed.is_none() {
+            // Nobody asked for it: a protocol error on this connection, not evidence against
+            // whoever the peer claims to be.
+            self.actions
+                .push_back(Action::DropPiece { conn: id, index });
+            return self.violation(now, id, "piece never requested");
+        }
+        if let Some(pos) = crossed {
+            c.cancelled.remove(pos);
+        }
         let sw = self.swarms[s]
             .as_mut()
             .unwrap_or_else(|| unreachable!("connection of a retired swarm"));
-        if let Some(pos) = c.requests.iter().position(|r| r.piece == index) {
+        if let Some(pos) = asked {
             c.requests.swap_remove(pos);
             sw.in_flight -= 1;
             if !origin {
@@ -1617,15 +1845,21 @@ impl Engine {
             }
         }
         if !valid {
+            // A piece it was asked for, and it lied: what can be verified of the sender is
+            // shunned (its address; its id only if something vouched for it).
             sw.stats.bad_pieces += 1;
-            tracing::warn!(conn = %id, ?peer, index, "peer sent a corrupt piece");
+            tracing::warn!(conn = %id, ?peer, addr = %c.addr, index, "peer sent a corrupt piece");
             self.actions
                 .push_back(Action::DropPiece { conn: id, index });
-            self.shun(now, peer, Some(ErrorCode::Protocol));
+            let blames: Vec<Blame> = Self::blames(c).collect();
+            for who in blames {
+                self.shun(now, who, Some(ErrorCode::Protocol));
+            }
             return;
         }
         let size = sw.layout.piece_size(index).unwrap_or(0) as u64;
         c.last_progress = now;
+        c.last_useful = now;
         c.rate.add(now, size, rate_window);
         sw.rate.add(now, size, rate_window);
         sw.last_active = now;
@@ -1657,6 +1891,7 @@ impl Engine {
                 };
                 if let Some(pos) = oc.requests.iter().position(|r| r.piece == index) {
                     oc.requests.swap_remove(pos);
+                    remember_cancel(oc, index);
                     sw.in_flight -= 1;
                     if !oc.origin {
                         sw.in_flight_to_peers -= 1;
@@ -1905,21 +2140,49 @@ impl Engine {
             let Some(sw) = self.swarms[s].as_mut() else {
                 return;
             };
-            if sw.phase != Phase::Downloading
-                || sw.conns.len() + sw.dialing >= max_blob
-                || sw.outbound >= max_out
-                || total >= max_all
-            {
+            if sw.phase != Phase::Downloading || sw.outbound >= max_out || total >= max_all {
                 return;
             }
+            let shunned = &self.shunned;
+            let is_shunned = |who: Blame| shunned.get(&who).is_some_and(|&until| until > now);
             let ready = |k: &Known| {
                 k.state == KnownState::Idle
                     && k.next_try <= now
-                    && self
-                        .shunned
-                        .get(&k.info.peer_id)
-                        .is_none_or(|&until| until <= now)
+                    && !is_shunned(Blame::Dialled(k.info.addr))
+                    && !is_shunned(Blame::Verified(k.info.peer_id))
             };
+            if sw.conns.len() + sw.dialing >= max_blob {
+                // Full. If a peer discovery named waits, a useless connection made to this
+                // node beyond its share makes room: idle ones cannot crowd out dialling.
+                let waiting = sw
+                    .known
+                    .iter()
+                    .any(|k| ready(k) && (!k.info.origin || sw.origin_conns < max_origins));
+                let share = max_blob.saturating_sub(max_out);
+                let conns = &self.conns;
+                let inbound = sw
+                    .conns
+                    .iter()
+                    .filter(|&&id| conns.get(id).is_some_and(|c| !c.outbound))
+                    .count();
+                let victim = sw.conns.iter().copied().find(|&id| {
+                    conns.get(id).is_some_and(|c| {
+                        !c.outbound
+                            && sw.slot_interesting[c.slot] == 0
+                            && c.requests.is_empty()
+                            && c.uploads.is_empty()
+                            && now.saturating_duration_since(c.last_useful) >= USELESS_AFTER
+                    })
+                });
+                match victim {
+                    Some(id) if waiting && inbound > share => {
+                        tracing::debug!(conn = %id, "dropping a useless connection to dial a listed peer");
+                        self.drop_conn(now, id, Some(ErrorCode::Busy));
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
             // Peers first, in the order discovery gave them; origins only as a last resort
             // and only a few.
             let pick = sw
@@ -2111,6 +2374,15 @@ fn fill_focus(
             request(sw, c, id, p, now, actions);
         }
     }
+}
+
+/// A request of `piece` on `c` is being cancelled: the piece may still come, having crossed
+/// the cancel, and is then no protocol error.
+fn remember_cancel(c: &mut Conn, piece: u32) {
+    if c.cancelled.len() >= MAX_CANCELLED {
+        c.cancelled.pop_front();
+    }
+    c.cancelled.push_back(piece);
 }
 
 fn target_in_flight(cfg: &Config, sw: &Swarm, now: Instant) -> usize {

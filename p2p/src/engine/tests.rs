@@ -164,14 +164,16 @@ impl Net {
             Action::Connect { blob, peer } => {
                 let m = self.by_id(peer.peer_id);
                 let me = self.nodes[n].info.clone();
-                match self.nodes[m]
-                    .engine
-                    .open(now, &blob, me.peer_id, me.addr, me.origin, false)
-                {
+                match self.nodes[m].engine.open(
+                    now,
+                    &blob,
+                    Remote::claimed(me.peer_id, me.addr),
+                    false,
+                ) {
                     Ok(theirs) => {
                         let ours = self.nodes[n]
                             .engine
-                            .open(now, &blob, peer.peer_id, peer.addr, peer.origin, true)
+                            .open(now, &blob, Remote::claimed(peer.peer_id, peer.addr), true)
                             .unwrap();
                         self.links.insert((n, ours), (m, theirs));
                         self.links.insert((m, theirs), (n, ours));
@@ -367,12 +369,17 @@ fn rarest_piece_is_requested_first() {
     let (full_id, addr) = (net.nodes[full].info.peer_id, net.nodes[full].info.addr);
     let conn_full = net.nodes[l]
         .engine
-        .open(now, &blob(), full_id, addr, false, true)
+        .open(now, &blob(), Remote::claimed(full_id, addr), true)
         .unwrap();
     for k in 0..2u8 {
         let c = net.nodes[l]
             .engine
-            .open(now, &blob(), PeerId([100 + k; 20]), addr, false, true)
+            .open(
+                now,
+                &blob(),
+                Remote::claimed(PeerId([100 + k; 20]), addr),
+                true,
+            )
             .unwrap();
         net.nodes[l].engine.handle(
             now,
@@ -440,7 +447,12 @@ fn a_reader_gets_the_pieces_just_ahead_of_it_before_rarer_ones() {
         .enumerate()
     {
         let c = e
-            .open(now, &blob(), PeerId([10 + k as u8; 20]), addr, false, true)
+            .open(
+                now,
+                &blob(),
+                Remote::claimed(PeerId([10 + k as u8; 20]), addr),
+                true,
+            )
             .unwrap();
         e.handle(
             now,
@@ -476,12 +488,37 @@ fn origins_serve_only_what_peers_lack() {
     let mut e = Engine::new(cfg(), PeerId([1; 20]), 0);
     let now = Instant::now();
     e.download(now, blob(), layout()).unwrap();
-    let addr = SocketAddr::from(([1, 1, 1, 1], 1));
+    let origin_addr = SocketAddr::from(([1, 1, 1, 1], 1));
+    // An origin because discovery says so of the address dialled.
+    e.handle(
+        now,
+        Event::Announced {
+            blob: blob(),
+            peers: vec![PeerInfo {
+                peer_id: PeerId([2; 20]),
+                addr: origin_addr,
+                complete: true,
+                origin: true,
+            }],
+            interval: Duration::from_secs(30),
+        },
+    );
     let origin = e
-        .open(now, &blob(), PeerId([2; 20]), addr, true, true)
+        .open(
+            now,
+            &blob(),
+            Remote::claimed(PeerId([2; 20]), origin_addr),
+            true,
+        )
         .unwrap();
+    let peer_addr = SocketAddr::from(([1, 1, 1, 2], 1));
     let peer = e
-        .open(now, &blob(), PeerId([3; 20]), addr, false, true)
+        .open(
+            now,
+            &blob(),
+            Remote::claimed(PeerId([3; 20]), peer_addr),
+            true,
+        )
         .unwrap();
     let mut half = Bitfield::new(PIECES as usize);
     for i in 0..PIECES as usize / 2 {
@@ -548,7 +585,12 @@ fn an_origin_with_an_offer_start_offers_in_order_from_it_and_wraps() {
     let mut offered = Vec::new();
     for k in 0..4u8 {
         let c = e
-            .open(now, &blob(), PeerId([10 + k; 20]), addr, false, false)
+            .open(
+                now,
+                &blob(),
+                Remote::claimed(PeerId([10 + k; 20]), addr),
+                false,
+            )
             .unwrap();
         e.handle(
             now,
@@ -645,11 +687,14 @@ fn repeated_stalls_get_a_peer_shunned() {
     let slow = net.seeder(cfg(), false, Fault::Stall);
     let l = net.leecher(c);
     net.settle();
-    let slow_id = net.nodes[slow].info.peer_id;
     for _ in 0..40 {
         net.advance(Duration::from_millis(500));
     }
-    assert!(net.nodes[l].engine.is_shunned(&slow_id, net.now));
+    assert!(
+        net.nodes[l]
+            .engine
+            .is_shunned(&Blame::Dialled(net.nodes[slow].info.addr), net.now)
+    );
     assert_eq!(net.nodes[l].engine.connections(), 0);
 }
 
@@ -662,7 +707,8 @@ fn corrupt_peer_is_dropped_and_shunned_and_others_finish() {
     net.settle();
     assert!(net.completed(l));
     let bad_id = net.nodes[bad].info.peer_id;
-    assert!(net.nodes[l].engine.is_shunned(&bad_id, net.now));
+    let bad_at = Blame::Dialled(net.nodes[bad].info.addr);
+    assert!(net.nodes[l].engine.is_shunned(&bad_at, net.now));
     let stats = net.nodes[l].engine.stats(&blob()).unwrap();
     assert_eq!(stats.bad_pieces, 1, "dropped at the first bad piece");
     // A fresh announce lists the bad peer again; it is not dialled.
@@ -684,12 +730,12 @@ fn corrupt_peer_is_dropped_and_shunned_and_others_finish() {
     assert_eq!(
         net.nodes[l]
             .engine
-            .open(now, &blob(), bad_id, bad_addr, false, false),
+            .open(now, &blob(), Remote::claimed(bad_id, bad_addr), false),
         Err(Refusal::Shunned)
     );
     // Once the shun expires it may come back.
     net.advance(cfg().shun_for);
-    assert!(!net.nodes[l].engine.is_shunned(&bad_id, net.now));
+    assert!(!net.nodes[l].engine.is_shunned(&bad_at, net.now));
 }
 
 #[test]
@@ -718,26 +764,29 @@ fn connection_limits_per_blob_and_in_all() {
     assert_eq!(
         net.nodes[l]
             .engine
-            .open(now, &blob(), stranger, addr, false, false),
+            .open(now, &blob(), Remote::claimed(stranger, addr), false),
         Err(Refusal::Busy)
     );
     // The other blob has room, but the node has one slot left in all.
     assert!(
         net.nodes[l]
             .engine
-            .open(now, &other, stranger, addr, false, false)
+            .open(now, &other, Remote::claimed(stranger, addr), false)
             .is_ok()
     );
     assert_eq!(
         net.nodes[l]
             .engine
-            .open(now, &other, PeerId([201; 20]), addr, false, false),
+            .open(now, &other, Remote::claimed(PeerId([201; 20]), addr), false),
         Err(Refusal::Busy)
     );
     assert_eq!(
-        net.nodes[l]
-            .engine
-            .open(now, &Digest::sha256_of(b"?"), stranger, addr, false, false),
+        net.nodes[l].engine.open(
+            now,
+            &Digest::sha256_of(b"?"),
+            Remote::claimed(stranger, addr),
+            false
+        ),
         Err(Refusal::UnknownBlob)
     );
 }
@@ -758,9 +807,7 @@ fn uploads_beyond_the_queue_are_rejected() {
         .open(
             now,
             &blob(),
-            PeerId([2; 20]),
-            SocketAddr::from(([1, 1, 1, 1], 1)),
-            false,
+            Remote::claimed(PeerId([2; 20]), SocketAddr::from(([1, 1, 1, 1], 1))),
             false,
         )
         .unwrap();
@@ -881,10 +928,10 @@ fn simultaneous_dials_keep_exactly_one_connection() {
         );
     }
     // Each sees the other's inbound before its own dial completes.
-    let a_in = a.open(now, &blob(), b_id, addr, false, false);
-    let b_in = b.open(now, &blob(), a_id, addr, false, false);
-    let a_out = a.open(now, &blob(), b_id, addr, false, true);
-    let b_out = b.open(now, &blob(), a_id, addr, false, true);
+    let a_in = a.open(now, &blob(), Remote::claimed(b_id, addr), false);
+    let b_in = b.open(now, &blob(), Remote::claimed(a_id, addr), false);
+    let a_out = a.open(now, &blob(), Remote::claimed(b_id, addr), true);
+    let b_out = b.open(now, &blob(), Remote::claimed(a_id, addr), true);
     // b has the larger id, so b's dial survives on both ends.
     assert!(a_in.is_ok() && b_out.is_ok());
     assert!(b_in.is_err() && a_out.is_err());
@@ -1040,7 +1087,11 @@ mod fuzz {
                 match o {
                     Op::Open { peer, origin, outbound } => {
                         let i = info(peer, origin);
-                        if let Ok(c) = e.open(now, &blob(), i.peer_id, i.addr, origin, outbound) {
+                        if origin {
+                            // Only discovery makes a peer an origin.
+                            e.handle(now, Event::Announced { blob: blob(), peers: vec![i.clone()], interval: Duration::from_secs(30) });
+                        }
+                        if let Ok(c) = e.open(now, &blob(), Remote::claimed(i.peer_id, i.addr), outbound) {
                             conns.push(c);
                         }
                     }

@@ -179,6 +179,7 @@ impl BlobIo {
         }
     }
 
+    #[cfg(test)]
     pub async fn read_piece(self: &Arc<Self>, index: usize) -> Result<Bytes, ReadError> {
         let range = self
             .metainfo

@@ -1,5 +1,9 @@
 //! The node's bound on piece bytes held in memory between the socket and the disk.
 //!
+//! The same kind of budget bounds the other direction, uploads: a connection's writer
+//! reserves a chunk of a piece before it reads the chunk from disk, and gives it back once
+//! the chunk is written to the socket.
+//!
 //! A connection's reader reserves a piece's length from the [`WriteBudget`] as soon as it
 //! has read the piece's header, before it allocates the buffer, and the [`Reservation`]
 //! travels with the bytes: through verification, the engine's decision, and the write to the
@@ -21,6 +25,9 @@ use crate::wire::Pacer;
 
 /// What [`crate::NodeConfig::max_unwritten_bytes`] is unless set.
 pub const DEFAULT_MAX_UNWRITTEN_BYTES: u64 = 64 << 20;
+
+/// What [`crate::NodeConfig::max_unsent_bytes`] is unless set.
+pub const DEFAULT_MAX_UNSENT_BYTES: u64 = 64 << 20;
 
 /// Piece bytes received and not yet written or dropped, for the whole node; cheap to clone.
 #[derive(Debug, Clone)]

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::blob::BlobIo;
+use super::blob::{BlobIo, ReadError};
 use super::budget::ReadPacer;
-use super::{Cmd, Ctx, InboundAnswer};
+use super::{Cmd, Ctx, InboundAnswer, InboundSlot};
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::wire::{
     self, Decoder, ErrorCode, Hello, Layout, Message, Unpaced, WireError, piece_header,
@@ -26,6 +26,13 @@ use crate::wire::{
 
 /// Bytes of a piece written between two payments to the egress cap.
 const WRITE_CHUNK: usize = wire::READ_CHUNK;
+
+/// Bytes of a piece read from disk at once for an upload, and so held in memory per
+/// connection at most: the node's `max_unsent_bytes` is shared out in these.
+const UPLOAD_CHUNK: usize = 4 * WRITE_CHUNK;
+
+/// How long a refused connection has to send its hello before it is closed unanswered.
+const REFUSAL_HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the node tells one connection's writer.
 #[derive(Debug)]
@@ -143,7 +150,14 @@ async fn handshake_out(
 
 /// Handles an incoming connection: reads the hello, asks the node to admit it (fetching the
 /// blob's metainfo first if the node does not know the blob yet), then runs it.
-pub(crate) async fn accept(ctx: Arc<Ctx>, mut stream: TcpStream, addr: SocketAddr) {
+///
+/// `_slot` counts the connection against its source address until it ends.
+pub(crate) async fn accept(
+    ctx: Arc<Ctx>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    _slot: InboundSlot,
+) {
     let _ = stream.set_nodelay(true);
     let theirs = match timeout(ctx.cfg.handshake_timeout, wire::read_hello(&mut stream)).await {
         Ok(Ok(h)) => h,
@@ -219,8 +233,33 @@ pub(crate) async fn accept(ctx: Arc<Ctx>, mut stream: TcpStream, addr: SocketAdd
             _ => "refused",
         },
     );
-    // Answer with a hello and the reason, so the dialler knows not to count it a fault.
-    let mut out = hello(&ctx, theirs.digest).encode();
+    answer_refusal(&ctx, stream, theirs.digest, code).await;
+}
+
+/// Refuses a connection from an address that has too many open already: with `busy` after
+/// its hello, so that an honest dialler on a busy host tries again later without holding
+/// it against this node; closed unanswered if the hello does not come at once.
+pub(crate) async fn refuse_busy(
+    ctx: Arc<Ctx>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    _slot: InboundSlot,
+) {
+    refuse_metric(&ctx, "per_address");
+    let wait = REFUSAL_HELLO_TIMEOUT.min(ctx.cfg.handshake_timeout);
+    match timeout(wait, wire::read_hello(&mut stream)).await {
+        Ok(Ok(h)) => {
+            tracing::debug!(%addr, "too many connections from one address; busy");
+            answer_refusal(&ctx, stream, h.digest, ErrorCode::Busy).await;
+        }
+        _ => tracing::debug!(%addr, "too many connections from one address; closed"),
+    }
+}
+
+/// Answers a hello with a hello and the reason for the refusal, so that the dialler knows
+/// not to count it a fault, then closes.
+async fn answer_refusal(ctx: &Ctx, mut stream: TcpStream, digest: Digest, code: ErrorCode) {
+    let mut out = hello(ctx, digest).encode();
     let mut frame = BytesMut::new();
     Message::Error {
         code,
@@ -235,7 +274,7 @@ pub(crate) async fn accept(ctx: Arc<Ctx>, mut stream: TcpStream, addr: SocketAdd
     .await;
 }
 
-fn refuse_metric(ctx: &Ctx, reason: &str) {
+pub(crate) fn refuse_metric(ctx: &Ctx, reason: &str) {
     ctx.metrics
         .connections_refused
         .with_label_values(&[reason])
@@ -428,7 +467,10 @@ async fn write_loop(
     }
 }
 
-/// Reads a piece and sends it, paying the egress cap chunk by chunk.
+/// Reads a piece and sends it, a chunk at a time: each chunk is counted against the node's
+/// unsent-bytes budget from before it is read until it is written, and pays the egress cap
+/// as it goes out. A peer that stops reading for the idle time-out is dropped, so it cannot
+/// hold its share of the budget for ever.
 async fn send_piece(
     ctx: &Ctx,
     conn: ConnId,
@@ -436,24 +478,64 @@ async fn send_piece(
     io: &Arc<BlobIo>,
     index: u32,
 ) -> Result<(), WireError> {
-    let data = match io.read_piece(index as usize).await {
-        Ok(d) => d,
-        Err(e) => {
-            // A local fault, not the peer's: tell the engine the upload is over and close,
-            // so the peer asks someone else.
-            tracing::warn!(%conn, index, error = %e, "cannot read a piece to upload");
-            let _ = ctx.cmd.send(Cmd::Engine(Event::Uploaded { conn, index }));
-            return Err(WireError::Io(std::io::Error::other(e.to_string())));
-        }
-    };
-    wr.write_all(&piece_header(index, data.len() as u32))
-        .await?;
-    for chunk in data.chunks(WRITE_CHUNK) {
-        ctx.egress.acquire(chunk.len()).await;
-        wr.write_all(chunk).await?;
-    }
-    ctx.metrics.bytes_sent.inc_by(data.len() as u64);
+    let r = send_chunks(ctx, wr, io, index).await;
+    // Sent, or not: either way the upload is over (a failure closes the connection, and
+    // the peer asks someone else).
     let _ = ctx.cmd.send(Cmd::Engine(Event::Uploaded { conn, index }));
+    if let Err(e) = &r {
+        tracing::debug!(%conn, index, error = %e, "upload failed");
+    }
+    r
+}
+
+async fn send_chunks(
+    ctx: &Ctx,
+    wr: &mut OwnedWriteHalf,
+    io: &Arc<BlobIo>,
+    index: u32,
+) -> Result<(), WireError> {
+    let Some(range) = io.metainfo.piece_range(index as usize) else {
+        let e = ReadError::OutOfRange(index as usize);
+        return Err(WireError::Io(std::io::Error::other(e.to_string())));
+    };
+    let stalled = || {
+        WireError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer stopped reading",
+        ))
+    };
+    let len = range.end - range.start;
+    let mut at = range.start;
+    let mut first = true;
+    while at < range.end || first {
+        let n = (range.end - at).min(UPLOAD_CHUNK as u64);
+        let _held = ctx.unsent.reserve(n as usize).await;
+        let data = match io.read(at..at + n).await {
+            Ok(d) => d,
+            Err(e) => {
+                // A local fault, not the peer's.
+                tracing::warn!(index, error = %e, "cannot read a piece to upload");
+                return Err(WireError::Io(std::io::Error::other(e.to_string())));
+            }
+        };
+        if first {
+            timeout(
+                ctx.cfg.idle_timeout,
+                wr.write_all(&piece_header(index, len as u32)),
+            )
+            .await
+            .map_err(|_| stalled())??;
+            first = false;
+        }
+        for chunk in data.chunks(WRITE_CHUNK) {
+            ctx.egress.acquire(chunk.len()).await;
+            timeout(ctx.cfg.idle_timeout, wr.write_all(chunk))
+                .await
+                .map_err(|_| stalled())??;
+        }
+        at += n;
+    }
+    ctx.metrics.bytes_sent.inc_by(len);
     Ok(())
 }
 

@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bitfield::Bitfield;
 use crate::discovery::{Announce, Discovery};
-use crate::engine::{self, Action, ConnId, Engine, Event, SwarmError, SwarmStats};
+use crate::engine::{self, Action, Blame, ConnId, Engine, Event, Remote, SwarmError, SwarmStats};
 use crate::error::P2pError;
 use crate::metrics::Metrics;
 use crate::rate::RateLimiter;
@@ -52,7 +52,11 @@ use budget::{Reservation, WriteBudget};
 use conn::{ConnCmd, ConnSetup};
 
 pub use blob::{DownloadError, DownloadHandle, Progress};
-pub use budget::DEFAULT_MAX_UNWRITTEN_BYTES;
+pub use budget::{DEFAULT_MAX_UNSENT_BYTES, DEFAULT_MAX_UNWRITTEN_BYTES};
+
+/// What [`NodeConfig::max_inbound_per_addr`] is for an agent unless set: one host pulling
+/// that many blobs from this one at once, with room to spare.
+pub const DEFAULT_MAX_INBOUND_PER_ADDR: usize = 64;
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -74,6 +78,14 @@ pub struct NodeConfig {
     /// blobs and connections together; while that much waits for the disk, connections
     /// stop reading pieces (the senders slow down) rather than the node buffering more.
     pub max_unwritten_bytes: u64,
+    /// Piece bytes the node holds in memory between reading them from disk and writing
+    /// them to peers (the seeding path), for all connections together; while that much
+    /// waits for slow sockets, other uploads wait rather than the node reading more.
+    pub max_unsent_bytes: u64,
+    /// Connections made to this node from one source address (in their handshake or open,
+    /// all blobs together). Beyond it a connection is answered `busy`, and beyond twice it
+    /// is closed unanswered.
+    pub max_inbound_per_addr: usize,
     /// The address to announce, when the tracker should not use the request's source.
     pub advertise_addr: Option<IpAddr>,
     /// The port to announce; `None`: the listener's.
@@ -97,6 +109,8 @@ impl NodeConfig {
             egress_rate: None,
             ingress_rate: None,
             max_unwritten_bytes: DEFAULT_MAX_UNWRITTEN_BYTES,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
+            max_inbound_per_addr: DEFAULT_MAX_INBOUND_PER_ADDR,
             advertise_addr: None,
             advertise_port: None,
             connect_timeout: Duration::from_secs(5),
@@ -113,6 +127,8 @@ impl NodeConfig {
             origin: true,
             announce_seeds: false,
             engine: engine::Config::origin(),
+            // One agent opens a connection per blob it pulls (two to origins at most).
+            max_inbound_per_addr: 4 * DEFAULT_MAX_INBOUND_PER_ADDR,
             metrics_prefix: "shoal_origin".into(),
             ..NodeConfig::agent()
         }
@@ -149,6 +165,10 @@ pub(crate) struct Ctx {
     egress: RateLimiter,
     ingress: RateLimiter,
     unwritten: WriteBudget,
+    /// Piece bytes read for uploads and not yet sent.
+    unsent: WriteBudget,
+    /// Connections made to this node, per source address.
+    inbound: InboundCounts,
     store: BlobStore,
     source: Option<Arc<dyn MetainfoSource>>,
     shutdown: CancellationToken,
@@ -205,7 +225,7 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<bool>,
     },
     IsShunned {
-        peer: PeerId,
+        who: Blame,
         reply: oneshot::Sender<bool>,
     },
 }
@@ -237,9 +257,12 @@ impl Node {
             config.max_unwritten_bytes,
             Some(metrics.unwritten_bytes.clone()),
         );
+        let unsent = WriteBudget::new(config.max_unsent_bytes, Some(metrics.unsent_bytes.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
         let tasks = TaskTracker::new();
         let ctx = Arc::new(Ctx {
+            unsent,
+            inbound: InboundCounts::default(),
             cmd: tx,
             peer_id: config.peer_id,
             metrics,
@@ -362,10 +385,10 @@ impl Node {
         rx.await.ok().flatten()
     }
 
-    /// Whether this node currently refuses `peer` for misbehaving.
-    pub async fn is_shunned(&self, peer: PeerId) -> bool {
+    /// Whether this node currently refuses an address (or verified id) for misbehaving.
+    pub async fn is_shunned(&self, who: Blame) -> bool {
         let (reply, rx) = oneshot::channel();
-        if self.send(Cmd::IsShunned { peer, reply }).is_err() {
+        if self.send(Cmd::IsShunned { who, reply }).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
@@ -388,13 +411,71 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
             () = ctx.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok((stream, addr)) => {
-                    ctx.tasks.spawn(conn::accept(Arc::clone(&ctx), stream, addr));
+                    let cap = ctx.cfg.max_inbound_per_addr;
+                    let (slot, before) = ctx.inbound.take(addr.ip());
+                    if before < cap {
+                        ctx.tasks.spawn(conn::accept(Arc::clone(&ctx), stream, addr, slot));
+                    } else if before < cap.saturating_mul(2) {
+                        ctx.tasks.spawn(conn::refuse_busy(Arc::clone(&ctx), stream, addr, slot));
+                    } else {
+                        tracing::debug!(%addr, "too many connections from one address; closed");
+                        conn::refuse_metric(&ctx, "per_address");
+                        drop((stream, slot));
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            }
+        }
+    }
+}
+
+/// Connections made to this node, per source address: what
+/// [`NodeConfig::max_inbound_per_addr`] bounds.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct InboundCounts(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>);
+
+impl InboundCounts {
+    /// Counts one more connection from `ip` until the slot is dropped; also says how many
+    /// there were before it.
+    fn take(&self, ip: IpAddr) -> (InboundSlot, usize) {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        let before = *n;
+        *n += 1;
+        (
+            InboundSlot {
+                counts: self.clone(),
+                ip,
+            },
+            before,
+        )
+    }
+}
+
+/// One connection counted against its source address; dropped when the connection ends.
+pub(crate) struct InboundSlot {
+    counts: InboundCounts,
+    ip: IpAddr,
+}
+
+impl Drop for InboundSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
             }
         }
     }
@@ -564,16 +645,16 @@ impl Actor {
                     return;
                 };
                 let io = Arc::clone(&entry.io);
+                // The hello's origin flag is the peer's claim: a connection made to this node
+                // never counts as an origin's.
                 match self.engine.open(
                     now(),
                     &hello.digest,
-                    hello.peer_id,
-                    addr,
-                    hello.origin,
+                    Remote::claimed(hello.peer_id, addr),
                     false,
                 ) {
                     Ok(conn) => {
-                        let setup = self.register(conn, io, hello.origin);
+                        let setup = self.register(conn, io, false);
                         let _ = reply.send(InboundAnswer::Accept(setup));
                     }
                     Err(r) => {
@@ -597,7 +678,7 @@ impl Actor {
                 };
                 match self
                     .engine
-                    .open(now(), &blob, peer.peer_id, peer.addr, peer.origin, true)
+                    .open(now(), &blob, Remote::claimed(peer.peer_id, peer.addr), true)
                 {
                     Ok(conn) => {
                         let setup = self.register(conn, io, peer.origin);
@@ -677,8 +758,8 @@ impl Actor {
                 }
                 let _ = reply.send(known);
             }
-            Cmd::IsShunned { peer, reply } => {
-                let _ = reply.send(self.engine.is_shunned(&peer, now()));
+            Cmd::IsShunned { who, reply } => {
+                let _ = reply.send(self.engine.is_shunned(&who, now()));
             }
         }
     }
@@ -899,9 +980,9 @@ impl Actor {
                 }
                 tracing::debug!(%blob, "swarm retired");
             }
-            Action::Shunned { peer, .. } => {
+            Action::Shunned { who, .. } => {
                 self.ctx.metrics.peers_shunned.inc();
-                tracing::info!(?peer, "peer shunned");
+                tracing::info!(?who, "shunned");
             }
         }
     }
