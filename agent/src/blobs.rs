@@ -166,7 +166,7 @@ async fn fetch(
     hold: Hold,
 ) -> Result<BlobRead, ApiError> {
     st.metrics.cache_misses.inc();
-    let meta = match st.active_download(&digest).await {
+    let mut meta = match st.active_download(&digest).await {
         Some(h) => h.metainfo().clone(),
         None => st
             .upstream
@@ -174,20 +174,33 @@ async fn fetch(
             .await?
             .ok_or_else(|| blob_unknown(&digest))?,
     };
+    if st.is_direct(meta.length()) {
+        // The metainfo's length only chooses the road: the answer is sized by the verified
+        // bytes, fetched up to the configured bound, never by what the metainfo claims.
+        let max = st.config.swarm.direct_max.bytes();
+        match direct(st, digest, max).await {
+            Ok(bytes) => return direct_read(st, bytes, range, hold),
+            Err(e) if e.code == ErrorCode::BlobUnknown => {
+                // Longer than the metainfo said: the metainfo was wrong. Ask the origins
+                // for theirs, which the swarm then uses.
+                tracing::warn!(%digest, claimed = meta.length(), "the blob is longer than its metainfo says; taking the origins' metainfo");
+                meta = st
+                    .upstream
+                    .origins()
+                    .metainfo(&digest)
+                    .await
+                    .map_err(ApiError::from)?;
+                if st.is_direct(meta.length()) {
+                    return Err(ApiError::unavailable(format!(
+                        "blob {digest}: the origins' metainfo and bytes disagree"
+                    )));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let length = meta.length();
     let (span, partial) = span_of(range, length)?;
-    if st.is_direct(length) {
-        let bytes = direct(st, digest, length).await?;
-        let part = bytes.slice(span.start as usize..span.end as usize);
-        st.metrics.client_bytes.inc_by(part.len() as u64);
-        drop(hold);
-        return Ok(BlobRead {
-            length,
-            span,
-            partial,
-            body: Box::pin(futures::stream::once(async move { Ok(part) })),
-        });
-    }
     let handle = swarm(st, meta).await?;
     let body = client_stream(
         handle,
@@ -201,6 +214,27 @@ async fn fetch(
         span,
         partial,
         body: Box::pin(body),
+    })
+}
+
+/// The answer for a blob fetched whole from an origin: `bytes` verified against the digest,
+/// so their length is the blob's.
+fn direct_read(
+    st: &AppState,
+    bytes: Bytes,
+    range: Option<&str>,
+    hold: Hold,
+) -> Result<BlobRead, ApiError> {
+    let length = bytes.len() as u64;
+    let (span, partial) = span_of(range, length)?;
+    let part = bytes.slice(span.start as usize..span.end as usize);
+    st.metrics.client_bytes.inc_by(part.len() as u64);
+    drop(hold);
+    Ok(BlobRead {
+        length,
+        span,
+        partial,
+        body: Box::pin(futures::stream::once(async move { Ok(part) })),
     })
 }
 
@@ -397,7 +431,8 @@ async fn fetch_small(st: &State, digest: Digest, max: u64) -> Result<Option<Byte
     if body.length > max {
         return Ok(None);
     }
-    let mut buf = Vec::with_capacity(body.length as usize);
+    // The declared length is the origin's word; the buffer grows with what arrives.
+    let mut buf = Vec::with_capacity(body.length.min(64 << 10) as usize);
     let mut stream = body.stream;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ApiError::unavailable)?;
