@@ -180,19 +180,15 @@ async fn fetch(
             (t.metainfo.length(), Start::New(t))
         }
     };
-    let (span, partial) = span_of(range, length)?;
     if st.is_direct(length) {
-        let bytes = direct(st, digest, length).await?;
-        let part = bytes.slice(span.start as usize..span.end as usize);
-        st.metrics.client_bytes.inc_by(part.len() as u64);
-        drop(hold);
-        return Ok(BlobRead {
-            length,
-            span,
-            partial,
-            body: Box::pin(futures::stream::once(async move { Ok(part) })),
-        });
+        // The metainfo's length only chooses the road: the answer is sized by the verified
+        // bytes, fetched up to the configured bound, never by what the metainfo claims
+        // (unsigned metainfo is believed when the agent is insecure).
+        let max = st.config.swarm.direct_max.bytes();
+        let bytes = direct(st, digest, max).await?;
+        return direct_read(st, bytes, range, hold);
     }
+    let (span, partial) = span_of(range, length)?;
     let handle = match start {
         Start::Join(h) => h,
         Start::New(t) => swarm(st, t).await?,
@@ -209,6 +205,27 @@ async fn fetch(
         span,
         partial,
         body: Box::pin(body),
+    })
+}
+
+/// The answer for a blob fetched whole from an origin: `bytes` verified against the digest,
+/// so their length is the blob's.
+fn direct_read(
+    st: &AppState,
+    bytes: Bytes,
+    range: Option<&str>,
+    hold: Hold,
+) -> Result<BlobRead, ApiError> {
+    let length = bytes.len() as u64;
+    let (span, partial) = span_of(range, length)?;
+    let part = bytes.slice(span.start as usize..span.end as usize);
+    st.metrics.client_bytes.inc_by(part.len() as u64);
+    drop(hold);
+    Ok(BlobRead {
+        length,
+        span,
+        partial,
+        body: Box::pin(futures::stream::once(async move { Ok(part) })),
     })
 }
 
@@ -415,7 +432,8 @@ async fn fetch_small(st: &State, digest: Digest, max: u64) -> Result<Option<Byte
     if body.length > max {
         return Ok(None);
     }
-    let mut buf = Vec::with_capacity(body.length as usize);
+    // The declared length is the origin's word; the buffer grows with what arrives.
+    let mut buf = Vec::with_capacity(body.length.min(64 << 10) as usize);
     let mut stream = body.stream;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ApiError::unavailable)?;

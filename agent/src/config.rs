@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::auth::Secret;
+use shoal_core::auth::{Secret, check_token};
 use shoal_core::config::Validate;
 use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteRate, ByteSize, duration};
@@ -232,6 +232,11 @@ impl Validate for Config {
         if self.swarm.stall_timeout < Duration::from_secs(1) {
             problems.push("`swarm.stall_timeout` must be at least 1s".into());
         }
+        check_token(
+            "`credentials.read_token`",
+            &self.credentials.read_token,
+            problems,
+        );
     }
 }
 
@@ -366,6 +371,10 @@ seed_idle = "10m"
                 ("SHOAL_AGENT_ADVERTISE_ADDR".into(), "nowhere".into()),
                 ("SHOAL_AGENT_CACHE__MAX_SIZE".into(), "0".into()),
                 ("SHOAL_AGENT_OPS_LISTEN".into(), "everywhere".into()),
+                (
+                    "SHOAL_AGENT_CREDENTIALS__READ_TOKEN".into(),
+                    "password".into(),
+                ),
             ])
             .unwrap_err();
         let all = err.problems.join("\n");
@@ -376,6 +385,7 @@ seed_idle = "10m"
             "advertise_addr",
             "cache.max_size",
             "ops_listen",
+            "`credentials.read_token` must be at least 16 characters",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

@@ -56,7 +56,7 @@ use cache::Cache;
 use metrics::Metrics;
 use shoal_core::signature::MetainfoTrust;
 use state::{AppState, State};
-use upstream::{OriginDiscovery, Upstream};
+use upstream::{OriginDiscovery, TrackerThenOrigins, Upstream};
 
 /// How often the cache is trimmed, since seeding blobs become evictable only once the
 /// swarm lets them go.
@@ -119,14 +119,22 @@ impl Agent {
         .await?;
         let origins = Arc::new(OriginClient::new(&config.origins, None)?);
         let tracker = config.tracker_url();
+        let read_token = config.credentials.read_token.get().map(str::to_owned);
         let discovery: Arc<dyn Discovery> = match &tracker {
-            Some(url) => Arc::new(
+            Some(url) => Arc::new(TrackerThenOrigins::new(
                 TrackerDiscovery::new(url, TRACKER_TIMEOUT)
-                    .map_err(|e| AgentError::Tracker(e.to_string()))?,
-            ),
+                    .map_err(|e| AgentError::Tracker(e.to_string()))?
+                    .with_token(read_token.clone()),
+                OriginDiscovery::new(Arc::clone(&origins)),
+            )),
             None => Arc::new(OriginDiscovery::new(Arc::clone(&origins))),
         };
-        let upstream = Upstream::new(origins, tracker.clone(), metainfo_trust(&config)?)?;
+        let upstream = Upstream::new(
+            origins,
+            tracker.clone(),
+            metainfo_trust(&config)?,
+            read_token,
+        )?;
 
         let mut node_cfg = NodeConfig::agent();
         node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
@@ -215,6 +223,10 @@ impl Agent {
             });
         }
         ready.set(true);
+        tokio::spawn(
+            unready_when_the_swarm_stops(state.node.clone(), ready.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("swarm_watch")),
+        );
         tracing::info!(
             %addr,
             peer_addr = %state.node.local_addr(),
@@ -285,6 +297,24 @@ impl Agent {
     }
 }
 
+/// Readiness tells the truth: an agent whose p2p node has stopped (its task ended, or
+/// panicked) while the agent is meant to serve cannot download, so it is not ready.
+async fn unready_when_the_swarm_stops(
+    node: shoal_p2p::Node,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = node.stopped() => {
+            if !shutdown.is_cancelled() {
+                ready.set(false);
+                tracing::error!("the p2p node stopped while the agent serves: not ready from now on");
+            }
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -311,4 +341,45 @@ fn metainfo_trust(config: &Config) -> Result<MetainfoTrust, AgentError> {
         ));
     }
     Ok(trust)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::store::BlobStore;
+    use shoal_p2p::StaticDiscovery;
+
+    #[tokio::test]
+    async fn readiness_goes_false_when_the_p2p_node_dies_while_the_agent_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let node_stop = CancellationToken::new();
+        let node = Node::start(
+            NodeConfig::agent(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            store,
+            Arc::new(StaticDiscovery::new(Vec::new(), Duration::from_secs(1))),
+            None,
+            &Registry::new(),
+            node_stop.clone(),
+        )
+        .unwrap();
+        let ready = Readiness::default();
+        ready.set(true);
+        let agent_stop = CancellationToken::new();
+        let watch = tokio::spawn(unready_when_the_swarm_stops(
+            node.clone(),
+            ready.clone(),
+            agent_stop.clone(),
+        ));
+        tokio::task::yield_now().await;
+        assert!(ready.is_ready());
+        // The node's task ends while the agent goes on serving.
+        node_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!ready.is_ready(), "a dead swarm is not ready");
+    }
 }

@@ -1,6 +1,10 @@
 //! Peer discovery: how a node learns who else holds a blob. A small trait, so that the
 //! tracker client here and a gossip/DHT one later are interchangeable; and a fixed list for
 //! tests and tiny setups.
+//!
+//! A tracker is another process on the network, and whoever answers in its place can say
+//! anything: [`TrackerDiscovery`] reads a bounded answer and [`Peers::clamped`] bounds what
+//! it says (interval, peer count, addresses), so no answer can stall, flood or crash a node.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +34,37 @@ pub struct Peers {
     pub interval: Duration,
 }
 
+/// Announce no more often than this, whatever a tracker says.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Announce at least this often, whatever a tracker says: a node told to wait for ever
+/// would never learn new peers (and `now + interval` must stay a time).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+/// Peers kept from one answer; a tracker hands out 50 by default and at most 200.
+pub const MAX_PEERS: usize = 200;
+/// The longest announce answer read: [`MAX_PEERS`] entries take about 25 KiB.
+pub const MAX_ANSWER_BYTES: usize = 256 << 10;
+
+impl Peers {
+    /// What a node may act on from an answer: the interval within
+    /// [`MIN_INTERVAL`]..=[`MAX_INTERVAL`], at most [`MAX_PEERS`] peers, and none at an
+    /// address nobody can dial (port 0, unspecified, multicast, broadcast). Order is kept.
+    pub fn clamped(mut self) -> Peers {
+        self.interval = self.interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        self.peers.retain(|p| dialable(&p.addr));
+        self.peers.truncate(MAX_PEERS);
+        self
+    }
+}
+
+/// Whether a node can dial `addr` at all (loopback is fine: a cluster on one machine).
+pub fn dialable(addr: &std::net::SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("tracker request failed: {0}")]
@@ -39,6 +74,10 @@ pub enum DiscoveryError {
         status: reqwest::StatusCode,
         body: String,
     },
+    #[error("tracker's answer is longer than {max} bytes")]
+    TooLong { max: usize },
+    #[error("tracker's answer is not an announce answer: {0}")]
+    Malformed(#[from] serde_json::Error),
 }
 
 /// A way to find the peers of a blob.
@@ -54,10 +93,20 @@ impl<D: Discovery + ?Sized> Discovery for Arc<D> {
 
 /// The tracker client: `POST {base}/v1/announce` with an [`AnnounceRequest`], answered by an
 /// [`AnnounceResponse`] (see `tracker/API.md`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrackerDiscovery {
     client: reqwest::Client,
     url: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for TrackerDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerDiscovery")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Error bodies from a tracker are kept in errors up to this many bytes.
@@ -70,8 +119,32 @@ impl TrackerDiscovery {
         Ok(TrackerDiscovery {
             client,
             url: format!("{}/v1/announce", base.trim_end_matches('/')),
+            token: None,
         })
     }
+
+    /// Presents `token` (the cluster's read token) as `Authorization: Bearer` on every
+    /// announce; `None` or empty: no header.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+}
+
+/// Reads at most `max` bytes of a body; `Err(TooLong)` past that, whatever the
+/// `Content-Length` said.
+pub async fn read_bounded(
+    res: &mut reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, DiscoveryError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(DiscoveryError::TooLong { max });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 impl Discovery for TrackerDiscovery {
@@ -84,24 +157,34 @@ impl Discovery for TrackerDiscovery {
                 complete: a.complete,
                 addr: a.addr,
             };
-            let res = self.client.post(&self.url).json(&req).send().await?;
+            let mut post = self.client.post(&self.url).json(&req);
+            if let Some(t) = &self.token {
+                post = post.bearer_auth(t);
+            }
+            let mut res = post.send().await?;
             let status = res.status();
             if !status.is_success() {
-                let body = res.text().await.unwrap_or_default();
-                let mut end = body.len().min(MAX_ERROR_BODY);
-                while !body.is_char_boundary(end) {
-                    end -= 1;
+                // The first bytes say what went wrong; the rest is not read.
+                let mut body = Vec::new();
+                while body.len() < MAX_ERROR_BODY {
+                    match res.chunk().await {
+                        Ok(Some(c)) => body.extend_from_slice(&c),
+                        _ => break,
+                    }
                 }
+                body.truncate(MAX_ERROR_BODY);
                 return Err(DiscoveryError::Status {
                     status,
-                    body: body[..end].to_owned(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
                 });
             }
-            let r: AnnounceResponse = res.json().await?;
+            let body = read_bounded(&mut res, MAX_ANSWER_BYTES).await?;
+            let r: AnnounceResponse = serde_json::from_slice(&body)?;
             Ok(Peers {
                 peers: r.peers,
-                interval: Duration::from_secs(r.interval_secs),
-            })
+                interval: Duration::from_secs(r.interval_secs.min(MAX_INTERVAL.as_secs())),
+            }
+            .clamped())
         })
     }
 }
@@ -156,6 +239,16 @@ mod tests {
         status: &'static str,
         body: String,
     ) -> (String, tokio::task::JoinHandle<String>) {
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        serve_raw(head.into_bytes(), body.into_bytes()).await
+    }
+
+    /// A one-shot HTTP server that records the request and answers with the bytes of `head`
+    /// then `body`, whatever they say, and closes.
+    async fn serve_raw(head: Vec<u8>, body: Vec<u8>) -> (String, tokio::task::JoinHandle<String>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -181,11 +274,9 @@ mod tests {
                     }
                 }
             }
-            let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(resp.as_bytes()).await.unwrap();
+            // The client may hang up before reading everything: that is its right.
+            let _ = s.write_all(&head).await;
+            let _ = s.write_all(&body).await;
             String::from_utf8_lossy(&req).to_string()
         });
         (format!("http://{addr}"), task)
@@ -240,6 +331,113 @@ mod tests {
             Err(DiscoveryError::Status { status, body }) => {
                 assert_eq!(status.as_u16(), 429);
                 assert!(body.contains("slow down"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn peer(i: u32, addr: SocketAddr) -> PeerInfo {
+        let mut id = [0u8; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        PeerInfo {
+            peer_id: PeerId(id),
+            addr,
+            complete: false,
+            origin: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hostile_answer_with_an_endless_interval_and_absurd_peer_counts_is_clamped() {
+        let mut peers = vec![
+            peer(0, "0.0.0.0:7001".parse().unwrap()),
+            peer(1, "10.0.0.1:0".parse().unwrap()),
+            peer(2, "224.0.0.1:7001".parse().unwrap()),
+            peer(3, "255.255.255.255:7001".parse().unwrap()),
+        ];
+        peers.extend((10..2010).map(|i| {
+            peer(
+                i,
+                SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 7001)),
+            )
+        }));
+        let body = serde_json::to_string(&AnnounceResponse {
+            peers,
+            interval_secs: u64::MAX,
+        })
+        .unwrap();
+        assert!(body.len() < MAX_ANSWER_BYTES);
+        let (base, server) = serve_once("200 OK", body).await;
+        let t = TrackerDiscovery::new(&base, Duration::from_secs(5))
+            .unwrap()
+            .with_token(Some("read-token-0123456789".into()));
+        let got = t.announce(announce()).await.unwrap();
+        assert_eq!(got.interval, MAX_INTERVAL);
+        assert_eq!(got.peers.len(), MAX_PEERS);
+        assert!(got.peers.iter().all(|p| dialable(&p.addr)));
+        assert_eq!(
+            got.peers[0].addr,
+            "10.1.0.10:7001".parse().unwrap(),
+            "order is kept"
+        );
+        // The read token went with the announce.
+        let req = server.await.unwrap().to_ascii_lowercase();
+        assert!(
+            req.contains("authorization: bearer read-token-0123456789"),
+            "{req}"
+        );
+
+        // A zero interval is no reason to hammer the tracker either.
+        let body = serde_json::to_string(&AnnounceResponse {
+            peers: vec![],
+            interval_secs: 0,
+        })
+        .unwrap();
+        let (base, _server) = serve_once("200 OK", body).await;
+        let t = TrackerDiscovery::new(&base, Duration::from_secs(5)).unwrap();
+        assert_eq!(t.announce(announce()).await.unwrap().interval, MIN_INTERVAL);
+    }
+
+    #[tokio::test]
+    async fn answers_with_lying_or_endless_lengths_are_errors_not_allocations() {
+        let head = |len: &str| {
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n").into_bytes()
+        };
+        let t = |base: &str| TrackerDiscovery::new(base, Duration::from_secs(5)).unwrap();
+        // Far more than an answer can be, honestly declared.
+        let huge = vec![b' '; MAX_ANSWER_BYTES + 1];
+        let (base, _s) = serve_raw(head(&huge.len().to_string()), huge).await;
+        assert!(matches!(
+            t(&base).announce(announce()).await,
+            Err(DiscoveryError::TooLong { .. })
+        ));
+        // A length of 2^63 - 1 with a few bytes behind it.
+        let (base, _s) = serve_raw(head("9223372036854775807"), b"{}".to_vec()).await;
+        assert!(t(&base).announce(announce()).await.is_err());
+        // A length shorter than the body: the answer is cut and does not parse.
+        let body = br#"{"peers":[],"interval_secs":3}"#.to_vec();
+        let (base, _s) = serve_raw(head("5"), body).await;
+        assert!(matches!(
+            t(&base).announce(announce()).await,
+            Err(DiscoveryError::Malformed(_))
+        ));
+        // No length at all and an endless body: read up to the bound, no further.
+        let endless =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                .as_bytes()
+                .to_vec();
+        let (base, _s) = serve_raw(endless, vec![b'['; 4 * MAX_ANSWER_BYTES]).await;
+        assert!(matches!(
+            t(&base).announce(announce()).await,
+            Err(DiscoveryError::TooLong { .. })
+        ));
+        // An error with an endless body keeps only its first bytes.
+        let err_head = b"HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\n\r\n".to_vec();
+        let (base, _s) = serve_raw(err_head, vec![b'x'; 4 * MAX_ANSWER_BYTES]).await;
+        match t(&base).announce(announce()).await {
+            Err(DiscoveryError::Status { status, body }) => {
+                assert_eq!(status.as_u16(), 500);
+                assert!(body.len() <= MAX_ERROR_BODY);
             }
             other => panic!("{other:?}"),
         }

@@ -107,6 +107,9 @@ fn opts() -> Opts {
     o
 }
 
+/// The read token the benchmark's tracker checks.
+const TOKEN: &str = "read-token-of-the-announce-benchmark";
+
 fn host(i: usize, swarms: usize) -> AnnounceRequest {
     let mut id = [0u8; 20];
     id[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -128,7 +131,7 @@ fn host(i: usize, swarms: usize) -> AnnounceRequest {
 fn http_request(req: &AnnounceRequest) -> Vec<u8> {
     let body = serde_json::to_vec(req).unwrap();
     let mut out = format!(
-        "POST /v1/announce HTTP/1.1\r\nhost: tracker\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        "POST /v1/announce HTTP/1.1\r\nhost: tracker\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -160,6 +163,7 @@ fn in_process(o: &Opts) {
                 digest: r.digest,
                 peer_id: r.peer_id,
                 addr: SocketAddr::new(r.addr.unwrap(), r.port),
+                source: r.addr.unwrap(),
                 complete: r.complete,
             }
         })
@@ -298,12 +302,15 @@ fn main() {
         ];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = Config {
+        let mut config = Config {
             origins,
             trust_announced_addr: true,
             handout_size: o.handout,
             ..Config::default()
         };
+        config.credentials.read_token = shoal_core::auth::Secret::new(TOKEN);
+        // Every simulated host announces from this machine's one address.
+        config.table.max_entries_per_source = usize::MAX;
         let registry = prometheus::Registry::new();
         tokio::spawn(shoal_tracker::run(config, listener, registry, stop.clone()));
         addr

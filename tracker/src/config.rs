@@ -4,13 +4,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_core::auth::Secret;
+use shoal_core::auth::{Secret, check_token};
 use shoal_core::config::Validate;
 use shoal_core::telemetry::ServerConfig;
 use shoal_core::units::{ByteSize, duration};
 
 /// The environment prefix of the tracker's config keys.
 pub const ENV_PREFIX: &str = "SHOAL_TRACKER_";
+
+/// The longest `announce_interval`: agents clamp whatever a tracker answers to at most this
+/// (`shoal_p2p::discovery::MAX_INTERVAL`), so a longer one would not be honoured.
+pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The largest `handout_size`: agents keep at most this many peers of one answer
+/// (`shoal_p2p::discovery::MAX_PEERS`).
+pub const MAX_HANDOUT_SIZE: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -30,7 +38,9 @@ pub struct Config {
     /// A peer that has not announced for this many intervals is dropped.
     pub expire_after_intervals: u32,
     /// Use the `addr` a peer announces instead of the request's source address (behind
-    /// NAT, or on hosts with several interfaces). Off, an announced `addr` is ignored.
+    /// NAT, or on hosts with several interfaces). Off, an announced `addr` is ignored. On,
+    /// an announce naming a loopback, link-local, unspecified, multicast, broadcast or cloud
+    /// metadata address is refused.
     pub trust_announced_addr: bool,
     /// How often each origin's `/v1/info` is asked again for its peer id and port.
     #[serde(with = "duration")]
@@ -56,6 +66,16 @@ pub struct Credentials {
     /// The cluster's read token: every announce and metainfo request must carry it, and the
     /// tracker presents it to the origins. Empty: refused at start unless `insecure = true`.
     pub read_token: Secret,
+    /// The cluster's write token, if this tracker should accept it in place of the read
+    /// token (the write token passes wherever the read token does). Never sent anywhere.
+    pub write_token: Secret,
+}
+
+impl Credentials {
+    /// Whether a request's bearer token is one of the configured tokens.
+    pub fn accepts(&self, given: Option<&str>) -> bool {
+        given.is_some_and(|g| self.read_token.matches(g) || self.write_token.matches(g))
+    }
 }
 
 /// Bounds of the in-memory peer table.
@@ -70,9 +90,10 @@ pub struct TableConfig {
     pub max_peers: usize,
     /// Entries in one swarm. Past it, a new peer is answered but not recorded.
     pub max_peers_per_swarm: usize,
-    /// Swarms one peer id may be in. An announce for one more is refused with
+    /// Entries (peer, blob) whose announces came from one source address, however many
+    /// peer ids it uses. An announce that would record one more is refused with
     /// `429 TOOMANYREQUESTS`.
-    pub max_swarms_per_peer: usize,
+    pub max_entries_per_source: usize,
 }
 
 /// The metainfo cache in front of the origins.
@@ -115,7 +136,7 @@ impl Default for TableConfig {
             max_swarms: 100_000,
             max_peers: 1_000_000,
             max_peers_per_swarm: 200_000,
-            max_swarms_per_peer: 1_000,
+            max_entries_per_source: 2_000,
         }
     }
 }
@@ -164,12 +185,37 @@ impl Validate for Config {
         if self.replicas == 0 {
             problems.push("`replicas` must be at least 1".into());
         }
-        if self.handout_size == 0 {
-            problems.push("`handout_size` must be at least 1".into());
+        if self.handout_size == 0 || self.handout_size > MAX_HANDOUT_SIZE {
+            problems.push(format!(
+                "`handout_size` must be 1 to {MAX_HANDOUT_SIZE} (agents keep no more peers of one answer)"
+            ));
         }
-        if self.announce_interval < Duration::from_secs(1) {
-            problems.push("`announce_interval` must be at least 1s".into());
+        if self.announce_interval < Duration::from_secs(1)
+            || self.announce_interval > MAX_ANNOUNCE_INTERVAL
+        {
+            problems.push(format!(
+                "`announce_interval` must be 1s to {}s (agents clamp what a tracker says to that)",
+                MAX_ANNOUNCE_INTERVAL.as_secs()
+            ));
         }
+        if self.credentials.read_token.is_empty() && !self.insecure {
+            problems.push(
+                "`credentials.read_token` is empty: set the cluster's read token (or \
+                 `insecure = true` to let anyone who reaches the tracker announce and read \
+                 metainfo)"
+                    .into(),
+            );
+        }
+        check_token(
+            "`credentials.read_token`",
+            &self.credentials.read_token,
+            problems,
+        );
+        check_token(
+            "`credentials.write_token`",
+            &self.credentials.write_token,
+            problems,
+        );
         if self.expire_after_intervals < 2 {
             problems.push(
                 "`expire_after_intervals` must be at least 2, or one late announce drops a peer"
@@ -184,7 +230,7 @@ impl Validate for Config {
             ("table.max_swarms", t.max_swarms),
             ("table.max_peers", t.max_peers),
             ("table.max_peers_per_swarm", t.max_peers_per_swarm),
-            ("table.max_swarms_per_peer", t.max_swarms_per_peer),
+            ("table.max_entries_per_source", t.max_entries_per_source),
             (
                 "metainfo.max_concurrent_fetches",
                 self.metainfo.max_concurrent_fetches,
@@ -212,11 +258,19 @@ mod tests {
 
     #[test]
     fn the_example_config_loads_and_shows_every_default() {
+        // The example leaves the token empty (it belongs in the environment), which the
+        // checks refuse: give one the way a deployment would.
+        let token = "0123456789abcdef0123456789abcdef";
         let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-            .load_with_env(vec![])
+            .load_with_env(vec![(
+                "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(),
+                token.into(),
+            )])
             .unwrap();
+        assert_eq!(loaded.credentials.read_token, Secret::new(token));
         let expected = Config {
             origins: loaded.origins.clone(),
+            credentials: loaded.credentials.clone(),
             ..Config::default()
         };
         assert!(!loaded.origins.is_empty());
@@ -249,6 +303,11 @@ mod tests {
                 ("SHOAL_TRACKER_REPLICAS".into(), "0".into()),
                 ("SHOAL_TRACKER_HANDOUT_SIZE".into(), "0".into()),
                 ("SHOAL_TRACKER_TABLE__MAX_SWARMS".into(), "0".into()),
+                ("SHOAL_TRACKER_ANNOUNCE_INTERVAL".into(), "1h".into()),
+                (
+                    "SHOAL_TRACKER_CREDENTIALS__WRITE_TOKEN".into(),
+                    "short".into(),
+                ),
                 (
                     "SHOAL_TRACKER_ORIGINS".into(),
                     r#"["a:1", "http://a:1"]"#.into(),
@@ -261,6 +320,9 @@ mod tests {
             "handout_size",
             "table.max_swarms",
             "listed twice",
+            "announce_interval",
+            "`credentials.read_token` is empty",
+            "`credentials.write_token` must be at least",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
@@ -268,5 +330,42 @@ mod tests {
             .load_with_env::<Config>(vec![])
             .unwrap_err();
         assert!(err.problems.join("\n").contains("origins"));
+    }
+
+    #[test]
+    fn a_tracker_without_a_read_token_needs_insecure_in_so_many_words() {
+        let origins = (
+            "SHOAL_TRACKER_ORIGINS".to_string(),
+            r#"["http://o:9000"]"#.to_string(),
+        );
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![origins.clone()])
+            .unwrap_err();
+        assert!(
+            err.problems.join("\n").contains("credentials.read_token"),
+            "{:?}",
+            err.problems
+        );
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![
+                origins.clone(),
+                ("SHOAL_TRACKER_INSECURE".into(), "true".into()),
+            ])
+            .unwrap();
+        assert!(c.insecure && c.credentials.read_token.is_empty());
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![
+                origins,
+                (
+                    "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(),
+                    "secret".into(),
+                ),
+            ])
+            .unwrap_err();
+        assert!(
+            err.problems.join("\n").contains("at least 16"),
+            "{:?}",
+            err.problems
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The tracker's one error type, and how each kind answers a client.
 
-use shoal_core::peer::PeerId;
+use std::net::IpAddr;
+
 use shoal_core::{ApiError, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -8,9 +9,17 @@ pub enum TrackerError {
     /// Opening one more swarm would pass `table.max_swarms`.
     #[error("the tracker already holds {max} swarms, its limit")]
     TooManySwarms { max: usize },
-    /// The peer id is already in `table.max_swarms_per_peer` swarms.
-    #[error("peer {peer} is already in {max} swarms, the most one peer may join")]
-    TooManySwarmsForPeer { peer: PeerId, max: usize },
+    /// Announces from this source address already hold `table.max_entries_per_source`
+    /// entries, whatever peer ids they used.
+    #[error("announces from {addr} already hold {max} entries, the most one address may")]
+    TooManyEntriesForSource { addr: IpAddr, max: usize },
+    /// No `credentials.read_token` and no `insecure = true`: the tracker would let anyone
+    /// announce.
+    #[error(
+        "no credentials.read_token is configured; set one, or `insecure = true` to serve \
+         announces and metainfo to anyone who reaches the tracker"
+    )]
+    NoCredentials,
     /// A shared peer store (not the in-memory one) failed.
     #[error("peer store failed: {0}")]
     Store(String),
@@ -30,12 +39,14 @@ impl From<TrackerError> for ApiError {
                 ApiError::new(ErrorCode::TooManyRequests, e.to_string())
                     .with_status(http::StatusCode::SERVICE_UNAVAILABLE)
             }
-            TrackerError::TooManySwarmsForPeer { .. } => {
+            TrackerError::TooManyEntriesForSource { .. } => {
                 ApiError::new(ErrorCode::TooManyRequests, e.to_string())
             }
             TrackerError::Store(_) => ApiError::unavailable(e),
             TrackerError::Origin(o) => o.into(),
-            TrackerError::Metrics(_) | TrackerError::Io(_) => ApiError::internal(e),
+            TrackerError::Metrics(_) | TrackerError::Io(_) | TrackerError::NoCredentials => {
+                ApiError::internal(e)
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use config::Config;
+use config::Credentials;
 pub use error::TrackerError;
 
 use metainfo::MetainfoCache;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub handout_size: usize,
     pub interval_secs: u64,
     pub trust_announced_addr: bool,
+    /// The tokens announce and metainfo requests must carry (none: `insecure`).
+    pub credentials: Credentials,
 }
 
 /// A tracker, assembled but not yet serving.
@@ -77,14 +80,25 @@ impl Tracker {
         Self::with_store(config, registry, table)
     }
 
-    /// A tracker over any peer store (a shared one, for several trackers).
+    /// A tracker over any peer store (a shared one, for several trackers). Refuses
+    /// ([`TrackerError::NoCredentials`]) a config with no read token unless it says
+    /// `insecure = true`, whoever built it.
     pub fn with_store(
         config: &Config,
         registry: prometheus::Registry,
         table: Arc<dyn PeerStore>,
     ) -> Result<Self, TrackerError> {
+        if config.credentials.read_token.is_empty() {
+            if !config.insecure {
+                return Err(TrackerError::NoCredentials);
+            }
+            tracing::warn!(
+                "insecure = true and no credentials.read_token: anyone who reaches this tracker can announce any address and read metainfo"
+            );
+        }
         let metrics = Metrics::new(&registry)?;
-        let client = Arc::new(OriginClient::new(&config.origins, None)?);
+        let token = config.credentials.read_token.get().map(str::to_owned);
+        let client = Arc::new(OriginClient::new(&config.origins, token)?);
         let metainfo = Arc::new(MetainfoCache::new(
             Arc::clone(&client),
             &config.metainfo,
@@ -98,6 +112,7 @@ impl Tracker {
             handout_size: config.handout_size,
             interval_secs: config.announce_interval.as_secs().max(1),
             trust_announced_addr: config.trust_announced_addr,
+            credentials: config.credentials.clone(),
         });
         Ok(Tracker {
             state,
@@ -119,7 +134,7 @@ impl Tracker {
     /// caller's address: serve it with connect info (as [`Tracker::serve`] does), or give
     /// in-process requests a `MockConnectInfo` layer.
     pub fn router(&self) -> Router {
-        routes::api()
+        routes::api(self.state.clone())
             .with_state(self.state.clone())
             .merge(ops_router(self.registry.clone(), self.ready.clone()))
     }

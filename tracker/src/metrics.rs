@@ -19,6 +19,8 @@ pub struct Metrics {
     pub metainfo_misses: IntCounter,
     pub metainfo_fetches: Fetches,
     pub metainfo_cache_bytes: IntGauge,
+    /// Requests to the API refused for want of a valid token.
+    pub unauthorized: IntCounter,
 }
 
 /// `shoal_tracker_announces_total{result}`, each child resolved once so the hot path does
@@ -30,6 +32,7 @@ pub struct Announces {
     pub table_full: IntCounter,
     pub refused: IntCounter,
     pub invalid: IntCounter,
+    pub id_in_use: IntCounter,
 }
 
 impl Announces {
@@ -38,6 +41,7 @@ impl Announces {
             Recorded::Yes => &self.recorded,
             Recorded::SwarmFull => &self.swarm_full,
             Recorded::TableFull => &self.table_full,
+            Recorded::IdInUse => &self.id_in_use,
         }
     }
 }
@@ -57,7 +61,7 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "shoal_tracker_announces_total",
-                    "Announces by outcome: recorded; answered but not recorded because the swarm (swarm_full) or the table (table_full) is at its bound; refused at a bound; invalid.",
+                    "Announces by outcome: recorded; answered but not recorded because the swarm (swarm_full) or the table (table_full) is at its bound, or because another address holds the peer id's entry (id_in_use); refused at a bound; invalid.",
                 ),
                 &["result"],
             )?,
@@ -100,6 +104,7 @@ impl Metrics {
                 table_full: announces.with_label_values(&["table_full"]),
                 refused: announces.with_label_values(&["refused"]),
                 invalid: announces.with_label_values(&["invalid"]),
+                id_in_use: announces.with_label_values(&["id_in_use"]),
             },
             handout_size: register(
                 registry,
@@ -144,6 +149,13 @@ impl Metrics {
                 IntGauge::new(
                     "shoal_tracker_metainfo_cache_bytes",
                     "Bytes of encoded metainfo in the cache.",
+                )?,
+            )?,
+            unauthorized: register(
+                registry,
+                IntCounter::new(
+                    "shoal_tracker_unauthorized_total",
+                    "Announce and metainfo requests refused with 401: no token, or not the cluster's.",
                 )?,
             )?,
         })

@@ -13,7 +13,7 @@
 //! class, O(swarm size).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,6 +33,9 @@ pub struct Announce {
     pub peer_id: PeerId,
     /// Where other peers reach the caller's peer port.
     pub addr: SocketAddr,
+    /// The address the announce came from (not the announced one): the bounds count per
+    /// source, since peer ids are whatever the caller says.
+    pub source: IpAddr,
     pub complete: bool,
 }
 
@@ -56,6 +59,9 @@ pub enum Recorded {
     SwarmFull,
     /// The table holds `table.max_peers` entries already.
     TableFull,
+    /// The swarm lists this peer id already, announced from another address: the caller
+    /// is answered but cannot take over that entry. It is recorded once the entry expires.
+    IdInUse,
 }
 
 impl Recorded {
@@ -64,6 +70,7 @@ impl Recorded {
             Recorded::Yes => "recorded",
             Recorded::SwarmFull => "swarm_full",
             Recorded::TableFull => "table_full",
+            Recorded::IdInUse => "id_in_use",
         }
     }
 }
@@ -86,7 +93,7 @@ pub struct TableStats {
 pub trait PeerStore: Send + Sync + 'static {
     /// Records the announce (or refreshes the caller's entry) and picks other peers of the
     /// same swarm. Refuses with [`TrackerError::TooManySwarms`] or
-    /// [`TrackerError::TooManySwarmsForPeer`], recording nothing, at those bounds.
+    /// [`TrackerError::TooManyEntriesForSource`], recording nothing, at those bounds.
     fn announce<'a>(
         &'a self,
         announce: &'a Announce,
@@ -109,6 +116,7 @@ const SLACK: usize = 4;
 struct Entry {
     id: PeerId,
     addr: SocketAddr,
+    source: IpAddr,
     seen: Instant,
 }
 
@@ -128,6 +136,14 @@ struct Swarm {
 impl Swarm {
     fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    fn entry(&self, slot: Slot) -> Option<&Entry> {
+        if slot.complete {
+            self.complete.get(slot.pos)
+        } else {
+            self.partial.get(slot.pos)
+        }
     }
 
     fn class(&mut self, complete: bool) -> &mut Vec<Entry> {
@@ -174,7 +190,7 @@ impl Swarm {
     }
 
     /// Removes expired entries of both classes, calling `gone` for each.
-    fn expire(&mut self, now: Instant, ttl: Duration, mut gone: impl FnMut(PeerId)) -> usize {
+    fn expire(&mut self, now: Instant, ttl: Duration, mut gone: impl FnMut(IpAddr)) -> usize {
         let mut n = 0;
         for complete in [true, false] {
             // Backwards, so the entry swapped into a freed position was already looked at.
@@ -183,7 +199,7 @@ impl Swarm {
                 i -= 1;
                 let expired = self.class(complete)[i].seen + ttl <= now;
                 if expired && let Some(e) = self.remove_at(complete, i) {
-                    gone(e.id);
+                    gone(e.source);
                     n += 1;
                 }
             }
@@ -198,9 +214,9 @@ pub struct MemoryTable {
     limits: TableConfig,
     ttl: Duration,
     shards: Box<[Mutex<HashMap<Digest, Swarm>>]>,
-    /// How many swarms each peer id is in, sharded by peer id. Locked only while a swarm
-    /// shard is held, never the other way round.
-    memberships: Box<[Mutex<HashMap<PeerId, usize>>]>,
+    /// How many entries each source address holds, sharded by address. Locked only while
+    /// a swarm shard is held, never the other way round.
+    sources: Box<[Mutex<HashMap<IpAddr, usize>>]>,
     swarms: AtomicUsize,
     peers: AtomicUsize,
 }
@@ -225,7 +241,7 @@ impl MemoryTable {
             limits,
             ttl,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            memberships: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            sources: (0..SHARDS).map(|_| Mutex::default()).collect(),
             swarms: AtomicUsize::new(0),
             peers: AtomicUsize::new(0),
         }
@@ -246,26 +262,41 @@ impl MemoryTable {
         });
     }
 
-    fn join(&self, peer: PeerId) -> Result<(), TrackerError> {
-        let mut m = lock(&self.memberships[shard_of(&peer.0)]);
-        let n = m.entry(peer).or_insert(0);
-        if *n >= self.limits.max_swarms_per_peer {
-            let max = self.limits.max_swarms_per_peer;
+    fn source_shard(&self, source: &IpAddr) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Addresses of one network share their first bytes: mix them all.
+        let mix = |bytes: &[u8]| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let h = match source {
+            IpAddr::V4(v4) => mix(&v4.octets()),
+            IpAddr::V6(v6) => mix(&v6.octets()),
+        };
+        lock(&self.sources[(h % SHARDS as u64) as usize])
+    }
+
+    /// Counts one more entry for `source`, unless it holds its most already.
+    fn join(&self, source: IpAddr) -> Result<(), TrackerError> {
+        let max = self.limits.max_entries_per_source;
+        let mut m = self.source_shard(&source);
+        let n = m.entry(source).or_insert(0);
+        if *n >= max {
             if *n == 0 {
-                m.remove(&peer);
+                m.remove(&source);
             }
-            return Err(TrackerError::TooManySwarmsForPeer { peer, max });
+            return Err(TrackerError::TooManyEntriesForSource { addr: source, max });
         }
         *n += 1;
         Ok(())
     }
 
-    fn leave(&self, peer: PeerId) {
-        let mut m = lock(&self.memberships[shard_of(&peer.0)]);
-        if let Some(n) = m.get_mut(&peer) {
+    fn leave(&self, source: IpAddr) {
+        let mut m = self.source_shard(&source);
+        if let Some(n) = m.get_mut(&source) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                m.remove(&peer);
+                m.remove(&source);
             }
         }
     }
@@ -280,20 +311,21 @@ impl MemoryTable {
         let entry = Entry {
             id: a.peer_id,
             addr: a.addr,
+            source: a.source,
             seen: now,
         };
         let mut shard = lock(&self.shards[shard_of(a.digest.as_bytes())]);
         let Some(swarm) = shard.get_mut(&a.digest) else {
             // A new swarm: nobody to hand out, only the caller to record.
-            self.join(a.peer_id)?;
+            self.join(a.source)?;
             if !Self::take(&self.swarms, self.limits.max_swarms) {
-                self.leave(a.peer_id);
+                self.leave(a.source);
                 return Err(TrackerError::TooManySwarms {
                     max: self.limits.max_swarms,
                 });
             }
             if !Self::take(&self.peers, self.limits.max_peers) {
-                self.leave(a.peer_id);
+                self.leave(a.source);
                 Self::give(&self.swarms);
                 return Ok(Handout {
                     peers: Vec::new(),
@@ -310,18 +342,22 @@ impl MemoryTable {
         };
 
         let recorded = match swarm.slots.get(&a.peer_id).copied() {
+            // Only the address that recorded an entry refreshes it: anyone can say any id.
+            Some(slot) if swarm.entry(slot).is_some_and(|e| e.source != a.source) => {
+                Recorded::IdInUse
+            }
             Some(slot) => {
                 swarm.refresh(slot, entry, a.complete);
                 Recorded::Yes
             }
             None if swarm.len() >= self.limits.max_peers_per_swarm => Recorded::SwarmFull,
             None => {
-                self.join(a.peer_id)?;
+                self.join(a.source)?;
                 if Self::take(&self.peers, self.limits.max_peers) {
                     swarm.insert(entry, a.complete);
                     Recorded::Yes
                 } else {
-                    self.leave(a.peer_id);
+                    self.leave(a.source);
                     Recorded::TableFull
                 }
             }
@@ -366,8 +402,8 @@ impl MemoryTable {
         let mut shard = lock(&self.shards[shard]);
         let before = shard.len();
         shard.retain(|_, swarm| {
-            total += swarm.expire(now, self.ttl, |id| {
-                self.leave(id);
+            total += swarm.expire(now, self.ttl, |source| {
+                self.leave(source);
                 Self::give(&self.peers);
             });
             swarm.len() > 0
@@ -385,12 +421,9 @@ impl MemoryTable {
         }
     }
 
-    /// How many swarms a peer id is in (tests and debugging).
-    pub fn memberships_of(&self, peer: &PeerId) -> usize {
-        lock(&self.memberships[shard_of(&peer.0)])
-            .get(peer)
-            .copied()
-            .unwrap_or(0)
+    /// How many entries announces from `source` hold (tests and debugging).
+    pub fn entries_of(&self, source: &IpAddr) -> usize {
+        self.source_shard(source).get(source).copied().unwrap_or(0)
     }
 }
 

@@ -20,15 +20,17 @@ use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::ring::Ring;
 use shoal_core::{Digest, ErrorCode, Metainfo};
 use shoal_tracker::{Config, Tracker};
-use support::{FakeOrigin, RunningTracker, metric, wait_until};
+use support::{FakeOrigin, RunningTracker, TOKEN, authed, client_from, metric, wait_until};
 use tower::ServiceExt;
 
 fn config(origins: Vec<String>) -> Config {
-    Config {
+    let mut c = Config {
         origins,
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    }
+    };
+    c.credentials.read_token = shoal_core::auth::Secret::new(TOKEN);
+    c
 }
 
 /// A tracker whose origins are never asked (no background tasks run unless a test starts
@@ -53,6 +55,7 @@ async fn call(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap,
 fn post_from(source: SocketAddr, body: impl Into<Body>) -> Request<Body> {
     let mut req = Request::post("/v1/announce")
         .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .body(body.into())
         .unwrap();
     req.extensions_mut().insert(ConnectInfo(source));
@@ -192,9 +195,19 @@ async fn unknown_paths_and_methods_answer_in_the_envelope() {
     let (status, _, body) = call(&app, Request::get("/v1/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), ErrorCode::Unsupported);
-    let (status, _, body) = call(
+    // A known path is checked for the token before anything else.
+    let (status, _, _) = call(
         &app,
         Request::get("/v1/announce").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = call(
+        &app,
+        Request::get("/v1/announce")
+            .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body:?}");
@@ -247,7 +260,7 @@ async fn the_source_address_is_used_unless_announced_addresses_are_trusted() {
 async fn bounds_answer_with_too_many_requests() {
     let app = offline(|c| {
         c.table.max_swarms = 1;
-        c.table.max_swarms_per_peer = 1;
+        c.table.max_entries_per_source = 1;
     })
     .router();
     let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
@@ -261,10 +274,11 @@ async fn bounds_answer_with_too_many_requests() {
     assert_eq!(error_code(&body), ErrorCode::TooManyRequests);
     assert_eq!(headers[http::header::RETRY_AFTER], "3");
 
-    // One peer id in too many swarms: 429 for that peer alone.
-    let app = offline(|c| c.table.max_swarms_per_peer = 1).router();
+    // One address holding too many entries: 429 for that address alone, whatever id it
+    // says it is.
+    let app = offline(|c| c.table.max_entries_per_source = 1).router();
     announce_in(&app, src(1), &announce_req(a, PeerId([1; 20]), 7001, false)).await;
-    let req = announce_req(b, PeerId([1; 20]), 7001, false);
+    let req = announce_req(b, PeerId([3; 20]), 7001, false);
     let (status, _, body) = call(&app, post_from(src(1), serde_json::to_vec(&req).unwrap())).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(error_code(&body), ErrorCode::TooManyRequests);
@@ -324,7 +338,7 @@ async fn two_peers_find_each_other_and_the_owning_origins() {
     let mut c = config(urls.clone());
     c.replicas = 2;
     let tracker = RunningTracker::start(c).await;
-    let http = reqwest::Client::new();
+    let http = authed();
     let d = Digest::sha256_of(b"layer");
 
     let owners: Vec<PeerId> = Ring::new(urls.clone())
@@ -395,7 +409,7 @@ async fn concurrent_metainfo_requests_cause_one_origin_fetch() {
     let mut c = config(vec![origin.url.clone()]);
     c.replicas = 1;
     let tracker = RunningTracker::start(c).await;
-    let http = reqwest::Client::new();
+    let http = authed();
     let url = format!("{}/v1/metainfo/{d}", tracker.url);
     let metrics = || {
         let http = http.clone();
@@ -434,6 +448,11 @@ async fn concurrent_metainfo_requests_cause_one_origin_fetch() {
         assert_eq!(Metainfo::decode(&body).unwrap(), meta);
     }
     assert_eq!(origin.requests(), 1);
+    // The tracker presents the read token to the origins.
+    assert_eq!(
+        *origin.metainfo_auth.lock().unwrap(),
+        vec![Some(format!("Bearer {TOKEN}"))]
+    );
 
     // Later askers are answered from the cache.
     let body = http.get(&url).send().await.unwrap().bytes().await.unwrap();
@@ -486,7 +505,7 @@ async fn origins_that_are_down_are_tolerated() {
     let mut c = config(vec![down.clone(), up.url.clone()]);
     c.replicas = 1;
     let tracker = RunningTracker::start(c).await;
-    let http = reqwest::Client::new();
+    let http = authed();
     // Whichever origin the ring prefers, the one that is up owns every blob now.
     for i in 0..8u8 {
         let req = announce_req(Digest::sha256_of(&[i]), PeerId::random(), 7001, false);
@@ -553,10 +572,11 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         ])
         .args(["--origins", "http://127.0.0.1:9", "--log", "error"])
         .env("SHOAL_TRACKER_ORIGIN_REFRESH", "1s")
+        .env("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = authed();
     let url = format!("http://127.0.0.1:{port}");
     wait_until("the binary answers /health", || async {
         matches!(http.get(format!("{url}/health")).send().await, Ok(r) if r.status().is_success())
@@ -573,4 +593,295 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// An announce to a tracker on a real socket, from `http`'s source address.
+async fn announce_over(
+    http: &reqwest::Client,
+    tracker: &RunningTracker,
+    req: &AnnounceRequest,
+) -> reqwest::Response {
+    http.post(format!("{}/v1/announce", tracker.url))
+        .json(req)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_announce_or_metainfo_request_without_the_read_token_gets_401() {
+    let origin = FakeOrigin::start(7100, &[]).await;
+    let write = "write-token-of-the-whole-cluster";
+    let mut c = config(vec![origin.url.clone()]);
+    c.replicas = 1;
+    c.credentials.write_token = shoal_core::auth::Secret::new(write);
+    let tracker = RunningTracker::start(c).await;
+    let d = Digest::sha256_of(b"layer");
+    let anonymous = client_from(None, None);
+    let wrong = client_from(None, Some("not-the-read-token-at-all"));
+    let lying = AnnounceRequest {
+        addr: Some("10.66.66.66".parse().unwrap()),
+        ..announce_req(d, PeerId([6; 20]), 6666, true)
+    };
+
+    for (who, http) in [("no token", &anonymous), ("a wrong token", &wrong)] {
+        let res = announce_over(http, &tracker, &lying).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "announce with {who}"
+        );
+        assert!(
+            res.headers()[http::header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer "),
+            "{who}"
+        );
+        assert_eq!(
+            error_code(&res.bytes().await.unwrap()),
+            ErrorCode::Unauthorized
+        );
+        let res = http
+            .get(format!("{}/v1/metainfo/{d}", tracker.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::UNAUTHORIZED,
+            "metainfo with {who}"
+        );
+    }
+    // A token in another scheme is no token.
+    let res = anonymous
+        .post(format!("{}/v1/announce", tracker.url))
+        .header(http::header::AUTHORIZATION, format!("Basic {TOKEN}"))
+        .json(&lying)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        origin.requests(),
+        0,
+        "nothing was asked of the origins for them"
+    );
+
+    // Nothing was recorded: a peer with the token sees only the origin.
+    let res = announce_over(
+        &authed(),
+        &tracker,
+        &announce_req(d, PeerId([1; 20]), 7001, false),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let peers = res.json::<AnnounceResponse>().await.unwrap().peers;
+    assert_eq!(peers.len(), 1);
+    assert!(peers[0].origin);
+    // The write token passes too; the ops endpoints stay open.
+    let with_write = client_from(None, Some(write));
+    let res = announce_over(
+        &with_write,
+        &tracker,
+        &announce_req(d, PeerId([2; 20]), 7002, true),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for path in ["/health", "/ready", "/metrics"] {
+        let res = anonymous
+            .get(format!("{}{path}", tracker.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+    let m = anonymous
+        .get(format!("{}/metrics", tracker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&m, "shoal_tracker_unauthorized_total"),
+        Some(5.0),
+        "{m}"
+    );
+    tracker.stop().await;
+}
+
+#[tokio::test]
+async fn a_tracker_without_a_read_token_refuses_to_start_unless_insecure() {
+    let mut c = config(vec!["http://127.0.0.1:9".into()]);
+    c.credentials.read_token = shoal_core::auth::Secret::default();
+    let err = Tracker::new(&c, prometheus::Registry::new()).err().unwrap();
+    assert!(
+        matches!(err, shoal_tracker::TrackerError::NoCredentials),
+        "{err}"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let run = shoal_tracker::run(
+        c.clone(),
+        listener,
+        prometheus::Registry::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap(),
+        Err(shoal_tracker::TrackerError::NoCredentials)
+    ));
+
+    // Said in so many words, it serves anyone.
+    c.insecure = true;
+    let tracker = RunningTracker::start(c).await;
+    let res = announce_over(
+        &client_from(None, None),
+        &tracker,
+        &announce_req(Digest::sha256_of(b"x"), PeerId([1; 20]), 7001, false),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    tracker.stop().await;
+
+    // The binary refuses the example config without a token, naming the key.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config/tracker.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-tracker"))
+        .args(["--config", example, "--check-config"])
+        .env_remove("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN")
+        .env_remove("SHOAL_TRACKER_INSECURE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(shoal_core::config::EX_CONFIG));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("credentials.read_token"), "{err}");
+}
+
+#[tokio::test]
+async fn three_hundred_announce_ids_from_one_address_are_capped_while_other_hosts_open_swarms() {
+    let origin = FakeOrigin::start(7100, &[]).await;
+    let mut c = config(vec![origin.url.clone()]);
+    c.replicas = 1;
+    // Room for 100 swarms in all, 40 entries for any one address.
+    c.table.max_swarms = 100;
+    c.table.max_entries_per_source = 40;
+    let tracker = RunningTracker::start(c).await;
+    let attacker = client_from(Some("127.0.0.1".parse().unwrap()), Some(TOKEN));
+
+    // 300 self-chosen ids from one address, each opening a swarm of its own.
+    let mut answered = 0;
+    let mut refused = 0;
+    for i in 0..300u32 {
+        let mut id = [0xee; 20];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let req = announce_req(
+            Digest::sha256_of(format!("attack {i}").as_bytes()),
+            PeerId(id),
+            7001,
+            false,
+        );
+        let res = announce_over(&attacker, &tracker, &req).await;
+        match res.status() {
+            StatusCode::OK => answered += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(
+                    error_code(&res.bytes().await.unwrap()),
+                    ErrorCode::TooManyRequests
+                );
+                refused += 1;
+            }
+            s => panic!("announce {i}: {s}"),
+        }
+    }
+    assert_eq!((answered, refused), (40, 260));
+
+    // Real hosts, each from its own address, still open new swarms and find each other.
+    let d = Digest::sha256_of(b"a real layer");
+    for (n, host) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+        let http = client_from(Some(host.parse().unwrap()), Some(TOKEN));
+        let own = Digest::sha256_of(host.as_bytes());
+        let res = announce_over(
+            &http,
+            &tracker,
+            &announce_req(own, PeerId::random(), 7001, true),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK, "{host} opens a swarm");
+        let res = announce_over(
+            &http,
+            &tracker,
+            &announce_req(d, PeerId::random(), 7001, true),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let peers = res.json::<AnnounceResponse>().await.unwrap().peers;
+        let others: Vec<SocketAddr> = peers.iter().filter(|p| !p.origin).map(|p| p.addr).collect();
+        if n == 1 {
+            assert_eq!(
+                others,
+                vec!["127.0.0.2:7001".parse::<SocketAddr>().unwrap()]
+            );
+        }
+    }
+    tracker.stop().await;
+}
+
+#[tokio::test]
+async fn an_announced_loopback_or_metadata_address_is_not_handed_out() {
+    let origin = FakeOrigin::start(7100, &[]).await;
+    let mut c = config(vec![origin.url.clone()]);
+    c.replicas = 1;
+    c.trust_announced_addr = true;
+    let tracker = RunningTracker::start(c).await;
+    let http = authed();
+    let d = Digest::sha256_of(b"layer");
+    for (i, addr) in [
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "fe80::1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "239.1.2.3",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = AnnounceRequest {
+            addr: Some(addr.parse().unwrap()),
+            ..announce_req(d, PeerId([i as u8 + 1; 20]), 7001, true)
+        };
+        let res = announce_over(&http, &tracker, &req).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{addr}");
+        let body = res.bytes().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("not an address the tracker hands out"),
+            "{addr}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // An address peers can use is still honoured.
+    let good = AnnounceRequest {
+        addr: Some("10.9.9.9".parse().unwrap()),
+        ..announce_req(d, PeerId([99; 20]), 7001, true)
+    };
+    assert_eq!(
+        announce_over(&http, &tracker, &good).await.status(),
+        StatusCode::OK
+    );
+    let res = announce_over(
+        &http,
+        &tracker,
+        &announce_req(d, PeerId([100; 20]), 7002, false),
+    )
+    .await;
+    let peers = res.json::<AnnounceResponse>().await.unwrap().peers;
+    let handed: Vec<SocketAddr> = peers.iter().filter(|p| !p.origin).map(|p| p.addr).collect();
+    assert_eq!(handed, vec!["10.9.9.9:7001".parse::<SocketAddr>().unwrap()]);
+    tracker.stop().await;
 }

@@ -222,6 +222,8 @@ impl TestTracker {
             announce_interval: Duration::from_secs(1),
             origin_refresh: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            // The origins here check no token: the tracker and agents carry none.
+            insecure: true,
             ..shoal_tracker::Config::default()
         };
         let registry = Registry::new();

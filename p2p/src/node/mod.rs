@@ -400,6 +400,12 @@ impl Node {
         self.ctx.tasks.wait().await;
     }
 
+    /// Waits until the node's task has ended: after shutdown, or because it died. A caller
+    /// that reports readiness watches this.
+    pub async fn stopped(&self) {
+        self.ctx.cmd.closed().await;
+    }
+
     fn send(&self, cmd: Cmd) -> Result<(), P2pError> {
         self.ctx.cmd.send(cmd).map_err(|_| P2pError::Stopped)
     }

@@ -1,7 +1,7 @@
 //! `POST /v1/announce`: record the caller in its blob's swarm and hand it other peers
 //! (an [`shoal_core::peer::AnnounceResponse`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
@@ -40,16 +40,18 @@ async fn announce(
             return Err(e);
         }
     };
+    // A dual-stack listener shows IPv4 callers as ::ffff:a.b.c.d; peers dial the plain
+    // IPv4 address.
+    let source = source.ip().to_canonical();
     let ip = match req.addr {
-        Some(ip) if s.trust_announced_addr => ip,
-        // A dual-stack listener shows IPv4 callers as ::ffff:a.b.c.d; peers dial the plain
-        // IPv4 address.
-        _ => source.ip().to_canonical(),
+        Some(ip) if s.trust_announced_addr => ip.to_canonical(),
+        _ => source,
     };
     let caller = Announce {
         digest: req.digest,
         peer_id: req.peer_id,
         addr: SocketAddr::new(ip, req.port),
+        source,
         complete: req.complete,
     };
 
@@ -119,13 +121,76 @@ fn check(req: AnnounceRequest, trust_addr: bool) -> Result<AnnounceRequest, ApiE
     if req.port == 0 {
         return bad("port must be 1 to 65535".into());
     }
-    if trust_addr && let Some(ip) = req.addr {
-        let unusable = ip.is_unspecified()
-            || ip.is_multicast()
-            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-        if unusable {
-            return bad(format!("addr {ip} is not an address peers can dial"));
-        }
+    if trust_addr
+        && let Some(ip) = req.addr
+        && let Some(why) = refused_addr(ip)
+    {
+        return bad(format!(
+            "addr {ip} is {why}: not an address the tracker hands out"
+        ));
     }
     Ok(req)
+}
+
+/// The AWS/GCP/Azure instance metadata service over IPv6 (over IPv4 it is 169.254.169.254,
+/// link-local).
+const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// Why an announced address may not be handed out to peers, if it may not: one that makes
+/// every peer dial itself (loopback, unspecified), something on its own link or a cloud
+/// metadata service (link-local), or many hosts at once (multicast, broadcast). Such an
+/// announce is refused rather than recorded under its source address: an agent that
+/// advertises one is misconfigured and should hear so, and an attacker gains nothing.
+pub fn refused_addr(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.octets()[0] == 0 => Some("unspecified"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (cloud metadata lives there)"),
+        IpAddr::V4(v4) if v4.is_multicast() || v4.is_broadcast() => Some("multicast or broadcast"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast"),
+        IpAddr::V6(v6) if v6 == METADATA_V6 => Some("a cloud metadata address"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_that_point_peers_at_the_wrong_place_are_refused() {
+        for bad in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "169.254.169.254",
+            "169.254.1.1",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "fd00:ec2::254",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+        ] {
+            let ip: IpAddr = bad.parse().unwrap();
+            assert!(refused_addr(ip).is_some(), "{bad} was let through");
+        }
+        for good in [
+            "10.1.2.3",
+            "192.168.9.9",
+            "8.8.8.8",
+            "fd00:ec2::253",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = good.parse().unwrap();
+            assert_eq!(refused_addr(ip), None, "{good} was refused");
+        }
+    }
 }

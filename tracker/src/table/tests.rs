@@ -19,11 +19,16 @@ fn id(i: u32) -> PeerId {
     PeerId(b)
 }
 
+fn host(i: u32) -> IpAddr {
+    IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])
+}
+
 fn peer(i: u32, complete: bool) -> Announce {
     Announce {
         digest: blob(0),
         peer_id: id(i),
-        addr: SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7000)),
+        addr: SocketAddr::new(host(i), 7000),
+        source: host(i),
         complete,
     }
 }
@@ -165,7 +170,7 @@ fn a_peer_that_completes_moves_class_and_is_not_counted_twice() {
             peers: 3
         }
     );
-    assert_eq!(t.memberships_of(&id(1)), 1);
+    assert_eq!(t.entries_of(&host(1)), 1);
 }
 
 #[test]
@@ -187,10 +192,10 @@ fn expired_peers_are_not_handed_out_and_are_swept() {
             peers: 2
         }
     );
-    assert_eq!(t.memberships_of(&id(0)), 0);
+    assert_eq!(t.entries_of(&host(0)), 0);
     assert_eq!(t.expire_at(later + TTL), 2);
     assert_eq!(t.stats_now(), TableStats::default());
-    assert_eq!(t.memberships_of(&id(2)), 0);
+    assert_eq!(t.entries_of(&host(2)), 0);
 }
 
 #[test]
@@ -215,7 +220,7 @@ fn a_swarm_at_its_bound_answers_without_recording() {
     assert_eq!(h.recorded, Recorded::SwarmFull);
     assert_eq!(h.peers.len(), 3, "the newcomer still learns whom to ask");
     assert_eq!(t.stats_now().peers, 3);
-    assert_eq!(t.memberships_of(&id(3)), 0);
+    assert_eq!(t.entries_of(&host(3)), 0);
     // Known peers still refresh.
     assert_eq!(
         t.announce_at(&peer(0, true), pick(50), now)
@@ -247,7 +252,7 @@ fn the_table_bounds_hold() {
         matches!(err, TrackerError::TooManySwarms { max: 2 }),
         "{err}"
     );
-    assert_eq!(t.memberships_of(&id(2)), 0, "a refusal records nothing");
+    assert_eq!(t.entries_of(&host(2)), 0, "a refusal records nothing");
 
     t.announce_at(&at(2, 1), pick(50), now).unwrap();
     let h = t.announce_at(&at(3, 1), pick(50), now).unwrap();
@@ -275,10 +280,10 @@ fn the_table_bounds_hold() {
 }
 
 #[test]
-fn a_flood_from_one_peer_id_stays_bounded() {
+fn a_flood_from_one_address_stays_bounded_whatever_ids_it_uses() {
     let t = MemoryTable::new(
         TableConfig {
-            max_swarms_per_peer: 10,
+            max_entries_per_source: 10,
             ..TableConfig::default()
         },
         TTL,
@@ -286,15 +291,27 @@ fn a_flood_from_one_peer_id_stays_bounded() {
     let now = Instant::now();
     let mut refused = 0;
     for d in 0..1000 {
+        // A fresh id for every announce, all from host 7.
         let a = Announce {
             digest: blob(d),
+            peer_id: id(10_000 + d),
             ..peer(7, false)
         };
         match t.announce_at(&a, pick(50), now) {
             Ok(_) => {}
-            Err(TrackerError::TooManySwarmsForPeer { max: 10, .. }) => refused += 1,
+            Err(TrackerError::TooManyEntriesForSource { max: 10, .. }) => refused += 1,
             Err(e) => panic!("{e}"),
         }
+    }
+    assert_eq!(t.entries_of(&host(7)), 10);
+    // Many ids in one swarm count the same way.
+    for i in 0..50 {
+        let a = Announce {
+            digest: blob(0),
+            peer_id: id(20_000 + i),
+            ..peer(7, false)
+        };
+        assert!(t.announce_at(&a, pick(50), now).is_err());
     }
     assert_eq!(refused, 990);
     assert_eq!(
@@ -305,8 +322,12 @@ fn a_flood_from_one_peer_id_stays_bounded() {
         }
     );
     // The same id announcing the same blob over and over is one entry.
+    let first = Announce {
+        peer_id: id(10_000),
+        ..peer(7, true)
+    };
     for _ in 0..1000 {
-        t.announce_at(&peer(7, true), pick(50), now).unwrap();
+        t.announce_at(&first, pick(50), now).unwrap();
     }
     assert_eq!(
         t.stats_now(),
@@ -315,12 +336,38 @@ fn a_flood_from_one_peer_id_stays_bounded() {
             peers: 10
         }
     );
-    // Another peer is not held back by the flooder.
+    // Another host is not held back by the flooder.
     let a = Announce {
         digest: blob(500),
         ..peer(8, false)
     };
     assert!(t.announce_at(&a, pick(50), now).is_ok());
+}
+
+#[test]
+fn an_id_announced_from_another_address_does_not_take_over_its_entry() {
+    let t = table();
+    let now = Instant::now();
+    t.announce_at(&peer(1, true), pick(50), now).unwrap();
+    // Host 9 claims host 1's id, pointing peers at itself.
+    let thief = Announce {
+        addr: SocketAddr::new(host(9), 6666),
+        source: host(9),
+        ..peer(1, true)
+    };
+    let h = t.announce_at(&thief, pick(50), now).unwrap();
+    assert_eq!(h.recorded, Recorded::IdInUse);
+    let h = t.announce_at(&peer(2, false), pick(50), now).unwrap();
+    assert_eq!(h.peers.len(), 1);
+    assert_eq!(h.peers[0].addr, SocketAddr::new(host(1), 7000));
+    assert_eq!(t.entries_of(&host(9)), 0);
+    // Once the entry has expired, the id is free again.
+    let later = now + TTL;
+    t.expire_at(later);
+    assert_eq!(
+        t.announce_at(&thief, pick(50), later).unwrap().recorded,
+        Recorded::Yes
+    );
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +25,8 @@ pub struct FakeOrigin {
     pub peer_id: PeerId,
     pub peer_port: u16,
     pub metainfo_requests: Arc<AtomicUsize>,
+    /// The `Authorization` header of each metainfo request, in order.
+    pub metainfo_auth: Arc<Mutex<Vec<Option<String>>>>,
     hold: watch::Sender<bool>,
     stop: CancellationToken,
 }
@@ -34,6 +36,7 @@ struct OriginState {
     info: OriginInfo,
     blobs: Arc<HashMap<Digest, Metainfo>>,
     requests: Arc<AtomicUsize>,
+    auth: Arc<Mutex<Vec<Option<String>>>>,
     hold: watch::Receiver<bool>,
 }
 
@@ -44,6 +47,7 @@ impl FakeOrigin {
         let peer_id = PeerId::random();
         let (hold, hold_rx) = watch::channel(false);
         let requests = Arc::new(AtomicUsize::new(0));
+        let auth = Arc::new(Mutex::new(Vec::new()));
         let state = OriginState {
             info: OriginInfo {
                 member: url.clone(),
@@ -52,6 +56,7 @@ impl FakeOrigin {
             },
             blobs: Arc::new(blobs.iter().map(|m| (m.digest(), m.clone())).collect()),
             requests: Arc::clone(&requests),
+            auth: Arc::clone(&auth),
             hold: hold_rx,
         };
         let app = Router::new()
@@ -74,6 +79,7 @@ impl FakeOrigin {
             peer_id,
             peer_port,
             metainfo_requests: requests,
+            metainfo_auth: auth,
             hold,
             stop,
         }
@@ -94,7 +100,16 @@ impl Drop for FakeOrigin {
     }
 }
 
-async fn metainfo(State(mut s): State<OriginState>, Path(digest): Path<String>) -> Response {
+async fn metainfo(
+    State(mut s): State<OriginState>,
+    Path(digest): Path<String>,
+    headers: http::HeaderMap,
+) -> Response {
+    s.auth.lock().unwrap().push(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned()),
+    );
     s.requests.fetch_add(1, Ordering::SeqCst);
     let _ = s.hold.wait_for(|held| !held).await;
     let Ok(digest) = digest.parse::<Digest>() else {
@@ -136,7 +151,7 @@ impl RunningTracker {
             stop,
             task: Some(task),
         };
-        let http = reqwest::Client::new();
+        let http = authed();
         let ready = format!("{}/ready", t.url);
         wait_until("the tracker is ready", || {
             let http = http.clone();
@@ -160,6 +175,31 @@ impl Drop for RunningTracker {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// The read token of the trackers these tests start.
+pub const TOKEN: &str = "read-token-for-the-tracker-tests";
+
+/// A client that presents [`TOKEN`].
+pub fn authed() -> reqwest::Client {
+    client_from(None, Some(TOKEN))
+}
+
+/// A client whose connections come from `source` (any 127.x.y.z is this host's loopback),
+/// presenting `token` if given.
+pub fn client_from(source: Option<std::net::IpAddr>, token: Option<&str>) -> reqwest::Client {
+    let mut headers = http::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .local_address(source)
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Polls `condition` until it holds, failing the test after ten seconds.
