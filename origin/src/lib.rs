@@ -140,6 +140,9 @@ impl Origin {
         shutdown: CancellationToken,
         seeder: Box<dyn Seeder>,
     ) -> Result<Origin, Error> {
+        if let Some(problem) = config.credentials_problem() {
+            return Err(Error::Insecure(problem));
+        }
         let lock = lock_data_dir(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir).await?;
         let db_path = config.data_dir.join("origin.db");
@@ -228,6 +231,15 @@ impl Origin {
                 token.cancelled().await;
                 ready.set(false);
             });
+        }
+        if state.config.credentials.write_token.is_empty() {
+            tracing::warn!(
+                "insecure = true and no credentials.write_token: anyone who reaches this origin \
+                 can change what the fleet runs"
+            );
+            state.ready.warn(
+                "insecure: no write token, anyone who reaches this origin can write to the cluster",
+            );
         }
         state.ready.set(state.cluster.me().is_some());
         tracing::info!(
