@@ -116,7 +116,10 @@ impl Agent {
             metrics.clone(),
         )
         .await?;
-        let origins = Arc::new(OriginClient::new(&config.origins, None)?);
+        let origins = Arc::new(OriginClient::new(
+            &config.origins,
+            config.credentials.read_token.get().map(str::to_owned),
+        )?);
         let tracker = config.tracker_url();
         let discovery: Arc<dyn Discovery> = match &tracker {
             Some(url) => Arc::new(

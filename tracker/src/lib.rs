@@ -83,7 +83,10 @@ impl Tracker {
         table: Arc<dyn PeerStore>,
     ) -> Result<Self, TrackerError> {
         let metrics = Metrics::new(&registry)?;
-        let client = Arc::new(OriginClient::new(&config.origins, None)?);
+        let client = Arc::new(OriginClient::new(
+            &config.origins,
+            config.credentials.read_token.get().map(str::to_owned),
+        )?);
         let metainfo = Arc::new(MetainfoCache::new(
             Arc::clone(&client),
             &config.metainfo,

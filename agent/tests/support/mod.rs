@@ -11,6 +11,7 @@ use bytes::Bytes;
 use prometheus::{Encoder, Registry};
 use shoal_agent::{Agent, Config as AgentConfig, Listeners};
 use shoal_core::Digest;
+use shoal_core::auth::Secret;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::reference::{RepoName, Tag};
 use shoal_origin::Origin;
@@ -83,6 +84,10 @@ pub struct TestOrigins {
     pub origins: Vec<Origin>,
     pub registries: Vec<Registry>,
     pub urls: Vec<String>,
+    /// Fresh for each set of origins: what pushes present (as the proxy does).
+    pub write_token: String,
+    /// What agents and the tracker present to read.
+    pub read_token: String,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -102,11 +107,15 @@ impl TestOrigins {
             .map(|l| format!("http://{}", l.local_addr().unwrap()))
             .collect();
         let shutdown = CancellationToken::new();
+        let write_token = shoal_origin::testing::random_token();
+        let read_token = shoal_origin::testing::random_token();
         let mut origins = Vec::new();
         let mut registries = Vec::new();
         for (i, (h, p)) in http.into_iter().zip(peer).enumerate() {
             let mut config =
                 shoal_origin::testing::test_config(dir.path().join(format!("origin-{i}")));
+            config.credentials.write_token = Secret::new(write_token.clone());
+            config.credentials.read_token = Secret::new(read_token.clone());
             config.replicas = replicas;
             config.advertise = urls[i].clone();
             config.cluster.members = urls.clone();
@@ -129,6 +138,8 @@ impl TestOrigins {
             origins,
             registries,
             urls,
+            write_token,
+            read_token,
             shutdown,
             _dir: dir,
         };
@@ -145,8 +156,9 @@ impl TestOrigins {
         me
     }
 
+    /// A client that writes, with the write token.
     pub fn client(&self) -> OriginClient {
-        OriginClient::new(&self.urls, None).unwrap()
+        OriginClient::new(&self.urls, Some(self.write_token.clone())).unwrap()
     }
 
     /// Blob bytes the origins have sent, over HTTP and the peer protocol together (the
@@ -211,7 +223,7 @@ impl TestTracker {
     pub async fn start(origins: &TestOrigins, replicas: usize) -> TestTracker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = shoal_tracker::Config {
+        let mut config = shoal_tracker::Config {
             listen: listener.local_addr().unwrap(),
             origins: origins.urls.clone(),
             replicas,
@@ -220,6 +232,7 @@ impl TestTracker {
             shutdown_grace: Duration::from_secs(1),
             ..shoal_tracker::Config::default()
         };
+        config.credentials.read_token = Secret::new(origins.read_token.clone());
         let registry = Registry::new();
         let shutdown = CancellationToken::new();
         let tracker = shoal_tracker::Tracker::new(&config, registry.clone()).unwrap();
@@ -275,6 +288,7 @@ pub fn agent_config(
         shutdown_grace: Duration::from_secs(2),
         ..AgentConfig::default()
     };
+    c.credentials.read_token = Secret::new(origins.read_token.clone());
     c.cache.dir = dir.to_owned();
     c.swarm.stall_timeout = Duration::from_secs(30);
     c
