@@ -247,7 +247,9 @@ fn docker(cluster: &DevCluster) {
     );
     let said = format!("{}{}", refused.stdout, refused.stderr).to_lowercase();
     assert!(
-        said.contains("unauthorized") || said.contains("authentication required"),
+        said.contains("unauthorized")
+            || said.contains("authentication required")
+            || said.contains("no basic auth credentials"),
         "the refused push does not say it needs a login:\n{said}"
     );
     docker
