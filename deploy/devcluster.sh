@@ -19,6 +19,15 @@
 # logs/NAME.log; run/NAME.pid holds its pid. The processes run in the background until
 # `down`, which stops exactly the pids it recorded.
 #
+# The first `up` in a directory generates the cluster's credentials into secrets/ (readable
+# by you alone, as is every config file that holds one): the write token (origins, proxy),
+# the read token (tracker, agents), the metainfo signing key pair, and the proxy's login,
+# user shoal with the password in secrets/proxy-password:
+#
+#   docker login localhost:5000 -u shoal --password-stdin < $SHOAL_DEVCLUSTER_DIR/secrets/proxy-password
+#
+# Pulls from the proxy and from the agents need no login.
+#
 # Environment:
 #   SHOAL_DEVCLUSTER_DIR      where the cluster keeps its files (default <repo>/.devcluster)
 #   SHOAL_DEVCLUSTER_PROFILE  cargo profile the binaries are built with: release (default) or dev
@@ -113,6 +122,8 @@ binary_of() {
 }
 
 pidfile() { echo "$DIR/run/$1.pid"; }
+secret_of() { echo "$DIR/secrets/$1"; }
+PROXY_USER=shoal
 config_of() { echo "$DIR/config/$1.toml"; }
 log_of() { echo "$DIR/logs/$1.log"; }
 
@@ -266,13 +277,57 @@ resolve_binaries() {
   [ ${#missing[@]} -eq 0 ] || die "not found in $BIN_DIR: ${missing[*]}"
 }
 
+# ---------------------------------------------------------------- credentials
+
+# Generates the cluster's credentials once per directory, each in a file of its own that
+# only the user can read; a second `up` keeps them, so logins and tokens stay valid.
+make_credentials() {
+  local s="$DIR/secrets"
+  (
+    umask 077
+    mkdir -p "$s"
+    chmod 700 "$s"
+    command -v openssl >/dev/null 2>&1 ||
+      die "openssl is not installed, and the cluster's credentials are made with it (Debian: apt-get install openssl)"
+    [ -s "$s/write-token" ] || openssl rand -hex 32 >"$s/write-token"
+    [ -s "$s/read-token" ] || openssl rand -hex 32 >"$s/read-token"
+    if [ ! -s "$s/metainfo-key.pem" ]; then
+      openssl genpkey -algorithm ed25519 -out "$s/metainfo-key.pem" 2>/dev/null ||
+        die "openssl cannot make an Ed25519 key"
+      rm -f "$s/metainfo-pub.pem"
+    fi
+    [ -s "$s/metainfo-pub.pem" ] ||
+      openssl pkey -in "$s/metainfo-key.pem" -pubout -out "$s/metainfo-pub.pem"
+    [ -s "$s/proxy-password" ] || openssl rand -hex 16 >"$s/proxy-password"
+    if [ ! -s "$s/htpasswd" ] || [ "$s/proxy-password" -nt "$s/htpasswd" ]; then
+      "$BIN_DIR/shoal-proxy" htpasswd "$PROXY_USER" <"$s/proxy-password" >"$s/htpasswd.new" ||
+        die "shoal-proxy htpasswd failed"
+      mv "$s/htpasswd.new" "$s/htpasswd"
+    fi
+    chmod 600 "$s"/*
+  )
+}
+
+# A TOML basic string of a file's first line.
+token_of() { printf '"%s"' "$(head -n 1 "$(secret_of "$1")")"; }
+
+# A TOML multi-line literal string of a PEM file (PEM holds no ''').
+pem_of() { printf "'''\n%s\n'''" "$(cat "$(secret_of "$1")")"; }
+
 # ---------------------------------------------------------------- configs
 
 write_configs() {
   local agents="$1" rate="$2" i name members rate_toml
   members="$(origin_list)"
   if [[ "$rate" =~ ^[0-9]+$ ]]; then rate_toml="$rate"; else rate_toml="\"$rate\""; fi
+  # Every config file holds a credential: only the user may read them.
+  umask 077
   mkdir -p "$DIR/config" "$DIR/data/backend"
+  local write_token read_token metainfo_key metainfo_pub
+  write_token="$(token_of write-token)"
+  read_token="$(token_of read-token)"
+  metainfo_key="$(pem_of metainfo-key.pem)"
+  metainfo_pub="$(pem_of metainfo-pub.pem)"
   for ((i = 0; i < ORIGINS; i++)); do
     name="origin-$i"
     mkdir -p "$DIR/data/$name"
@@ -284,6 +339,11 @@ data_dir = "$DIR/data/$name"
 advertise = "$(origin_url "$i")"
 replicas = 3
 shutdown_grace = "2s"
+
+[credentials]
+write_token = $write_token
+read_token = $read_token
+metainfo_key = $metainfo_key
 
 [cluster]
 members = $members
@@ -311,6 +371,9 @@ replicas = 3
 # Short, so that agents that start a download together find each other quickly.
 announce_interval = "1s"
 shutdown_grace = "2s"
+
+[credentials]
+read_token = $read_token
 EOF
   mkdir -p "$DIR/data/proxy"
   cat >"$(config_of proxy)" <<EOF
@@ -318,6 +381,14 @@ EOF
 listen = "$HOST:$PROXY_PORT"
 origins = $members
 shutdown_grace = "2s"
+
+[credentials]
+write_token = $write_token
+
+[auth]
+# Pushes need the login (user $PROXY_USER, password in $(secret_of proxy-password)); pulls do not.
+htpasswd = "$(secret_of htpasswd)"
+anonymous_pull = true
 
 [uploads]
 spool_dir = "$DIR/data/proxy"
@@ -332,6 +403,10 @@ peer_listen = "$HOST:$(agent_peer_port "$i")"
 tracker = "http://$HOST:$TRACKER_PORT"
 origins = $members
 shutdown_grace = "2s"
+
+[credentials]
+read_token = $read_token
+metainfo_keys = $metainfo_pub
 
 [cache]
 dir = "$DIR/data/$name"
@@ -421,6 +496,7 @@ cmd_up() {
 
   resolve_binaries "$agents"
   mkdir -p "$DIR"
+  make_credentials
   write_configs "$agents" "$rate"
   printf 'AGENTS=%s\nRATE=%q\n' "$agents" "$rate" >"$DIR/cluster.env"
 
@@ -453,6 +529,7 @@ cmd_up() {
 print_endpoints() {
   local agents="$1" i
   echo
+  echo "  login:   docker login localhost:$PROXY_PORT -u $PROXY_USER --password-stdin < $(secret_of proxy-password)"
   echo "  push:    docker push localhost:$PROXY_PORT/app:tag        (proxy, http://$HOST:$PROXY_PORT)"
   for ((i = 1; i <= agents; i++)); do
     printf '  pull:    docker pull localhost:%s/app:tag        (agent-%s, peer port %s)\n' \
@@ -461,6 +538,7 @@ print_endpoints() {
   echo "  origins: $(origin_list | tr -d '[]"')"
   echo "  tracker: http://$HOST:$TRACKER_PORT"
   echo "  every part serves /health, /ready and /metrics on its HTTP port"
+  echo "  secrets: $DIR/secrets/ (write-token, read-token, metainfo-key.pem, proxy-password; mode 0600)"
   echo "  files:   $DIR/{config,data,logs}/   status: $0 status   stop: $0 down"
   echo
 }
@@ -592,18 +670,24 @@ JSON
 
 # Pushes the layout's blobs and manifest with plain HTTP requests (for hosts without skopeo).
 push_with_curl() {
-  local layout="$1" base="http://$HOST:$PROXY_PORT" hex location sep
+  local layout="$1" base="http://$HOST:$PROXY_PORT" hex location sep login
+  # The login goes in a curl config file, so that the password is in no process list.
+  login="$DEMO_TMP/curl-login"
+  (
+    umask 077
+    printf 'user = "%s:%s"\n' "$PROXY_USER" "$(head -n 1 "$(secret_of proxy-password)")" >"$login"
+  )
   for hex in "${DEMO_BLOBS[@]}"; do
-    location="$(curl -fsS -X POST -D - -o /dev/null "$base/v2/$DEMO_REPO/blobs/uploads/" |
+    location="$(curl -fsS -K "$login" -X POST -D - -o /dev/null "$base/v2/$DEMO_REPO/blobs/uploads/" |
       tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')"
     [ -n "$location" ] || die "the proxy gave no upload location"
     case "$location" in /*) location="$base$location" ;; esac
     case "$location" in *\?*) sep='&' ;; *) sep='?' ;; esac
-    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' \
+    curl -fsS -K "$login" -X PUT -H 'Content-Type: application/octet-stream' \
       --data-binary "@$layout/blobs/sha256/$hex" -o /dev/null \
       "$location${sep}digest=sha256:$hex" || die "uploading blob sha256:$hex failed"
   done
-  curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+  curl -fsS -K "$login" -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
     --data-binary "@$layout/blobs/sha256/$DEMO_MANIFEST" -o /dev/null \
     "$base/v2/$DEMO_REPO/manifests/$DEMO_TAG" || die "putting the manifest failed"
 }
@@ -713,6 +797,7 @@ cmd_demo() {
   t0="$(date +%s%N)"
   if [ "$use_skopeo" = 1 ]; then
     skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+      --dest-creds "$PROXY_USER:$(head -n 1 "$(secret_of proxy-password)")" \
       "oci:$tmp/image:$DEMO_TAG" "docker://$HOST:$PROXY_PORT/$ref" >"$tmp/push.log" 2>&1 || {
       cat "$tmp/push.log" >&2
       die "the push through the proxy failed (proxy log: $(log_of proxy))"

@@ -117,7 +117,10 @@ impl Agent {
             metrics.clone(),
         )
         .await?;
-        let origins = Arc::new(OriginClient::new(&config.origins, None)?);
+        let origins = Arc::new(OriginClient::new(
+            &config.origins,
+            config.credentials.read_token.get().map(str::to_owned),
+        )?);
         let tracker = config.tracker_url();
         let read_token = config.credentials.read_token.get().map(str::to_owned);
         let discovery: Arc<dyn Discovery> = match &tracker {

@@ -45,9 +45,19 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
 /// A latch that `/ready` reports: false until the part can serve, and false again while it
 /// drains on shutdown.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<std::sync::OnceLock<String>>);
 
 impl Readiness {
+    /// A line that `/ready`'s body carries from now on, ready or not: what an operator must
+    /// know about how the part serves (such as `insecure = true`). The first one stays.
+    pub fn warn(&self, warning: impl Into<String>) {
+        let _ = self.1.set(warning.into());
+    }
+
+    pub fn warning(&self) -> Option<&str> {
+        self.1.get().map(String::as_str)
+    }
+
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Release);
     }
@@ -77,10 +87,14 @@ pub fn ops_router<S: Clone + Send + Sync + 'static>(
 }
 
 async fn ready_handler(State(s): State<OpsState>) -> Response {
-    if s.ready.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    let (status, state) = if s.ready.is_ready() {
+        (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    match s.ready.warning() {
+        Some(w) => (status, format!("{state}\nwarning: {w}\n")).into_response(),
+        None => (status, format!("{state}\n")).into_response(),
     }
 }
 

@@ -267,9 +267,26 @@ fn check_url(what: &str, url: &str, problems: &mut Vec<String>) {
     }
 }
 
+impl Config {
+    /// Why this config must not serve: no write token and no `insecure = true`.
+    pub fn credentials_problem(&self) -> Option<String> {
+        (self.credentials.write_token.is_empty() && !self.insecure).then(|| {
+            "credentials.write_token is not set: anyone who reaches this origin could change what \
+             the fleet runs. Set it (the same token on every origin and proxy; \
+             `openssl rand -hex 32`), or set insecure = true for a network that only Shoal's \
+             parts can reach"
+                .to_owned()
+        })
+    }
+}
+
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.server.validate("server", problems);
+        problems.extend(self.credentials_problem());
+        let creds = &self.credentials;
+        shoal_core::auth::check_token("credentials.write_token", &creds.write_token, problems);
+        shoal_core::auth::check_token("credentials.read_token", &creds.read_token, problems);
         if self.replicas == 0 {
             problems.push("replicas must be at least 1".into());
         }
@@ -347,12 +364,19 @@ mod tests {
     use super::*;
     use shoal_core::config::Sources;
 
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
-    fn defaults_are_valid() {
+    fn defaults_are_valid_with_a_write_token() {
         let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![])
+            .load_with_env(vec![(
+                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+                TOKEN.into(),
+            )])
             .unwrap();
-        assert_eq!(c, Config::default());
+        let mut want = Config::default();
+        want.credentials.write_token = Secret::new(TOKEN);
+        assert_eq!(c, want);
         assert_eq!(
             c.backend_path(),
             PathBuf::from("/var/lib/shoal/origin/backend")
@@ -385,6 +409,37 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn no_write_token_is_refused_unless_insecure() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![])
+            .unwrap_err();
+        assert!(
+            err.problems.iter().any(|p| p.contains("write_token")),
+            "{:?}",
+            err.problems
+        );
+        let c: Config = Sources::new(None, ENV_PREFIX)
+            .load_with_env(vec![("SHOAL_ORIGIN_INSECURE".into(), "true".into())])
+            .unwrap();
+        assert!(c.insecure && c.credentials.write_token.is_empty());
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![
+                (
+                    "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+                    "short".into(),
+                ),
+                ("SHOAL_ORIGIN_CREDENTIALS__READ_TOKEN".into(), "tiny".into()),
+            ])
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("credentials.write_token must be at least")
+                && all.contains("credentials.read_token must be at least"),
+            "{all}"
+        );
     }
 
     #[test]

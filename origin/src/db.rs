@@ -62,7 +62,28 @@ CREATE INDEX IF NOT EXISTS queue_due ON queue (next_at);
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How far ahead of this origin's clock a version from another origin may be. Versions are
+/// milliseconds since the epoch (one more than the held one when writes come faster), so
+/// only clock skew puts a real one ahead; a version far in the future would pin the entry
+/// until then, and `i64::MAX` for good.
+pub const MAX_VERSION_AHEAD_MS: i64 = 60 * 60 * 1000;
+
+/// Whether a tag or referrer version another origin sent can be one this cluster wrote.
+pub fn plausible_version(version: i64) -> bool {
+    (0..=now_ms().saturating_add(MAX_VERSION_AHEAD_MS)).contains(&version)
+}
+
+/// The version of a new local write: past both the clock and the version held, so that it
+/// wins over every copy the cluster has seen.
+fn next_version(held: Option<i64>) -> Result<i64> {
+    let after_held = match held {
+        Some(v) => v.checked_add(1).ok_or(Error::VersionOverflow)?,
+        None => 0,
+    };
+    Ok(now_ms().max(after_held))
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +287,9 @@ impl Db {
         state: TagState,
         tasks: Vec<Task>,
     ) -> Result<bool> {
+        if !plausible_version(state.version) {
+            return Err(Error::ImplausibleVersion(state.version));
+        }
         self.call(move |c| {
             let tx = c.transaction()?;
             if tag_in(&tx, &name, &tag)?.is_some_and(|held| !state.newer_than(&held)) {
@@ -301,7 +325,7 @@ impl Db {
         self.call(move |c| {
             let tx = c.transaction()?;
             let held = tag_in(&tx, &name, &tag)?;
-            let version = now_ms().max(held.map_or(0, |h| h.version + 1));
+            let version = next_version(held.map(|h| h.version))?;
             let state = TagState { digest, version };
             tx.execute(
                 "INSERT INTO tags (repo, tag, digest, version) VALUES (?1, ?2, ?3, ?4)
@@ -440,6 +464,9 @@ impl Db {
         referrer: Digest,
         state: ReferrerState,
     ) -> Result<bool> {
+        if !plausible_version(state.version) {
+            return Err(Error::ImplausibleVersion(state.version));
+        }
         self.call(move |c| {
             let tx = c.transaction()?;
             if referrer_in(&tx, &name, &subject, &referrer)?
@@ -467,7 +494,7 @@ impl Db {
         self.call(move |c| {
             let tx = c.transaction()?;
             let held = referrer_in(&tx, &name, &subject, &referrer)?;
-            let version = now_ms().max(held.map_or(0, |h| h.version + 1));
+            let version = next_version(held.map(|h| h.version))?;
             let state = ReferrerState {
                 descriptor,
                 version,

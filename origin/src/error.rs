@@ -36,6 +36,15 @@ pub enum Error {
     Client(#[source] reqwest::Error),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The config would serve writes to anyone ([`crate::Config::credentials_problem`]).
+    #[error("refusing to start: {0}")]
+    Insecure(String),
+    /// A tag or referrer copy whose version no origin of this cluster could have written.
+    #[error("version {0} is negative or too far ahead of this origin's clock")]
+    ImplausibleVersion(i64),
+    /// The held version is the largest there is: no write can be newer.
+    #[error("the entry's version cannot grow any further")]
+    VersionOverflow,
     #[error("the index database lock is poisoned")]
     Poisoned,
     #[error("credentials.metainfo_key: {0}")]
@@ -75,6 +84,8 @@ impl From<Error> for ApiError {
             Error::Store(s) => s.into(),
             Error::Member { .. } | Error::MemberStatus { .. } => ApiError::unavailable(e),
             Error::Backend(BackendError::Unavailable(_)) => ApiError::unavailable(e),
+            Error::ImplausibleVersion(_) => ApiError::new(ErrorCode::Unsupported, e.to_string())
+                .with_status(http::StatusCode::BAD_REQUEST),
             other => ApiError::internal(other),
         }
     }

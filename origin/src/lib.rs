@@ -141,6 +141,9 @@ impl Origin {
         seeder: Box<dyn Seeder>,
     ) -> Result<Origin, Error> {
         let metainfo_signer = blobs::metainfo_signer(&config)?;
+        if let Some(problem) = config.credentials_problem() {
+            return Err(Error::Insecure(problem));
+        }
         let lock = lock_data_dir(&config.data_dir)?;
         let store = BlobStore::open(&config.data_dir).await?;
         let db_path = config.data_dir.join("origin.db");
@@ -231,6 +234,15 @@ impl Origin {
                 token.cancelled().await;
                 ready.set(false);
             });
+        }
+        if state.config.credentials.write_token.is_empty() {
+            tracing::warn!(
+                "insecure = true and no credentials.write_token: anyone who reaches this origin \
+                 can change what the fleet runs"
+            );
+            state.ready.warn(
+                "insecure: no write token, anyone who reaches this origin can write to the cluster",
+            );
         }
         state.ready.set(state.cluster.me().is_some());
         tracing::info!(

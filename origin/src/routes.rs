@@ -1,5 +1,5 @@
 //! The HTTP API (`origin/API.md`), one module per resource, and what they share: query
-//! parameters, the internal token, relaying another origin's answer, and request metrics.
+//! parameters, authorization, relaying another origin's answer, and request metrics.
 
 use axum::Router;
 use axum::body::Body;
@@ -7,10 +7,11 @@ use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 use serde::Deserialize;
+use shoal_core::auth::bearer;
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::telemetry::ops_router;
 use tracing::Instrument;
@@ -34,7 +35,62 @@ pub fn router(st: AppState, registry: prometheus::Registry) -> Router {
         .fallback(fallback)
         .with_state(st.clone())
         .merge(ops_router(registry, st.ready.clone()))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), authorize))
         .layer(axum::middleware::from_fn_with_state(st, observe))
+}
+
+/// What a request needs to present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    Read,
+    Write,
+}
+
+/// Every method but GET and HEAD changes something (blob, tag and referrer PUTs, every
+/// DELETE, the internal copies); every other request under `/v1/` reads. `/v1/info` and the
+/// probes stay open: `/v1/info` names only what the peer port tells whoever connects to it
+/// (the peer id, in its hello) and the URL the caller already used, and health checks
+/// between origins must not turn a token mismatch into an origin that looks down.
+fn need(method: &Method, path: &str) -> Need {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        Need::Write
+    } else if path.starts_with("/v1/") && path != "/v1/info" {
+        Need::Read
+    } else {
+        Need::Nothing
+    }
+}
+
+fn unauthorized(message: &'static str) -> Response {
+    ApiError::new(ErrorCode::Unauthorized, message)
+        .with_header(WWW_AUTHENTICATE, "Bearer realm=\"shoal-origin\"")
+        .into_response()
+}
+
+/// Decides before anything else looks at the request: a request refused here has had its
+/// path and body neither parsed nor read, and changed nothing.
+async fn authorize(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let creds = &st.config.credentials;
+    let given = bearer(req.headers()).unwrap_or("");
+    match need(req.method(), req.uri().path()) {
+        Need::Nothing => {}
+        // Without a write token the origin only started because its config says
+        // `insecure = true`.
+        Need::Write if creds.write_token.is_empty() => {}
+        Need::Write => {
+            if !creds.write_token.matches(given) {
+                return unauthorized("this request changes the cluster: it needs the write token");
+            }
+        }
+        Need::Read if creds.read_token.is_empty() => {}
+        Need::Read => {
+            if !(creds.read_token.matches(given) || creds.write_token.matches(given)) {
+                return unauthorized("reads from this origin need the read token");
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn fallback() -> ApiError {
@@ -139,35 +195,6 @@ pub fn bad_request(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiErr
 
 pub fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.contains_key(FORWARDED)
-}
-
-/// Checks the internal token, when one is configured.
-pub fn check_token(st: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = st.config.credentials.write_token.get() else {
-        return Ok(());
-    };
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "a valid internal token is required",
-        )
-        .with_header(WWW_AUTHENTICATE, "Bearer realm=\"shoal-origin\""))
-    }
-}
-
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 const HOP_BY_HOP: [HeaderName; 6] = [

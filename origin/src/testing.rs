@@ -12,6 +12,11 @@
 //! # }
 //! ```
 //!
+//! Every origin gets credentials as a real one must: [`test_config`] a fresh random write
+//! token, and a cluster one write token and one read token shared by its members, which
+//! [`TestCluster::write_token`] and [`TestCluster::read_token`] expose; [`TestCluster::client`]
+//! writes with the first and [`TestCluster::reader`] reads with the second.
+//!
 //! Helpers here panic with a message when the test itself is wrong (an index out of range,
 //! a port that cannot be bound): that is a test failure, not an input to handle.
 
@@ -30,11 +35,17 @@ use shoal_core::signature::KeyPairPem;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, Secret};
 use crate::{Error, Listeners, Origin};
 
+/// A fresh random token of 64 hex characters, as `openssl rand -hex 32` makes one.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A config for tests: short timers so that failures are noticed within a fraction of a
-/// second, no backend, data in `data_dir`.
+/// second, no backend, data in `data_dir`, a fresh random write token and no read token.
 pub fn test_config(data_dir: PathBuf) -> Config {
     let mut c = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -43,6 +54,7 @@ pub fn test_config(data_dir: PathBuf) -> Config {
         shutdown_grace: Duration::from_secs(2),
         ..Config::default()
     };
+    c.credentials.write_token = Secret::new(random_token());
     c.cluster.health_interval = Duration::from_millis(100);
     c.cluster.health_timeout = Duration::from_secs(1);
     c.cluster.down_after = 2;
@@ -171,9 +183,13 @@ impl ClusterBuilder {
                 Err(e) => panic!("test listener address: {e}"),
             })
             .collect();
+        let write_token = random_token();
+        let read_token = random_token();
         let mut nodes = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut config = test_config(dir.path().join(format!("origin-{i}")));
+            config.credentials.write_token = Secret::new(write_token.clone());
+            config.credentials.read_token = Secret::new(read_token.clone());
             config.replicas = self.replicas;
             config.advertise = urls[i].clone();
             config.cluster.members = urls.clone();
@@ -198,7 +214,12 @@ impl ClusterBuilder {
                 running: Some(running),
             });
         }
-        let cluster = TestCluster { dir, nodes };
+        let cluster = TestCluster {
+            dir,
+            nodes,
+            write_token,
+            read_token,
+        };
         cluster.wait_converged().await;
         cluster
     }
@@ -218,6 +239,8 @@ struct Node {
 pub struct TestCluster {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
+    write_token: String,
+    read_token: String,
 }
 
 impl TestCluster {
@@ -303,9 +326,47 @@ impl TestCluster {
             .collect()
     }
 
-    /// A client that knows every member.
+    /// The write token every member takes (as the proxy holds it), unless `configure`
+    /// changed a member's.
+    pub fn write_token(&self) -> &str {
+        &self.write_token
+    }
+
+    /// The read token every member asks reads for (as agents and trackers hold it).
+    pub fn read_token(&self) -> &str {
+        &self.read_token
+    }
+
+    /// A client that knows every member and presents the write token, as the proxy does.
     pub fn client(&self) -> OriginClient {
+        self.client_with_token(Some(self.write_token.clone()))
+    }
+
+    /// A client that presents the read token, as agents and trackers do.
+    pub fn reader(&self) -> OriginClient {
+        self.client_with_token(Some(self.read_token.clone()))
+    }
+
+    /// A client with no credential at all.
+    pub fn anonymous(&self) -> OriginClient {
         self.client_with_token(None)
+    }
+
+    /// A plain HTTP client that sends `Authorization: Bearer <token>` with every request.
+    pub fn http_with_token(token: &str) -> reqwest::Client {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
+    }
+
+    /// A plain HTTP client that presents the write token with every request.
+    pub fn http(&self) -> reqwest::Client {
+        Self::http_with_token(&self.write_token)
     }
 
     pub fn client_with_token(&self, token: Option<String>) -> OriginClient {

@@ -23,7 +23,8 @@ async fn nothing_left(cluster: &TestCluster, digest: &Digest) {
     .await;
     assert!(cluster.holders(digest).await.is_empty());
     for i in 0..cluster.len() {
-        let res = http()
+        let res = cluster
+            .http()
             .head(format!("{}/v1/blobs/{digest}", cluster.url(i)))
             .send()
             .await
@@ -35,6 +36,7 @@ async fn nothing_left(cluster: &TestCluster, digest: &Digest) {
 /// Sends a raw HTTP upload: headers declaring `declared` bytes, then `body`, then either
 /// half-closes and reads the answer, or hangs up at once. Returns the status line, if any.
 fn raw_upload(
+    token: &str,
     base: &str,
     digest: &Digest,
     declared: usize,
@@ -45,7 +47,7 @@ fn raw_upload(
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = format!(
-        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {declared}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
@@ -60,16 +62,17 @@ fn raw_upload(
 }
 
 async fn still_serves(cluster: &TestCluster) {
+    let auth = cluster.http();
     let data = random_bytes(5000);
     let digest = Digest::sha256_of(&data);
     for i in 0..cluster.len() {
         assert_eq!(
-            put_blob(cluster.url(i), &digest, data.clone())
+            put_blob(&auth, cluster.url(i), &digest, data.clone())
                 .await
                 .status(),
             StatusCode::CREATED
         );
-        let (status, bytes) = get_blob(cluster.url(i), &digest).await;
+        let (status, bytes) = get_blob(&auth, cluster.url(i), &digest).await;
         assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &data[..]));
     }
 }
@@ -77,21 +80,24 @@ async fn still_serves(cluster: &TestCluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_does_not_match_its_digest_is_refused_and_not_stored() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 100_000);
     let mut wrong = data.clone();
     wrong[50_000] ^= 0xff;
     for via in [0, 2] {
-        let res = put_blob(cluster.url(via), &digest, wrong.clone()).await;
+        let res = put_blob(&auth, cluster.url(via), &digest, wrong.clone()).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "via {via}");
         assert_eq!(error_code(res).await, "DIGEST_INVALID");
     }
     nothing_left(&cluster, &digest).await;
     // A wrong body for a blob that is already there is refused too.
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data).await.status(),
+        put_blob(&auth, cluster.url(0), &digest, data)
+            .await
+            .status(),
         StatusCode::CREATED
     );
-    let res = put_blob(cluster.url(0), &digest, wrong).await;
+    let res = put_blob(&auth, cluster.url(0), &digest, wrong).await;
     assert_eq!(error_code(res).await, "DIGEST_INVALID");
     still_serves(&cluster).await;
     cluster.shutdown().await;
@@ -100,15 +106,18 @@ async fn a_body_that_does_not_match_its_digest_is_refused_and_not_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_shorter_or_longer_than_declared_and_hang_ups_leave_nothing() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 200_000);
     for via in [0, 2] {
         let base = cluster.url(via).to_owned();
+        let token = cluster.write_token().to_owned();
         let (d, short) = (digest, data.clone());
         // Shorter than declared: the body ends before Content-Length is reached.
-        let status =
-            tokio::task::spawn_blocking(move || raw_upload(&base, &d, 300_000, &short, false))
-                .await
-                .unwrap();
+        let status = tokio::task::spawn_blocking(move || {
+            raw_upload(&token, &base, &d, 300_000, &short, false)
+        })
+        .await
+        .unwrap();
         assert!(
             status.as_deref().is_none_or(|s| s.contains(" 400 ")),
             "short body via {via}: {status:?}"
@@ -118,11 +127,13 @@ async fn bodies_shorter_or_longer_than_declared_and_hang_ups_leave_nothing() {
         // Longer than declared: only the declared bytes are the body, and they are not
         // the blob.
         let base = cluster.url(via).to_owned();
+        let token = cluster.write_token().to_owned();
         let long = data.clone();
-        let status =
-            tokio::task::spawn_blocking(move || raw_upload(&base, &d, 100_000, &long, false))
-                .await
-                .unwrap();
+        let status = tokio::task::spawn_blocking(move || {
+            raw_upload(&token, &base, &d, 100_000, &long, false)
+        })
+        .await
+        .unwrap();
         assert!(
             status.as_deref().is_some_and(|s| s.contains(" 400 ")),
             "long body via {via}: {status:?}"
@@ -131,14 +142,16 @@ async fn bodies_shorter_or_longer_than_declared_and_hang_ups_leave_nothing() {
 
         // The client hangs up half way.
         let base = cluster.url(via).to_owned();
+        let token = cluster.write_token().to_owned();
         let half = data[..100_000].to_vec();
-        tokio::task::spawn_blocking(move || raw_upload(&base, &d, 200_000, &half, true))
+        tokio::task::spawn_blocking(move || raw_upload(&token, &base, &d, 200_000, &half, true))
             .await
             .unwrap();
         nothing_left(&cluster, &digest).await;
     }
     // A declared length that is right but a digest that is wrong.
-    let res = http()
+    let res = auth
+        .clone()
         .put(format!(
             "{}/v1/blobs/{}",
             cluster.url(0),
@@ -157,10 +170,13 @@ async fn bodies_shorter_or_longer_than_declared_and_hang_ups_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_things_and_malformed_requests_get_their_codes() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let base = cluster.url(1);
     let unknown = Digest::sha256_of(b"unknown");
-    let get =
-        |path: String| async move { http().get(format!("{base}{path}")).send().await.unwrap() };
+    let get = |path: String| {
+        let auth = auth.clone();
+        async move { auth.get(format!("{base}{path}")).send().await.unwrap() }
+    };
 
     for (path, status, code) in [
         (format!("/v1/blobs/{unknown}"), 404, "BLOB_UNKNOWN"),
@@ -194,20 +210,23 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
         assert_eq!(res.status().as_u16(), status, "{path}");
         assert_eq!(error_code(res).await, code, "{path}");
     }
-    let res = http()
+    let res = auth
+        .clone()
         .head(format!("{base}/v1/blobs/{unknown}"))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
-    let put_tag = |body: &'static str| async move {
-        http()
-            .put(format!("{base}/v1/tags/library/alpine:latest"))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+    let put_tag = |body: &'static str| {
+        let auth = auth.clone();
+        async move {
+            auth.put(format!("{base}/v1/tags/library/alpine:latest"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(
         error_code(put_tag("not json").await).await,
@@ -218,7 +237,7 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
         "DIGEST_INVALID"
     );
     assert_eq!(
-        http()
+        auth.clone()
             .get(format!("{base}/v1/tags/library/alpine:latest"))
             .send()
             .await
@@ -230,10 +249,11 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
     let data = random_bytes(1000);
     let digest = Digest::sha256_of(&data);
     assert_eq!(
-        put_blob(base, &digest, data).await.status(),
+        put_blob(&auth, base, &digest, data).await.status(),
         StatusCode::CREATED
     );
-    let res = http()
+    let res = auth
+        .clone()
         .get(format!("{base}/v1/blobs/{digest}"))
         .header("range", "bytes=5000-")
         .send()
@@ -242,7 +262,8 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
     assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(res.headers()["content-range"], "bytes */1000");
     assert_eq!(error_code(res).await, "RANGE_INVALID");
-    let res = http()
+    let res = auth
+        .clone()
         .get(format!("{base}/v1/blobs/{digest}"))
         .header("range", "bytes=10-19")
         .send()
@@ -251,7 +272,8 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
     assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(res.headers()["content-range"], "bytes 10-19/1000");
     assert_eq!(res.bytes().await.unwrap().len(), 10);
-    let res = http()
+    let res = auth
+        .clone()
         .head(format!("{base}/v1/blobs/{digest}"))
         .send()
         .await
@@ -263,68 +285,13 @@ async fn unknown_things_and_malformed_requests_get_their_codes() {
     // The empty blob is a blob like any other.
     let empty = Digest::sha256_of(b"");
     assert_eq!(
-        put_blob(base, &empty, Vec::new()).await.status(),
+        put_blob(&auth, base, &empty, Vec::new()).await.status(),
         StatusCode::CREATED
     );
-    let (status, bytes) = get_blob(cluster.url(0), &empty).await;
+    let (status, bytes) = get_blob(&auth, cluster.url(0), &empty).await;
     assert_eq!((status, bytes.len()), (StatusCode::OK, 0));
     let m = cluster.client().metainfo(&empty).await.unwrap();
     assert_eq!((m.length(), m.piece_count()), (0, 0));
-    cluster.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn internal_writes_and_deletes_need_the_token() {
-    let cluster = TestCluster::builder(3)
-        .replicas(2)
-        .configure(|_, c| c.credentials.write_token = shoal_origin::config::Secret("s3cret".into()))
-        .start()
-        .await;
-    let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 10_000);
-    let base = cluster.url(2);
-    let res = http()
-        .put(format!("{base}/v1/blobs/{digest}?internal=1"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(res).await, "UNAUTHORIZED");
-    nothing_left(&cluster, &digest).await;
-
-    // Uploads through the public side replicate with the token.
-    assert_eq!(
-        put_blob(base, &digest, data).await.status(),
-        StatusCode::CREATED
-    );
-    wait_until("the blob is on its owners", WAIT, || async {
-        cluster.holders(&digest).await == [0, 1]
-    })
-    .await;
-    let res = http()
-        .delete(format!("{base}/v1/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    let res = http()
-        .delete(format!("{base}/v1/blobs/{digest}"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(cluster.holders(&digest).await, [0, 1]);
-    let client = cluster.client_with_token(Some("s3cret".into()));
-    client.delete_blob(&digest).await.unwrap();
-    assert!(cluster.holders(&digest).await.is_empty());
-    assert!(
-        client
-            .delete_blob(&digest)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
     cluster.shutdown().await;
 }
 
@@ -373,21 +340,23 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
     let data_dir = mount.path().join("origin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let origin = TestOrigin::start(test_config(data_dir.clone()), listener)
-        .await
-        .unwrap();
+    let config = test_config(data_dir.clone());
+    let auth = TestCluster::http_with_token(config.credentials.write_token.get().unwrap());
+    let origin = TestOrigin::start(config, listener).await.unwrap();
 
     let kept = random_bytes(20_000);
     let kept_digest = Digest::sha256_of(&kept);
     assert_eq!(
-        put_blob(&base, &kept_digest, kept.clone()).await.status(),
+        put_blob(&auth, &base, &kept_digest, kept.clone())
+            .await
+            .status(),
         StatusCode::CREATED
     );
 
     let filler = fill(mount.path(), 128 << 10);
     let big = random_bytes(512 << 10);
     let big_digest = Digest::sha256_of(&big);
-    let res = put_blob(&base, &big_digest, big.clone()).await;
+    let res = put_blob(&auth, &base, &big_digest, big.clone()).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "UNAVAILABLE");
@@ -400,7 +369,7 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
     );
     assert_eq!(temp_files(&data_dir), 0);
     assert_eq!(
-        http()
+        auth.clone()
             .head(format!("{base}/v1/blobs/{big_digest}"))
             .send()
             .await
@@ -410,10 +379,10 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
     );
 
     // Everything else still works, and once there is room again, so do uploads.
-    let (status, bytes) = get_blob(&base, &kept_digest).await;
+    let (status, bytes) = get_blob(&auth, &base, &kept_digest).await;
     assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &kept[..]));
     assert_eq!(
-        http()
+        auth.clone()
             .get(format!("{base}/health"))
             .send()
             .await
@@ -423,7 +392,7 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
     );
     std::fs::remove_file(filler).unwrap();
     assert_eq!(
-        put_blob(&base, &big_digest, big).await.status(),
+        put_blob(&auth, &base, &big_digest, big).await.status(),
         StatusCode::CREATED
     );
     origin.stop().await;
@@ -448,26 +417,30 @@ fn idle_connections_possible(wanted: usize) -> usize {
     n
 }
 
+/// One origin, and the write token its config was given.
 async fn start_one(
     configure: impl FnOnce(&mut shoal_origin::Config),
-) -> (TestOrigin, String, tempfile::TempDir) {
+) -> (TestOrigin, String, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path().to_owned());
     configure(&mut config);
+    let token = config.credentials.write_token.0.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let origin = TestOrigin::start(config, listener).await.unwrap();
-    (origin, base, dir)
+    (origin, base, dir, token)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_18446744073709551612_gets_a_4xx_at_once_and_the_origin_lives() {
-    let (_origin, base, _dir) = start_one(|_| {}).await;
+    let (_origin, base, _dir, token) = start_one(|_| {}).await;
+    let auth = TestCluster::http_with_token(&token);
     let digest = Digest::sha256_of(b"never sent");
     let started = std::time::Instant::now();
     let answer = tokio::task::spawn_blocking({
         let base = base.clone();
-        move || raw_upload(&base, &digest, 18446744073709551612, b"", false)
+        let token = token.clone();
+        move || raw_upload(&token, &base, &digest, 18446744073709551612, b"", false)
     })
     .await
     .unwrap();
@@ -478,22 +451,23 @@ async fn content_length_18446744073709551612_gets_a_4xx_at_once_and_the_origin_l
     let data = random_bytes(10_000);
     let d = Digest::sha256_of(&data);
     assert_eq!(
-        put_blob(&base, &d, data.clone()).await.status(),
+        put_blob(&auth, &base, &d, data.clone()).await.status(),
         StatusCode::CREATED
     );
-    assert_eq!(get_blob(&base, &d).await.1.as_ref(), &data[..]);
+    assert_eq!(get_blob(&auth, &base, &d).await.1.as_ref(), &data[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_do_not_starve_the_origin() {
     use tokio::io::AsyncReadExt;
     let header_timeout = Duration::from_secs(2);
-    let (_origin, base, _dir) = start_one(|c| {
+    let (_origin, base, _dir, token) = start_one(|c| {
         // Below the number of idle connections: the cap makes room by closing idle ones.
         c.server.max_connections = 500;
         c.server.header_timeout = header_timeout;
     })
     .await;
+    let auth = TestCluster::http_with_token(&token);
     let addr = base.trim_start_matches("http://").to_owned();
     let n = idle_connections_possible(2000);
     let mut idle = Vec::with_capacity(n);
@@ -502,7 +476,7 @@ async fn two_thousand_idle_connections_do_not_starve_the_origin() {
     }
     let data = random_bytes(10_000);
     let d = Digest::sha256_of(&data);
-    let res = tokio::time::timeout(Duration::from_secs(1), put_blob(&base, &d, data.clone()))
+    let res = tokio::time::timeout(Duration::from_secs(1), put_blob(&auth, &base, &d, data.clone()))
         .await
         .expect("a real request is answered within a second");
     assert_eq!(res.status(), StatusCode::CREATED);
@@ -516,5 +490,5 @@ async fn two_thousand_idle_connections_do_not_starve_the_origin() {
             Err(_) => panic!("idle connection {i} still open after the header timeout"),
         }
     }
-    assert_eq!(get_blob(&base, &d).await.1.as_ref(), &data[..]);
+    assert_eq!(get_blob(&auth, &base, &d).await.1.as_ref(), &data[..]);
 }

@@ -18,17 +18,18 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_uploaded_anywhere_is_readable_everywhere_and_lands_on_its_owners() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     // Through an owner and through the non-owner (which forwards the stream).
     for (owners, via) in [([0, 1], 0), ([1, 2], 0), ([0, 2], 2)] {
         let (data, digest) = blob_owned_by(&cluster, &owners, 2, 300_000);
-        let res = put_blob(cluster.url(via), &digest, data.clone()).await;
+        let res = put_blob(&auth, cluster.url(via), &digest, data.clone()).await;
         assert_eq!(res.status(), StatusCode::CREATED, "upload via {via}");
         let body: serde_json::Value = res.json().await.unwrap();
         assert_eq!(body["digest"], digest.to_string());
         assert_eq!(body["length"], data.len());
 
         for i in 0..3 {
-            let (status, bytes) = get_blob(cluster.url(i), &digest).await;
+            let (status, bytes) = get_blob(&auth, cluster.url(i), &digest).await;
             assert_eq!(status, StatusCode::OK, "read via {i}");
             assert_eq!(bytes.as_ref(), &data[..], "read via {i}");
         }
@@ -62,7 +63,11 @@ async fn the_client_reads_ranges_and_stats_through_any_origin() {
         .unwrap();
     assert_eq!(info.length, data.len() as u64);
     // A client that knows only the non-owner.
-    let only0 = OriginClient::new(&[cluster.url(0).to_owned()], None).unwrap();
+    let only0 = OriginClient::new(
+        &[cluster.url(0).to_owned()],
+        Some(cluster.write_token().to_owned()),
+    )
+    .unwrap();
     assert_eq!(
         only0.stat_blob(&digest).await.unwrap(),
         Some(data.len() as u64)
@@ -81,9 +86,10 @@ async fn the_client_reads_ranges_and_stats_through_any_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_owner_stops_the_blob_is_readable_and_repair_restores_its_copies() {
     let mut cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 200_000);
     assert_eq!(
-        put_blob(cluster.url(2), &digest, data.clone())
+        put_blob(&auth, cluster.url(2), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -107,7 +113,7 @@ async fn after_an_owner_stops_the_blob_is_readable_and_repair_restores_its_copie
     cluster.stop(0).await;
     cluster.wait_converged().await;
     for i in [1, 2] {
-        let (status, bytes) = get_blob(cluster.url(i), &digest).await;
+        let (status, bytes) = get_blob(&auth, cluster.url(i), &digest).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(bytes.as_ref(), &data[..]);
     }
@@ -121,7 +127,8 @@ async fn after_an_owner_stops_the_blob_is_readable_and_repair_restores_its_copie
     wait_until("repair restores the tag's copies", WAIT, || async {
         let mut both = true;
         for i in [1, 2] {
-            let res = http()
+            let res = auth
+                .clone()
                 .get(format!("{}/v1/tags/{name}:{tag}?local=1", cluster.url(i)))
                 .send()
                 .await
@@ -156,10 +163,11 @@ async fn an_origin_restarted_with_queued_replication_finishes_the_queue() {
         })
         .start()
         .await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 150_000);
     cluster.stop(1).await;
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -188,7 +196,7 @@ async fn an_origin_restarted_with_queued_replication_finishes_the_queue() {
         cluster.origin(0).queue_depth().await.unwrap() == (0, 0)
     })
     .await;
-    let (status, bytes) = get_blob(cluster.url(1), &digest).await;
+    let (status, bytes) = get_blob(&auth, cluster.url(1), &digest).await;
     assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &data[..]));
     cluster.shutdown().await;
 }
@@ -196,10 +204,17 @@ async fn an_origin_restarted_with_queued_replication_finishes_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_written_through_one_origin_is_read_through_another() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let name: RepoName = "library/alpine".parse().unwrap();
     let d1 = Digest::sha256_of(b"manifest 1");
     let d2 = Digest::sha256_of(b"manifest 2");
-    let one = |i: usize| OriginClient::new(&[cluster.url(i).to_owned()], None).unwrap();
+    let one = |i: usize| {
+        OriginClient::new(
+            &[cluster.url(i).to_owned()],
+            Some(cluster.write_token().to_owned()),
+        )
+        .unwrap()
+    };
 
     for (i, t) in ["3.19", "3.20", "latest", "edge"].iter().enumerate() {
         let tag: Tag = t.parse().unwrap();
@@ -222,7 +237,8 @@ async fn a_tag_written_through_one_origin_is_read_through_another() {
     wait_until("the tag's replicas agree", WAIT, || async {
         let mut all = true;
         for &o in &owners {
-            let res = http()
+            let res = auth
+                .clone()
                 .get(format!("{}/v1/tags/{name}:latest?local=1", cluster.url(o)))
                 .send()
                 .await
@@ -268,6 +284,7 @@ async fn a_tag_written_through_one_origin_is_read_through_another() {
 async fn metainfo_of_a_100_mib_blob_matches_an_independent_computation() {
     use sha2::Digest as _;
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let data = bytes::Bytes::from(random_bytes(100 << 20));
     let digest = Digest::Sha256(sha2::Sha256::digest(&data).into());
     // Streamed in 1 MiB chunks, through whichever origin the client picks.
@@ -291,7 +308,11 @@ async fn metainfo_of_a_100_mib_blob_matches_an_independent_computation() {
         .map(|p| sha2::Sha256::digest(p).into())
         .collect();
     for i in 0..3 {
-        let only = OriginClient::new(&[cluster.url(i).to_owned()], None).unwrap();
+        let only = OriginClient::new(
+            &[cluster.url(i).to_owned()],
+            Some(cluster.write_token().to_owned()),
+        )
+        .unwrap();
         let m: Metainfo = only.metainfo(&digest).await.unwrap();
         assert_eq!(m.digest(), digest);
         assert_eq!(m.length(), data.len() as u64);
@@ -309,7 +330,8 @@ async fn metainfo_of_a_100_mib_blob_matches_an_independent_computation() {
     })
     .await;
     for o in owners {
-        let res = http()
+        let res = auth
+            .clone()
             .get(format!(
                 "{}/v1/blobs/{digest}/metainfo?local=1",
                 cluster.url(o)
@@ -342,10 +364,11 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
         .shared_backend()
         .start()
         .await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[1, 2], 2, 50_000);
     // Written back after the upload…
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -366,7 +389,8 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
     .await;
     // …then lost on every origin, and read through again on demand.
     for i in [1, 2] {
-        let res = http()
+        let res = auth
+            .clone()
             .delete(format!("{}/v1/blobs/{digest}?internal=1", cluster.url(i)))
             .send()
             .await
@@ -374,7 +398,7 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
         assert_eq!(res.status(), StatusCode::ACCEPTED);
     }
     assert!(cluster.holders(&digest).await.is_empty());
-    let (status, bytes) = get_blob(cluster.url(0), &digest).await;
+    let (status, bytes) = get_blob(&auth, cluster.url(0), &digest).await;
     assert_eq!((status, bytes.as_ref()), (StatusCode::OK, &data[..]));
     wait_until("the owners hold it again", WAIT, || async {
         cluster.holders(&digest).await == [1, 2]
@@ -393,7 +417,7 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
     let mut wrong = bad.clone();
     wrong[0] ^= 1;
     std::fs::write(&path, &wrong).unwrap();
-    let (status, _) = get_blob(cluster.url(0), &bad_digest).await;
+    let (status, _) = get_blob(&auth, cluster.url(0), &bad_digest).await;
     assert!(status.is_server_error(), "{status}");
     assert!(cluster.holders(&bad_digest).await.is_empty());
 
@@ -419,20 +443,25 @@ async fn origins_without_an_advertised_url_find_themselves() {
         .configure(|_, c| c.advertise.clear())
         .start()
         .await;
+    let auth = cluster.http();
     for i in 0..3 {
         let origin = cluster.origin(i);
         wait_until("the origin finds itself", WAIT, || async {
             origin.member().as_deref() == Some(cluster.url(i))
         })
         .await;
-        let info = OriginClient::new(&[cluster.url(i).to_owned()], None)
-            .unwrap()
-            .info(cluster.url(i))
-            .await
-            .unwrap();
+        let info = OriginClient::new(
+            &[cluster.url(i).to_owned()],
+            Some(cluster.write_token().to_owned()),
+        )
+        .unwrap()
+        .info(cluster.url(i))
+        .await
+        .unwrap();
         assert_eq!(info.member, cluster.url(i));
         assert_eq!(info.peer_id, origin.peer_id());
-        let ready = http()
+        let ready = auth
+            .clone()
             .get(format!("{}/ready", cluster.url(i)))
             .send()
             .await
@@ -441,7 +470,9 @@ async fn origins_without_an_advertised_url_find_themselves() {
     }
     let (data, digest) = blob_owned_by(&cluster, &[0, 2], 2, 10_000);
     assert_eq!(
-        put_blob(cluster.url(1), &digest, data).await.status(),
+        put_blob(&auth, cluster.url(1), &digest, data)
+            .await
+            .status(),
         StatusCode::CREATED
     );
     wait_until("the blob is on its owners", WAIT, || async {
@@ -454,19 +485,24 @@ async fn origins_without_an_advertised_url_find_themselves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0, 1], 2, 40_000);
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
     );
-    assert_eq!(get_blob(cluster.url(0), &digest).await.1.len(), data.len());
+    assert_eq!(
+        get_blob(&auth, cluster.url(0), &digest).await.1.len(),
+        data.len()
+    );
     wait_until("the replica is made", WAIT, || async {
         cluster.holders(&digest).await == [0, 1]
     })
     .await;
-    let text = http()
+    let text = auth
+        .clone()
         .get(format!("{}/metrics", cluster.url(0)))
         .send()
         .await

@@ -23,12 +23,20 @@ fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
 #[test]
 fn the_example_config_loads_and_shows_every_key_at_its_default() {
+    // The example leaves the write token to the environment, as it advises.
     let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-        .load_with_env(vec![])
+        .load_with_env(vec![(
+            "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+            TOKEN.into(),
+        )])
         .unwrap();
-    assert_eq!(loaded, Config::default());
+    let mut want = Config::default();
+    want.credentials.write_token = shoal_origin::config::Secret::new(TOKEN);
+    assert_eq!(loaded, want);
 
     let text = std::fs::read_to_string(example()).unwrap();
     let mut in_file = Vec::new();
@@ -110,6 +118,7 @@ fn check_config_prints_the_merged_config() {
             "http://b:2",
         ])
         .env("SHOAL_ORIGIN_REPAIR__INTERVAL", "30m")
+        .env("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(
@@ -117,11 +126,41 @@ fn check_config_prints_the_merged_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let printed: Config = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(TOKEN), "the token was printed:\n{text}");
+    let printed: Config = toml::from_str(&text).unwrap();
     assert_eq!(printed.listen.to_string(), "127.0.0.1:1234");
     assert_eq!(printed.cluster.members, ["http://a:1", "http://b:2"]);
     assert_eq!(
         printed.repair.interval,
         std::time::Duration::from_secs(1800)
+    );
+}
+
+#[test]
+fn an_origin_without_a_write_token_refuses_to_start_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN")
+        .env_remove("SHOAL_ORIGIN_INSECURE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EX_CONFIG));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("credentials.write_token") && err.contains("insecure"),
+        "{err}"
+    );
+    let out = bin()
+        .args(["--check-config", "--set", "insecure=true"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -25,8 +25,13 @@ fn referrer(payload: &[u8], artifact_type: &str) -> Referrer {
     }
 }
 
-async fn listed_by(base: &str, name: &RepoName, subject: &Digest) -> Vec<Referrer> {
-    let res = http()
+async fn listed_by(
+    auth: &reqwest::Client,
+    base: &str,
+    name: &RepoName,
+    subject: &Digest,
+) -> Vec<Referrer> {
+    let res = auth
         .get(format!("{base}/v1/referrers/{name}@{subject}"))
         .send()
         .await
@@ -39,6 +44,7 @@ async fn listed_by(base: &str, name: &RepoName, subject: &Digest) -> Vec<Referre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_are_kept_like_tags() {
     let mut cluster = TestCluster::builder(3).replicas(2).start().await;
+    let auth = cluster.http();
     let client = cluster.client();
     let name: RepoName = "team/app".parse().unwrap();
     let subject = Digest::sha256_of(b"the image");
@@ -52,7 +58,7 @@ async fn referrers_are_kept_like_tags() {
     both.sort_by_key(|r| r.digest);
     for i in 0..3 {
         assert_eq!(
-            listed_by(cluster.url(i), &name, &subject).await,
+            listed_by(&auth, cluster.url(i), &name, &subject).await,
             both,
             "via {i}"
         );
@@ -78,7 +84,7 @@ async fn referrers_are_kept_like_tags() {
     cluster.stop(owners[0]).await;
     cluster.wait_converged().await;
     wait_until("the listing survives an owner's loss", WAIT, || async {
-        listed_by(cluster.url(other), &name, &subject).await == both
+        listed_by(&auth, cluster.url(other), &name, &subject).await == both
     })
     .await;
     cluster.restart(owners[0]).await;
@@ -91,7 +97,7 @@ async fn referrers_are_kept_like_tags() {
         .unwrap();
     for i in 0..3 {
         assert_eq!(
-            listed_by(cluster.url(i), &name, &subject).await,
+            listed_by(&auth, cluster.url(i), &name, &subject).await,
             vec![sig.clone()]
         );
     }
@@ -106,6 +112,7 @@ async fn referrers_are_kept_like_tags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_referrer_requests() {
     let cluster = TestCluster::builder(1).replicas(1).start().await;
+    let auth = cluster.http();
     let base = cluster.url(0);
     let subject = Digest::sha256_of(b"s");
     let cases = [
@@ -136,7 +143,8 @@ async fn bad_referrer_requests() {
         ),
     ];
     for (method, path, body, code) in cases {
-        let res = http()
+        let res = auth
+            .clone()
             .request(method.parse().unwrap(), format!("{base}{path}"))
             .body(body)
             .send()

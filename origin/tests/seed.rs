@@ -130,9 +130,10 @@ async fn scrape(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_downloads_a_blob_from_one_origins_peer_port_and_it_verifies() {
     let cluster = TestCluster::builder(2).replicas(1).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0], 1, 3 * MIB + 12_345);
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -190,9 +191,10 @@ async fn a_node_downloads_a_blob_from_one_origins_peer_port_and_it_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_keeps_serving() {
     let cluster = TestCluster::builder(2).replicas(1).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0], 1, MIB);
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -233,7 +235,10 @@ async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_kee
     assert_eq!(refused, 1.0);
 
     // The origins still serve both protocols, and a node that lists both gets the blob.
-    assert_eq!(get_blob(cluster.url(1), &digest).await.0, StatusCode::OK);
+    assert_eq!(
+        get_blob(&auth, cluster.url(1), &digest).await.0,
+        StatusCode::OK
+    );
     let d = Downloader::start(vec![origin1, origin0]).await;
     assert!(d.fetch(metainfo).await == data);
     assert_eq!(
@@ -251,9 +256,10 @@ async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_kee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_blob_is_no_longer_served_to_peers() {
     let cluster = TestCluster::builder(2).replicas(1).start().await;
+    let auth = cluster.http();
     let (data, digest) = blob_owned_by(&cluster, &[0], 1, 3 * MIB);
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED
@@ -267,7 +273,8 @@ async fn a_deleted_blob_is_no_longer_served_to_peers() {
     let (_, first) = ask(&origin0, digest, layout).await;
     assert!(!matches!(first, Message::Error { .. }), "{first:?}");
 
-    let res = http()
+    let res = auth
+        .clone()
         .delete(format!("{}/v1/blobs/{digest}?internal=1", cluster.url(0)))
         .send()
         .await
@@ -296,10 +303,11 @@ async fn peer_egress_caps_what_the_origin_sends() {
         .configure(move |_, c| c.peer.egress = ByteRate(rate as u64))
         .start()
         .await;
+    let auth = cluster.http();
     let data = random_bytes(2 * MIB);
     let digest = Digest::sha256_of(&data);
     assert_eq!(
-        put_blob(cluster.url(0), &digest, data.clone())
+        put_blob(&auth, cluster.url(0), &digest, data.clone())
             .await
             .status(),
         StatusCode::CREATED

@@ -40,8 +40,9 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    fn start(origins: &[String], spool: &std::path::Path) -> Proxy {
+    fn start(origins: &[String], write_token: &str, spool: &std::path::Path) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-proxy"))
+            .env("SHOAL_PROXY_CREDENTIALS__WRITE_TOKEN", write_token)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -201,7 +202,7 @@ fn main() {
         );
         for way in ["monolithic PUT", "chunked PATCH (64 MiB chunks) + PUT"] {
             let spool = tempfile::tempdir().unwrap();
-            let proxy = Proxy::start(&origins.urls(), spool.path());
+            let proxy = Proxy::start(&origins.urls(), origins.cluster.write_token(), spool.path());
             let base = format!("http://{}", proxy.addr);
             let idle = proxy.peak_rss();
             let cpu_before = proxy.cpu_seconds();

@@ -126,6 +126,11 @@ impl Default for AuthConfig {
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.server.validate("server", problems);
+        shoal_core::auth::check_token(
+            "credentials.write_token",
+            &self.credentials.write_token,
+            problems,
+        );
         if self.origins.is_empty() {
             problems.push("origins: name at least one origin".into());
         }
@@ -192,10 +197,17 @@ mod tests {
             .set("max_page", Some(0))
             .set("uploads.max_sessions", Some(0))
             .set("auth.push_users", Some("[\"a\"]"))
+            .set("credentials.write_token", Some("short"))
             .load_with_env::<Config>(vec![])
             .unwrap_err();
         let all = err.problems.join("\n");
-        for needle in ["ftp://x", "max_page", "max_sessions", "push_users"] {
+        for needle in [
+            "ftp://x",
+            "max_page",
+            "max_sessions",
+            "push_users",
+            "write_token",
+        ] {
             assert!(all.contains(needle), "{needle} missing from {all}");
         }
     }
@@ -207,14 +219,21 @@ mod tests {
                 ("SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT".into(), "2m".into()),
                 (
                     "SHOAL_PROXY_CREDENTIALS__WRITE_TOKEN".into(),
-                    "hunter2".into(),
+                    "hunter2-hunter2-hunter2".into(),
                 ),
             ])
             .unwrap();
         assert_eq!(c.uploads.idle_timeout, Duration::from_secs(120));
-        assert_eq!(c.credentials.write_token.get(), Some("hunter2"));
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!toml::to_string(&c).unwrap().contains("hunter2"));
+        assert_eq!(
+            c.credentials.write_token.get(),
+            Some("hunter2-hunter2-hunter2")
+        );
+        assert!(!format!("{c:?}").contains("hunter2-hunter2-hunter2"));
+        assert!(
+            !toml::to_string(&c)
+                .unwrap()
+                .contains("hunter2-hunter2-hunter2")
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub const PROXY: &str = "127.0.0.1:5000";
 pub const TRACKER: &str = "127.0.0.1:7070";
 pub const ORIGINS: [&str; 3] = ["127.0.0.1:9000", "127.0.0.1:9001", "127.0.0.1:9002"];
 
+/// The user of the proxy's login that `devcluster.sh up` makes.
+pub const PROXY_USER: &str = "shoal";
+
 /// Agent `i`'s registry address (agents count from 1).
 pub fn agent(i: usize) -> String {
     format!("127.0.0.1:{}", 8080 + i)
@@ -176,6 +179,28 @@ impl DevCluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A file of the credentials `up` generated (`write-token`, `read-token`,
+    /// `metainfo-key.pem`, `metainfo-pub.pem`, `proxy-password`, `htpasswd`).
+    pub fn secret_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("secrets").join(name)
+    }
+
+    /// The first line of a credentials file; fails the test if it cannot be read.
+    pub fn secret(&self, name: &str) -> String {
+        let path = self.secret_path(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// `user:password` of the proxy's login, as skopeo's `--dest-creds` takes it.
+    pub fn proxy_creds(&self) -> String {
+        format!("{PROXY_USER}:{}", self.secret("proxy-password"))
     }
 
     pub fn log(&self, name: &str) -> PathBuf {

@@ -1,4 +1,5 @@
-//! A blocking HTTP/1.0 `GET` over loopback, enough for `/ready` and `/metrics`.
+//! A blocking HTTP/1.0 client over loopback, enough for `/ready`, `/metrics` and a
+//! request that must be refused.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -6,6 +7,17 @@ use std::time::Duration;
 
 /// `GET http://{addr}{path}`: the status and the body, or why it could not be had.
 pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// `method http://{addr}{path}` with `headers` and `body`: the status and the body.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String), String> {
     let timeout = Duration::from_secs(10);
     let sock: std::net::SocketAddr = addr
         .parse()
@@ -14,7 +26,17 @@ pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{addr}: {e}"))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
+        .map_err(|e| format!("{addr}: {e}"))?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
         .map_err(|e| format!("{addr}{path}: {e}"))?;

@@ -54,6 +54,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     env: Vec<(String, OsString)>,
     dir: Option<PathBuf>,
+    stdin: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -63,6 +64,7 @@ pub fn cmd(program: &str) -> Cmd {
         args: Vec::new(),
         env: Vec::new(),
         dir: None,
+        stdin: None,
         timeout: Duration::from_secs(120),
     }
 }
@@ -92,6 +94,12 @@ impl Cmd {
         self
     }
 
+    /// Feeds the file to the program's stdin (a password, so that it is in no command line).
+    pub fn stdin_file(mut self, path: &Path) -> Self {
+        self.stdin = Some(path.to_owned());
+        self
+    }
+
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
@@ -117,7 +125,17 @@ impl Cmd {
         let mut err = tempfile::tempfile()
             .unwrap_or_else(|e| panic!("cannot make a temporary file for output: {e}"));
         let mut c = Command::new(&self.program);
-        c.args(&self.args).stdin(Stdio::null());
+        c.args(&self.args);
+        match &self.stdin {
+            Some(p) => {
+                let f = File::open(p)
+                    .unwrap_or_else(|e| panic!("cannot open {} for stdin: {e}", p.display()));
+                c.stdin(f);
+            }
+            None => {
+                c.stdin(Stdio::null());
+            }
+        }
         for (k, v) in &self.env {
             c.env(k, v);
         }

@@ -14,6 +14,10 @@
 //! - `devcluster.sh demo` pushes its own image and pulls it through every agent.
 //! - The script itself: `up` is idempotent, refuses busy ports, `status` tells, `down`
 //!   stops exactly what it started and `--wipe` deletes the data.
+//! - Credentials: `up` generates them; pushes need the proxy's login (docker login, skopeo
+//!   `--dest-creds`) and one without it is refused; pulls through the proxy and the agents
+//!   need none; the origins refuse a write without the write token and a read without the
+//!   read token; every file holding a secret is readable by its owner alone.
 //!
 //! The cluster's ports are fixed, so the tests take turns ([`exclusive`]). A program a test
 //! needs that is missing or cannot start fails the test, saying which and why. Every
@@ -26,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use shoal_core::Digest;
 use shoal_tests::data::{fnv1a64, noise};
-use shoal_tests::devcluster::{DevCluster, PROXY, agent, exclusive};
-use shoal_tests::http::metric_sum;
+use shoal_tests::devcluster::{DevCluster, ORIGINS, PROXY, PROXY_USER, agent, exclusive};
+use shoal_tests::http::{metric_sum, request};
 use shoal_tests::oci::{Entry, Layout, OCI_INDEX, OCI_MANIFEST, tar};
 use shoal_tests::process::{Daemon, cmd, pid_running, require, signal};
 
@@ -234,6 +238,24 @@ fn docker(cluster: &DevCluster) {
         .arg(&tarball)
         .arg(&pushed)
         .ok();
+    // Without logging in, the proxy refuses the push.
+    let refused = docker.cli(&["push", &pushed]).run();
+    assert!(
+        !refused.success(),
+        "a push without logging in went through:\n{}",
+        refused.stdout
+    );
+    let said = format!("{}{}", refused.stdout, refused.stderr).to_lowercase();
+    assert!(
+        said.contains("unauthorized")
+            || said.contains("authentication required")
+            || said.contains("no basic auth credentials"),
+        "the refused push does not say it needs a login:\n{said}"
+    );
+    docker
+        .cli(&["login", PROXY, "-u", PROXY_USER, "--password-stdin"])
+        .stdin_file(&cluster.secret_path("proxy-password"))
+        .ok();
     let out = docker.cli(&["push", &pushed]).ok();
     let digest = out
         .split_whitespace()
@@ -313,6 +335,8 @@ fn skopeo_two_platform_index(cluster: &DevCluster) {
         "--all",
         "--preserve-digests",
         "--dest-tls-verify=false",
+        "--dest-creds",
+        &cluster.proxy_creds(),
     ])
     .arg(&src_ref)
     .arg(format!("docker://{PROXY}/e2e/multi:v1"))
@@ -365,7 +389,7 @@ fn skopeo_two_platform_index(cluster: &DevCluster) {
 
 /// Writes an image of one 8 MiB layer of `seed`'s noise under `work` and pushes it through
 /// the proxy as `e2e/<name>:v1` with skopeo; returns its manifest.
-fn push_one_layer(work: &Path, name: &str, seed: u64) -> Vec<u8> {
+fn push_one_layer(cluster: &DevCluster, work: &Path, name: &str, seed: u64) -> Vec<u8> {
     require("skopeo", "skopeo");
     let mut src = Layout::new(&work.join("src"));
     let manifest = src.image(
@@ -377,17 +401,23 @@ fn push_one_layer(work: &Path, name: &str, seed: u64) -> Vec<u8> {
         )])],
     );
     src.tag("v1", OCI_MANIFEST, &manifest);
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", src.dir.display()))
-        .arg(format!("docker://{PROXY}/e2e/{name}:v1"))
-        .ok();
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &cluster.proxy_creds(),
+    ])
+    .arg(format!("oci:{}:v1", src.dir.display()))
+    .arg(format!("docker://{PROXY}/e2e/{name}:v1"))
+    .ok();
     manifest
 }
 
 fn podman(cluster: &DevCluster) {
     require("podman", "podman");
     let work = tempfile::tempdir().unwrap();
-    let manifest = push_one_layer(work.path(), "podman", 5);
+    let manifest = push_one_layer(cluster, work.path(), "podman", 5);
 
     let via = agent(cluster.agents.min(3));
     let root = work.path().join("root");
@@ -481,9 +511,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 }
 
-fn containerd_mirror(_cluster: &DevCluster) {
+fn containerd_mirror(cluster: &DevCluster) {
     let work = tempfile::tempdir().unwrap();
-    let manifest = push_one_layer(work.path(), "containerd", 6);
+    let manifest = push_one_layer(cluster, work.path(), "containerd", 6);
 
     let containerd = Containerd::start();
     // A registry name that resolves nowhere: the pull can only succeed through the mirror.
@@ -640,6 +670,8 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
     }
     assert!(metric_sum(&cluster.metrics(PROXY), "shoal_proxy_requests_total", &[]) >= 0.0);
 
+    credentials_are_generated_private_and_required(&cluster);
+
     let down = cluster.down(false);
     assert!(down.success(), "{}", down.stderr);
     for (name, pid) in &started {
@@ -661,4 +693,79 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
     let wiped = cluster.down(true);
     assert!(wiped.success(), "{}", wiped.stderr);
     assert!(!cluster.dir().join("data").exists());
+}
+
+/// What `up` did about credentials, as a user would check it: every file holding a secret is
+/// the owner's alone, the origins run with a write token (no insecure warning), refuse a
+/// write without it or with a wrong one and a read without the read token, and a push to
+/// the proxy without its login is refused.
+fn credentials_are_generated_private_and_required(cluster: &DevCluster) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cluster.dir().join("secrets")), 0o700);
+    for sub in ["secrets", "config"] {
+        for e in std::fs::read_dir(cluster.dir().join(sub)).unwrap() {
+            let path = e.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{} is not 0600", path.display());
+        }
+    }
+    let write_token = cluster.secret("write-token");
+    let read_token = cluster.secret("read-token");
+    assert_eq!(write_token.len(), 64);
+    assert_ne!(write_token, read_token);
+    let origin_config =
+        std::fs::read_to_string(cluster.dir().join("config/origin-0.toml")).unwrap();
+    assert!(origin_config.contains(&write_token) && origin_config.contains("BEGIN PRIVATE KEY"));
+    let agent_config = std::fs::read_to_string(cluster.dir().join("config/agent-1.toml")).unwrap();
+    assert!(agent_config.contains(&read_token) && !agent_config.contains(&write_token));
+    assert!(agent_config.contains("BEGIN PUBLIC KEY"));
+
+    let (status, body) = request(ORIGINS[0], "GET", "/ready", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(!body.contains("insecure"), "{body}");
+
+    let digest = Digest::sha256_of(b"repointed");
+    let tag_body = format!("{{\"digest\":\"{digest}\"}}");
+    let wrong = "Bearer 0123456789abcdef0123456789abcdef";
+    let read = format!("Bearer {read_token}");
+    for headers in [
+        vec![],
+        vec![("Authorization", wrong)],
+        vec![("Authorization", read.as_str())],
+    ] {
+        for origin in ORIGINS {
+            let (status, body) = request(
+                origin,
+                "PUT",
+                "/v1/tags/library/nginx:latest",
+                &headers,
+                tag_body.as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(
+                status, 401,
+                "a tag write to {origin} with {headers:?}: {body}"
+            );
+            assert!(body.contains("UNAUTHORIZED"), "{body}");
+        }
+    }
+    let (status, _) = request(ORIGINS[1], "GET", "/v1/repositories", &[], b"").unwrap();
+    assert_eq!(status, 401, "a read without the read token");
+    let (status, body) = request(
+        ORIGINS[1],
+        "GET",
+        "/v1/repositories",
+        &[("Authorization", read.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "a read with the read token: {body}");
+    assert!(
+        !body.contains("library/nginx"),
+        "the refused tag write left a trace: {body}"
+    );
+
+    // A push without the login: refused at its first request.
+    let (status, _) = request(PROXY, "POST", "/v2/e2e/nologin/blobs/uploads/", &[], b"").unwrap();
+    assert_eq!(status, 401, "an upload without the proxy's login");
 }

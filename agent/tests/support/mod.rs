@@ -11,6 +11,7 @@ use bytes::Bytes;
 use prometheus::{Encoder, Registry};
 use shoal_agent::{Agent, Config as AgentConfig, Listeners};
 use shoal_core::Digest;
+use shoal_core::auth::Secret;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::reference::{RepoName, Tag};
 use shoal_core::signature::KeyPairPem;
@@ -86,6 +87,10 @@ pub struct TestOrigins {
     pub urls: Vec<String>,
     /// The key pair this run's origins sign metainfo with (agents trust its public half).
     pub metainfo_keys: KeyPairPem,
+    /// Fresh for each set of origins: what pushes present (as the proxy does).
+    pub write_token: String,
+    /// What agents and the tracker present to read.
+    pub read_token: String,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -105,11 +110,15 @@ impl TestOrigins {
             .map(|l| format!("http://{}", l.local_addr().unwrap()))
             .collect();
         let shutdown = CancellationToken::new();
+        let write_token = shoal_origin::testing::random_token();
+        let read_token = shoal_origin::testing::random_token();
         let mut origins = Vec::new();
         let mut registries = Vec::new();
         for (i, (h, p)) in http.into_iter().zip(peer).enumerate() {
             let mut config =
                 shoal_origin::testing::test_config(dir.path().join(format!("origin-{i}")));
+            config.credentials.write_token = Secret::new(write_token.clone());
+            config.credentials.read_token = Secret::new(read_token.clone());
             config.replicas = replicas;
             config.advertise = urls[i].clone();
             config.cluster.members = urls.clone();
@@ -133,6 +142,8 @@ impl TestOrigins {
             registries,
             urls,
             metainfo_keys: shoal_origin::testing::metainfo_keys().clone(),
+            write_token,
+            read_token,
             shutdown,
             _dir: dir,
         };
@@ -149,8 +160,9 @@ impl TestOrigins {
         me
     }
 
+    /// A client that writes, with the write token.
     pub fn client(&self) -> OriginClient {
-        OriginClient::new(&self.urls, None).unwrap()
+        OriginClient::new(&self.urls, Some(self.write_token.clone())).unwrap()
     }
 
     /// Blob bytes the origins have sent, over HTTP and the peer protocol together (the
@@ -215,17 +227,16 @@ impl TestTracker {
     pub async fn start(origins: &TestOrigins, replicas: usize) -> TestTracker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let config = shoal_tracker::Config {
+        let mut config = shoal_tracker::Config {
             listen: listener.local_addr().unwrap(),
             origins: origins.urls.clone(),
             replicas,
             announce_interval: Duration::from_secs(1),
             origin_refresh: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
-            // The origins here check no token: the tracker and agents carry none.
-            insecure: true,
             ..shoal_tracker::Config::default()
         };
+        config.credentials.read_token = Secret::new(origins.read_token.clone());
         let registry = Registry::new();
         let shutdown = CancellationToken::new();
         let tracker = shoal_tracker::Tracker::new(&config, registry.clone()).unwrap();
@@ -281,6 +292,7 @@ pub fn agent_config(
         shutdown_grace: Duration::from_secs(2),
         ..AgentConfig::default()
     };
+    c.credentials.read_token = Secret::new(origins.read_token.clone());
     c.cache.dir = dir.to_owned();
     c.credentials.metainfo_keys = origins.metainfo_keys.public_pem.clone();
     c.swarm.stall_timeout = Duration::from_secs(30);

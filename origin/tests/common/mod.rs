@@ -40,10 +40,14 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// PUT a blob's bytes to one origin.
-pub async fn put_blob(base: &str, digest: &Digest, data: Vec<u8>) -> reqwest::Response {
-    http()
-        .put(format!("{base}/v1/blobs/{digest}"))
+/// PUT a blob's bytes (with the credential `http` presents) to one origin.
+pub async fn put_blob(
+    http: &reqwest::Client,
+    base: &str,
+    digest: &Digest,
+    data: Vec<u8>,
+) -> reqwest::Response {
+    http.put(format!("{base}/v1/blobs/{digest}"))
         .body(data)
         .send()
         .await
@@ -51,8 +55,12 @@ pub async fn put_blob(base: &str, digest: &Digest, data: Vec<u8>) -> reqwest::Re
 }
 
 /// GET a blob from one origin: status and body.
-pub async fn get_blob(base: &str, digest: &Digest) -> (reqwest::StatusCode, Bytes) {
-    let res = http()
+pub async fn get_blob(
+    http: &reqwest::Client,
+    base: &str,
+    digest: &Digest,
+) -> (reqwest::StatusCode, Bytes) {
+    let res = http
         .get(format!("{base}/v1/blobs/{digest}"))
         .send()
         .await

@@ -57,6 +57,7 @@ async fn setup_with(f: impl FnOnce(&mut Config)) -> T {
         origins: origins.urls(),
         ..Config::default()
     };
+    config.credentials.write_token = crate::config::Secret::new(origins.write_token());
     config.uploads.spool_dir = spool.path().to_owned();
     f(&mut config);
     let registry = prometheus::Registry::new();

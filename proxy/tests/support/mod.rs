@@ -59,6 +59,8 @@ impl Cluster {
             origins: origins.urls(),
             ..Config::default()
         };
+        config.credentials.write_token =
+            shoal_proxy::config::Secret::new(origins.cluster.write_token());
         config.uploads.spool_dir = spool.path().to_owned();
         config.shutdown_grace = std::time::Duration::from_secs(1);
         f(&mut config);

@@ -139,9 +139,23 @@ pub struct Cluster {
     pub agents: Vec<Member>,
     /// Other programs run beside the cluster (a reference registry), stopped with it.
     pub others: Vec<Member>,
+    /// This run's write token (origins, proxy): what uploads to the origins present.
+    pub write_token: String,
+    /// This run's read token (origins, tracker, agents).
+    pub read_token: String,
     log: String,
     /// The metainfo key pair of this run (given to the parts through the environment).
     metainfo_keys: shoal_core::signature::KeyPairPem,
+}
+
+/// A fresh random token of 64 hex characters, as `openssl rand -hex 32` makes one.
+pub fn random_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(BenchError::io("cannot read", "/dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// How long each process may take to answer `/ready`.
@@ -183,6 +197,8 @@ impl Cluster {
             proxy: None,
             agents: Vec::new(),
             others: Vec::new(),
+            write_token: random_token()?,
+            read_token: random_token()?,
             log: spec.log.clone(),
             metainfo_keys: shoal_core::signature::KeyPairPem::generate()
                 .map_err(|e| BenchError::Check(format!("a metainfo key pair: {e}")))?,
@@ -211,9 +227,15 @@ ingress = {rate}
 [cluster]
 members = {members}
 
+[credentials]
+write_token = "{write_token}"
+read_token = "{read_token}"
+
 [backend]
 kind = "none"
 "#,
+                write_token = c.write_token,
+                read_token = c.read_token,
                 listen = addr(origin_ports[2 * i]),
                 peer = addr(origin_ports[2 * i + 1]),
                 data = data.display().to_string(),
@@ -240,7 +262,11 @@ kind = "none"
 origins = {members}
 replicas = {replicas}
 shutdown_grace = "2s"
+
+[credentials]
+read_token = "{read_token}"
 "#,
+                read_token = c.read_token,
                 listen = addr(port),
                 members = toml_list(&members),
                 replicas = spec.replicas,
@@ -257,9 +283,13 @@ shutdown_grace = "2s"
 origins = {members}
 shutdown_grace = "2s"
 
+[credentials]
+write_token = "{write_token}"
+
 [uploads]
 spool_dir = {spool:?}
 "#,
+                write_token = c.write_token,
                 listen = addr(port),
                 members = toml_list(&members),
                 spool = spool.display().to_string(),
@@ -281,6 +311,9 @@ tracker = "{tracker}"
 origins = {members}
 shutdown_grace = "2s"
 
+[credentials]
+read_token = "{read_token}"
+
 [cache]
 dir = {cache:?}
 max_size = {cache_size}
@@ -293,6 +326,7 @@ ingress = {rate}
 stall_timeout = "{stall}s"
 "#,
                 stall = spec.stall_timeout_s,
+                read_token = c.read_token,
                 listen = addr(ports[2 * i]),
                 peer = addr(ports[2 * i + 1]),
                 members = toml_list(&members),
@@ -316,7 +350,19 @@ stall_timeout = "{stall}s"
         port: u16,
     ) -> Result<Member> {
         let path = self.dir.join("config").join(format!("{name}.toml"));
-        std::fs::write(&path, config).map_err(BenchError::io("cannot write", &path))?;
+        // Each config holds a credential: readable by its owner only.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(config.as_bytes()))
+                .map_err(BenchError::io("cannot write", &path))?;
+        }
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let args: Vec<OsString> = vec![
             "--config".into(),

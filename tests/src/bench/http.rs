@@ -45,15 +45,17 @@ async fn file_body(blob: &BlobFile) -> Result<reqwest::Body> {
     ))
 }
 
-/// Uploads a blob through the origin API (`PUT /v1/blobs/<digest>`).
+/// Uploads a blob through the origin API (`PUT /v1/blobs/<digest>`) with the write token.
 pub async fn upload_to_origin(
     client: &reqwest::Client,
     origin: &str,
+    write_token: &str,
     blob: &BlobFile,
 ) -> Result<()> {
     let what = format!("uploading {} to {origin}", blob.digest);
     let res = client
         .put(format!("{origin}/v1/blobs/{}", blob.digest))
+        .bearer_auth(write_token)
         .header(reqwest::header::CONTENT_LENGTH, blob.length)
         .body(file_body(blob).await?)
         .send()
@@ -63,10 +65,17 @@ pub async fn upload_to_origin(
     Ok(())
 }
 
-/// Whether this origin itself holds the blob (`HEAD …?local=1`).
-pub async fn origin_holds(client: &reqwest::Client, origin: &str, digest: &Digest) -> bool {
+/// Whether this origin itself holds the blob (`HEAD …?local=1`), asked with a token that
+/// reads.
+pub async fn origin_holds(
+    client: &reqwest::Client,
+    origin: &str,
+    token: &str,
+    digest: &Digest,
+) -> bool {
     client
         .head(format!("{origin}/v1/blobs/{digest}?local=1"))
+        .bearer_auth(token)
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())

@@ -228,8 +228,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         load_average()
     );
 
-    http::upload_to_origin(&client, &origin, &blob).await?;
-    http::upload_to_origin(&client, &origin, &big).await?;
+    http::upload_to_origin(&client, &origin, &cluster.write_token, &blob).await?;
+    http::upload_to_origin(&client, &origin, &cluster.write_token, &big).await?;
     http::push_blob(&client, &registry, "bench/blob", &blob).await?;
 
     // 2. A layer the agent does not have.

@@ -368,14 +368,14 @@ async fn run(
     let started = Instant::now();
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(bins, dir, spec))?;
     let origins: Vec<String> = cluster.origins.iter().map(Member::url).collect();
-    http::upload_to_origin(&client, &origins[0], blob).await?;
+    http::upload_to_origin(&client, &origins[0], &cluster.write_token, blob).await?;
     // Every owner must hold the blob before the clock starts: the bound counts them all.
     let want = spec.replicas.min(spec.origins);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let mut holding = 0;
         for o in &origins {
-            if http::origin_holds(&client, o, &blob.digest).await {
+            if http::origin_holds(&client, o, &cluster.read_token, &blob.digest).await {
                 holding += 1;
             }
         }
