@@ -18,6 +18,7 @@ Prints one JSON document on stdout for the Rust tests (tests/tests/deploy.rs), w
 what crosses objects and run the real binaries:
 
     {"sets": {"<name>": {"release", "namespace", "objects": [...], "notes": "...",
+                         "values": {the merged values},
                          "upgrade_secrets": [...], "fresh_secrets": [...]}},
      "refused": {"<case>": "<helm's message>"}}
 
@@ -267,6 +268,7 @@ def render_set(chart, chart_dir: pathlib.Path, name: str, values: dict, problems
         "namespace": NAMESPACE,
         "objects": objects,
         "notes": notes,
+        "values": chart.merge_values(values),
         "upgrade_secrets": rerender(chart, name, values, secrets, problems),
         "fresh_secrets": rerender(chart, name, values, [], problems),
     }
