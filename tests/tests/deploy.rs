@@ -1335,9 +1335,9 @@ fn the_proxy_refuses_a_push_without_the_generated_login_and_takes_it() {
         let found = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["fields"]["message"] == "proxy serving");
+            .find(|l| l["message"] == "proxy serving");
         if let Some(l) = found {
-            addr = l["fields"]["addr"].as_str().unwrap().to_owned();
+            addr = l["addr"].as_str().unwrap().to_owned();
         }
         !addr.is_empty()
     });
