@@ -20,6 +20,8 @@ need curl curl
 need systemd-analyze systemd
 need gcc gcc
 need setsid util-linux
+# The chart test checks the generated metainfo key against its certificate.
+need openssl openssl
 # The end-to-end image holds a program linked with `gcc -static`, which needs libc.a.
 dpkg-query -W -f='${Status}' libc6-dev 2>/dev/null | grep -q "ok installed" || apt_packages+=(libc6-dev)
 

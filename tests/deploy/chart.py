@@ -6,11 +6,23 @@
 For each value set CHART_DIR/ci/<name>-values.yaml: `helm lint --strict` for Kubernetes
 1.30, a render as release `shoal` in namespace `shoal-system`, and a strict, offline check of
 every rendered object against the Kubernetes 1.30 schemas. Value sets that must be refused
-(below) are checked to be refused. Prints one JSON document on stdout for the Rust tests
-(tests/tests/deploy.rs), which check what crosses objects and run the real binaries:
+(below) are checked to be refused.
 
-    {"sets": {"<name>": {"release", "namespace", "objects": [...], "notes": "..."}},
+The generated Secrets are read back with Helm's `lookup` on upgrade. A render without a
+cluster has no `lookup` (it finds nothing), so each value set is rendered twice more with
+Helm's cluster-aware render against a stand-in Kubernetes API on 127.0.0.1 (port 0) that
+answers discovery and Secret GETs: once holding the Secrets of the first render (an upgrade:
+the same values must come back) and once empty (a fresh install: new values).
+
+Prints one JSON document on stdout for the Rust tests (tests/tests/deploy.rs), which check
+what crosses objects and run the real binaries:
+
+    {"sets": {"<name>": {"release", "namespace", "objects": [...], "notes": "...",
+                         "values": {the merged values},
+                         "upgrade_secrets": [...], "fresh_secrets": [...]}},
      "refused": {"<case>": "<helm's message>"}}
+
+Every Secret object carries its data decoded under "__decoded".
 
 Exits 1 naming every problem; exits 2 when a Python package it needs is missing. It never
 skips: a missing package is a failure.
@@ -18,9 +30,12 @@ skips: a missing package is a failure.
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import pathlib
 import sys
+import threading
 
 KUBE_VERSION = "1.30.0"
 RELEASE = "shoal"
@@ -40,7 +55,11 @@ MUST_REFUSE = {
     "port out of range": {"agent": {"registryPort": 70000}},
     "registry with a path": {"agent": {"containerd": {"registries": ["docker.io/library"]}}},
     "log format": {"log": {"format": "xml"}},
-    "auth without htpasswd": {"proxy": {"auth": {"enabled": True}}},
+    "credentials in tracker.config": {"tracker": {"config": {"credentials": {"read_token": "x" * 32}}}},
+    "credentials in agent.config": {"agent": {"config": {"credentials": {"metainfo_keys": ""}}}},
+    "insecure in origin.config": {"origin": {"config": {"insecure": True}}},
+    "insecure in agent.config": {"agent": {"config": {"insecure": True}}},
+    "node CIDR without a prefix length": {"networkPolicy": {"nodeCIDRs": ["10.0.0.1"]}},
 }
 
 
@@ -84,6 +103,112 @@ def check_custom(obj: dict, where: str, problems: list[str]) -> None:
             problems.append(f"{where}: unexpected endpoint fields {sorted(unknown)}")
         if not isinstance(ep.get("port"), str):
             problems.append(f"{where}: endpoint port must be a port name")
+
+
+class FakeApiServer:
+    """The part of the Kubernetes API that Helm's `lookup` of a Secret uses: discovery of
+    the core group and GET of one Secret (404 NotFound when it has none), on 127.0.0.1."""
+
+    def __init__(self):
+        self.secrets: dict[tuple[str, str], dict] = {}
+        self.requests: list[str] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                path = self.path.split("?")[0]
+                api.requests.append(path)
+                parts = path.strip("/").split("/")
+                if path == "/api":
+                    return self.send(200, {"kind": "APIVersions", "versions": ["v1"]})
+                if path == "/apis":
+                    return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+                if path == "/api/v1":
+                    return self.send(200, {
+                        "kind": "APIResourceList", "groupVersion": "v1",
+                        "resources": [{"name": "secrets", "singularName": "secret", "namespaced": True,
+                                       "kind": "Secret", "verbs": ["get", "list"]}],
+                    })
+                if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "secrets":
+                    found = api.secrets.get((parts[3], parts[5]))
+                    if found is not None:
+                        return self.send(200, found)
+                self.send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "reason": "NotFound", "code": 404, "message": f"{path} not found"})
+
+            def send(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # quiet: stdout is the JSON document
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def kubeconfig(self) -> str:
+        port = self.server.server_address[1]
+        return json.dumps({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "stand-in", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "users": [{"name": "stand-in", "user": {"token": "stand-in"}}],
+            "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "stand-in",
+                                                          "namespace": NAMESPACE}}],
+            "current-context": "stand-in",
+        })
+
+
+def secrets_of(rendered: dict[str, str]) -> list[dict]:
+    """The Secret objects of a render, each with its data decoded under "__decoded"."""
+    out = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc and doc.get("kind") == "Secret":
+                decode(doc)
+                out.append(doc)
+    return out
+
+
+def decode(secret: dict) -> None:
+    secret["__decoded"] = {
+        k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()
+    }
+
+
+def rerender(chart, name: str, values: dict, secrets: list[dict], problems: list[str]):
+    """Renders as Helm does against a cluster holding `secrets`: an upgrade when there are
+    some, a first install when there are none. Returns the Secrets it renders."""
+    with FakeApiServer() as api:
+        for s in secrets:
+            stored = {k: v for k, v in s.items() if not k.startswith("__")}
+            api.secrets[(s["metadata"].get("namespace", NAMESPACE), s["metadata"]["name"])] = stored
+        with helm.Config(kubeconfig_content=api.kubeconfig(), namespace=NAMESPACE) as cfg:
+            try:
+                rendered = cfg.render(chart, values, name=RELEASE, namespace=NAMESPACE,
+                                      is_upgrade=bool(secrets), is_install=not secrets)
+            except helm.HelmError as e:
+                problems.append(f"[{name}] render against the stand-in API failed: {e}")
+                return []
+        generated = [s for s in secrets_of(rendered)
+                     if s["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep"]
+        for s in generated:
+            if f"/api/v1/namespaces/{NAMESPACE}/secrets/{s['metadata']['name']}" not in api.requests:
+                problems.append(f"[{name}] Secret {s['metadata']['name']} was rendered without a lookup")
+        return secrets_of(rendered)
 
 
 def render_set(chart, chart_dir: pathlib.Path, name: str, values: dict, problems: list[str]):
@@ -134,8 +259,19 @@ def render_set(chart, chart_dir: pathlib.Path, name: str, values: dict, problems
                 except (kv_utils.InvalidSchemaError, kv_utils.VersionNotSupportedError) as e:
                     problems.append(f"{where}: {e.message}")
             doc["__template"] = path
+            if doc.get("kind") == "Secret":
+                decode(doc)
             objects.append(doc)
-    return {"release": RELEASE, "namespace": NAMESPACE, "objects": objects, "notes": notes}
+    secrets = [o for o in objects if o.get("kind") == "Secret"]
+    return {
+        "release": RELEASE,
+        "namespace": NAMESPACE,
+        "objects": objects,
+        "notes": notes,
+        "values": chart.merge_values(values),
+        "upgrade_secrets": rerender(chart, name, values, secrets, problems),
+        "fresh_secrets": rerender(chart, name, values, [], problems),
+    }
 
 
 def main() -> int:

@@ -252,14 +252,36 @@ startupProbe:
   failureThreshold: 60
 {{- end -}}
 
-{{/* The internal token as an environment variable. Call with (list $ "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN"). */}}
-{{- define "shoal.tokenEnv" -}}
+{{/* The Secret holding the cluster's credentials: the one named in values, or the generated one. */}}
+{{- define "shoal.credentials.secretName" -}}
+{{- default (include "shoal.component" (list . "credentials")) .Values.credentials.existingSecret -}}
+{{- end -}}
+
+{{/*
+A part's credentials as environment variables from the credentials Secret, one per key:
+"write-token" becomes SHOAL_<PART>_CREDENTIALS__WRITE_TOKEN. Never in a ConfigMap, so that
+whoever may read the chart's ConfigMaps learns nothing that opens the cluster.
+Call with (list $ "origin" (list "write-token" "read-token")).
+*/}}
+{{- define "shoal.credentialsEnv" -}}
 {{- $root := index . 0 -}}
-{{- with $root.Values.internalToken.existingSecret }}
-- name: {{ index $ 1 }}
+{{- $part := index . 1 -}}
+{{- range $key := index . 2 }}
+- name: SHOAL_{{ upper $part }}_CREDENTIALS__{{ $key | replace "-" "_" | upper }}
   valueFrom:
     secretKeyRef:
-      name: {{ . }}
-      key: {{ $root.Values.internalToken.key }}
+      name: {{ include "shoal.credentials.secretName" $root }}
+      key: {{ $key }}
 {{- end }}
+{{- end -}}
+
+{{/* The Secret holding the proxy's htpasswd file. */}}
+{{- define "shoal.proxy.authSecretName" -}}
+{{- default (include "shoal.component" (list . "proxy-auth")) .Values.proxy.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Whether the chart generates the proxy's user and password (no htpasswd given). */}}
+{{- define "shoal.proxy.generatesUser" -}}
+{{- $a := .Values.proxy.auth -}}
+{{- if and $a.enabled (not $a.existingSecret) (not $a.htpasswd) -}}true{{- end -}}
 {{- end -}}
