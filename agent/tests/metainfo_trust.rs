@@ -377,6 +377,7 @@ async fn unsigned_metainfo_is_refused_unless_insecure() {
         };
         c.cache.dir = dir.to_owned();
         c.swarm.stall_timeout = Duration::from_secs(5);
+        c.credentials.read_token = shoal_core::auth::Secret::new(cluster.read_token());
         c
     };
 

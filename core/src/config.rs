@@ -185,7 +185,14 @@ fn set_path(table: &mut toml::Table, key: &str, raw: &str) -> Result<(), String>
             .as_table_mut()
             .ok_or_else(|| format!("{p:?} is not a table"))?;
     }
-    cur.insert((*last).to_owned(), parse_value(raw));
+    // A credential is always text: a token of digits, or one spelt `true` or `nan`, must not
+    // become a number or a boolean (nor lose its leading zeros) on its way in.
+    let value = if parents.first() == Some(&"credentials") {
+        toml::Value::String(raw.to_owned())
+    } else {
+        parse_value(raw)
+    };
+    cur.insert((*last).to_owned(), value);
     Ok(())
 }
 
@@ -309,6 +316,32 @@ mod tests {
             .load_with_env(vec![])
             .unwrap();
         assert_eq!(c, Conf::default());
+    }
+
+    #[test]
+    fn credentials_from_the_environment_stay_text() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Creds {
+            write_token: String,
+            read_token: String,
+        }
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct WithCreds {
+            credentials: Creds,
+        }
+        impl Validate for WithCreds {
+            fn validate(&self, _: &mut Vec<String>) {}
+        }
+        let c: WithCreds = Sources::new(None, "SHOAL_T_")
+            .load_with_env(env(&[
+                ("SHOAL_T_CREDENTIALS__WRITE_TOKEN", "000123456789012345678"),
+                ("SHOAL_T_CREDENTIALS__READ_TOKEN", "true"),
+            ]))
+            .unwrap();
+        assert_eq!(c.credentials.write_token, "000123456789012345678");
+        assert_eq!(c.credentials.read_token, "true");
     }
 
     #[test]

@@ -477,10 +477,13 @@ mod tests {
             MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
             -----END PRIVATE KEY-----\n";
         let load = |key: &str| {
-            Sources::new(None, ENV_PREFIX).load_with_env::<Config>(vec![(
-                "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(),
-                key.into(),
-            )])
+            Sources::new(None, ENV_PREFIX).load_with_env::<Config>(vec![
+                ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), key.into()),
+                (
+                    "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+                    "0123456789abcdef0123456789abcdef".into(),
+                ),
+            ])
         };
         let c = load(openssl).unwrap();
         assert!(crate::blobs::metainfo_signer(&c).unwrap().is_some());

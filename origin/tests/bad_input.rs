@@ -476,9 +476,12 @@ async fn two_thousand_idle_connections_do_not_starve_the_origin() {
     }
     let data = random_bytes(10_000);
     let d = Digest::sha256_of(&data);
-    let res = tokio::time::timeout(Duration::from_secs(1), put_blob(&auth, &base, &d, data.clone()))
-        .await
-        .expect("a real request is answered within a second");
+    let res = tokio::time::timeout(
+        Duration::from_secs(1),
+        put_blob(&auth, &base, &d, data.clone()),
+    )
+    .await
+    .expect("a real request is answered within a second");
     assert_eq!(res.status(), StatusCode::CREATED);
     // Those that never sent a header are gone once the header timeout has passed.
     let deadline = tokio::time::Instant::now() + header_timeout + Duration::from_secs(5);

@@ -196,7 +196,11 @@ async fn an_upload_declaring_an_absurd_length_without_a_token_is_refused_at_once
     })
     .await
     .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Refused before a byte of the body is read: for its length or for the missing token.
+    assert!(
+        answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.1 401"),
+        "{answer}"
+    );
     // The origin lives and serves.
     let (status, _) = get_blob(&cluster.http(), cluster.url(0), &digest).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

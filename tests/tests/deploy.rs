@@ -1591,11 +1591,17 @@ fn every_example_config_passes_the_binarys_check_config() {
                 path.display().to_string(),
                 "--check-config".to_owned(),
             ];
-            // The examples leave the write token to the environment, as they advise.
-            let env = [(
-                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".to_owned(),
-                "0123456789abcdef0123456789abcdef".to_owned(),
-            )];
+            // The examples leave the tokens to the environment, as they advise.
+            let env = [
+                (
+                    "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".to_owned(),
+                    "0123456789abcdef0123456789abcdef".to_owned(),
+                ),
+                (
+                    "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".to_owned(),
+                    "fedcba9876543210fedcba9876543210".to_owned(),
+                ),
+            ];
             let out = run(bin, &args, &env);
             assert_eq!(
                 out.code,

@@ -587,6 +587,10 @@ const USELESS_AFTER: Duration = Duration::from_secs(5);
 /// one nobody asked for.
 const MAX_CANCELLED: usize = 64;
 
+/// The longest wait between announces whatever discovery answers (the tracker's own answers
+/// are clamped tighter by `discovery::Peers::clamped`).
+const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Streaming: pieces ahead of a reader fetched first, at least, whatever their size: one to
 /// read and a few behind it in flight, so a reader keeps moving at the download's pace.
 pub const MIN_STREAM_AHEAD: usize = 4;
@@ -1276,7 +1280,9 @@ impl Engine {
         let sw = slot(&mut self.swarms, s);
         sw.announcing = false;
         sw.announce_failures = 0;
-        sw.next_announce = Some(now + interval.max(min));
+        // Whatever discovery said: `now + interval` must stay a time, and a node must not
+        // stop asking for ever.
+        sw.next_announce = Some(now + interval.clamp(min, MAX_ANNOUNCE_INTERVAL.max(min)));
         for (p, shunned) in peers.into_iter().zip(shunned) {
             if p.peer_id == me || shunned {
                 continue;

@@ -1135,3 +1135,28 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn an_endless_announce_interval_from_any_discovery_does_not_panic_and_is_bounded() {
+    let mut e = Engine::new(cfg(), PeerId([1; 20]), 0);
+    let now = Instant::now();
+    e.download(now, blob(), layout()).unwrap();
+    e.handle(
+        now,
+        Event::Announced {
+            blob: blob(),
+            peers: Vec::new(),
+            interval: Duration::MAX,
+        },
+    );
+    while e.poll_action().is_some() {}
+    // Within the bound, the node asks again.
+    let next = e.poll_timeout().expect("a next announce");
+    assert!(next <= now + Duration::from_secs(3600), "{:?}", next - now);
+    e.handle_timeout(now + Duration::from_secs(3600));
+    let mut announced = false;
+    while let Some(a) = e.poll_action() {
+        announced |= matches!(a, Action::Announce { .. });
+    }
+    assert!(announced, "a node must not stop announcing for ever");
+}
