@@ -78,6 +78,11 @@ pub struct LimitsConfig {
     /// Piece bytes held in memory between receiving and writing them; past it the agent
     /// stops reading pieces until the disk catches up.
     pub max_unwritten: ByteSize,
+    /// Piece bytes held in memory between reading them from the cache and sending them to
+    /// peers, every upload together; past it uploads wait for slow sockets.
+    pub max_unsent: ByteSize,
+    /// Peer connections made to this agent from one address at once; more are refused.
+    pub max_inbound_per_addr: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +135,8 @@ impl Default for LimitsConfig {
             egress: ByteRate(0),
             ingress: ByteRate(0),
             max_unwritten: ByteSize(shoal_p2p::DEFAULT_MAX_UNWRITTEN_BYTES),
+            max_unsent: ByteSize(shoal_p2p::DEFAULT_MAX_UNSENT_BYTES),
+            max_inbound_per_addr: shoal_p2p::DEFAULT_MAX_INBOUND_PER_ADDR,
         }
     }
 }
@@ -194,6 +201,12 @@ impl Validate for Config {
         }
         if self.limits.max_unwritten.bytes() == 0 {
             problems.push("`limits.max_unwritten` must be more than 0".into());
+        }
+        if self.limits.max_unsent.bytes() == 0 {
+            problems.push("`limits.max_unsent` must be more than 0".into());
+        }
+        if self.limits.max_inbound_per_addr == 0 {
+            problems.push("`limits.max_inbound_per_addr` must be at least 1".into());
         }
         let adv = self.advertise_addr.trim();
         if !adv.is_empty() {

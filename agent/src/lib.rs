@@ -144,6 +144,8 @@ impl Agent {
         node_cfg.egress_rate = config.limits.egress.per_second();
         node_cfg.ingress_rate = config.limits.ingress.per_second();
         node_cfg.max_unwritten_bytes = config.limits.max_unwritten.bytes();
+        node_cfg.max_unsent_bytes = config.limits.max_unsent.bytes();
+        node_cfg.max_inbound_per_addr = config.limits.max_inbound_per_addr;
         node_cfg.advertise_addr = config.advertise_ip();
         node_cfg.metrics_prefix = "shoal_agent".into();
         let node_shutdown = CancellationToken::new();

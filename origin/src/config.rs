@@ -12,7 +12,7 @@ use shoal_core::config::Validate;
 use shoal_core::origin_client::base_url;
 use shoal_core::peer::PeerId;
 use shoal_core::telemetry::ServerConfig;
-use shoal_core::units::{ByteRate, duration};
+use shoal_core::units::{ByteRate, ByteSize, duration};
 
 /// The environment prefix of the origin's config keys.
 pub const ENV_PREFIX: &str = "SHOAL_ORIGIN_";
@@ -90,7 +90,7 @@ pub struct Credentials {
     pub metainfo_key: Secret,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PeerConfig {
     /// The peer id (40 hex characters). Empty: a random one at each start.
@@ -101,6 +101,25 @@ pub struct PeerConfig {
     pub egress: ByteRate,
     /// Piece bytes per second received over the peer protocol; 0: unlimited.
     pub ingress: ByteRate,
+    /// Piece bytes held in memory between reading them from disk and sending them to peers,
+    /// every upload together.
+    pub max_unsent: ByteSize,
+    /// Peer connections made to this origin from one address at once; more are refused.
+    pub max_inbound_per_addr: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            id: String::new(),
+            port: 0,
+            egress: ByteRate(0),
+            ingress: ByteRate(0),
+            max_unsent: ByteSize(shoal_p2p::DEFAULT_MAX_UNSENT_BYTES),
+            // One agent opens a connection per blob it pulls.
+            max_inbound_per_addr: 4 * shoal_p2p::DEFAULT_MAX_INBOUND_PER_ADDR,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +301,12 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
+        if self.peer.max_unsent.bytes() == 0 {
+            problems.push("peer.max_unsent must be more than 0".into());
+        }
+        if self.peer.max_inbound_per_addr == 0 {
+            problems.push("peer.max_inbound_per_addr must be at least 1".into());
+        }
         self.server.validate("server", problems);
         problems.extend(self.credentials_problem());
         let creds = &self.credentials;

@@ -151,6 +151,8 @@ impl Seeder for PeerSeeder {
         cfg.announce_seeds = false;
         cfg.egress_rate = source.peer_config().egress.per_second();
         cfg.ingress_rate = source.peer_config().ingress.per_second();
+        cfg.max_unsent_bytes = source.peer_config().max_unsent.bytes();
+        cfg.max_inbound_per_addr = source.peer_config().max_inbound_per_addr;
         cfg.metrics_prefix = PEER_PREFIX.into();
         // Nothing is announced, so discovery is never asked; it only has to exist.
         let discovery = Arc::new(StaticDiscovery::new(Vec::new(), Duration::from_secs(60)));

@@ -27,6 +27,6 @@ pub mod wire;
 pub use discovery::{Discovery, StaticDiscovery, TrackerDiscovery};
 pub use error::P2pError;
 pub use node::{
-    DEFAULT_MAX_UNWRITTEN_BYTES, DownloadError, DownloadHandle, MetainfoSource, Node, NodeConfig,
-    Progress,
+    DEFAULT_MAX_INBOUND_PER_ADDR, DEFAULT_MAX_UNSENT_BYTES, DEFAULT_MAX_UNWRITTEN_BYTES,
+    DownloadError, DownloadHandle, MetainfoSource, Node, NodeConfig, Progress,
 };
