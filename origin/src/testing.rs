@@ -119,6 +119,25 @@ impl TestOrigin {
     }
 }
 
+/// How many idle connections one test process can hold open to a server in the same
+/// process: each costs two descriptors, and the soft `ulimit -n` bounds them.
+pub fn idle_connections_possible(wanted: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    let n = wanted.min(soft.saturating_sub(256) / 2);
+    if n < wanted {
+        eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
+    }
+    n
+}
+
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where

@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::*;
 use reqwest::StatusCode;
 use shoal_core::Digest;
-use shoal_origin::testing::{TestCluster, TestOrigin, test_config, wait_until};
+use shoal_origin::testing::{
+    TestCluster, TestOrigin, idle_connections_possible, test_config, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -396,25 +398,6 @@ async fn a_full_disk_is_a_clear_error_and_the_origin_keeps_serving() {
         StatusCode::CREATED
     );
     origin.stop().await;
-}
-
-/// How many idle connections one test process can hold open to a server in the same
-/// process: each costs two descriptors, and the soft `ulimit -n` bounds them.
-fn idle_connections_possible(wanted: usize) -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|n| n.parse::<usize>().ok())
-        })
-        .unwrap_or(1024);
-    let n = wanted.min(soft.saturating_sub(256) / 2);
-    if n < wanted {
-        eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
-    }
-    n
 }
 
 /// One origin, and the write token its config was given.

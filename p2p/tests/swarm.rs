@@ -701,6 +701,17 @@ async fn wait_closed(s: &mut tokio::net::TcpStream, meta: &Metainfo) -> Option<w
     }
 }
 
+/// Whether a node's first answer turned the connection away as busy.
+fn is_busy(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Error {
+            code: wire::ErrorCode::Busy,
+            ..
+        }
+    )
+}
+
 async fn wait_until<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
@@ -826,16 +837,7 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
     }
     // One more is turned away.
     let (_s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), true).await;
-    assert!(
-        matches!(
-            first,
-            Message::Error {
-                code: wire::ErrorCode::Busy,
-                ..
-            }
-        ),
-        "{first:?}"
-    );
+    assert!(is_busy(&first), "{first:?}");
 
     // Discovery names the real origin: useless connections give up their slots, and the
     // agent dials it and gets the blob.
@@ -873,16 +875,7 @@ async fn connections_beyond_the_per_address_cap_are_refused_while_another_addres
     }
     // The fourth from the same address is refused, politely.
     let (_s, first) = dial_claiming(at, LOCAL, &meta, PeerId::random(), false).await;
-    assert!(
-        matches!(
-            first,
-            Message::Error {
-                code: wire::ErrorCode::Busy,
-                ..
-            }
-        ),
-        "{first:?}"
-    );
+    assert!(is_busy(&first), "{first:?}");
     // Another address still gets in.
     let (_o2, first) = dial_claiming(at, other, &meta, PeerId::random(), false).await;
     assert!(matches!(first, Message::Bitfield(_)), "{first:?}");

@@ -374,25 +374,6 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     assert_eq!(headers["content-length"], whole.len().to_string().as_str());
 }
 
-/// How many idle connections one test process can hold open to a server in the same
-/// process: each costs two descriptors, and the soft `ulimit -n` bounds them.
-fn idle_connections_possible(wanted: usize) -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|n| n.parse::<usize>().ok())
-        })
-        .unwrap_or(1024);
-    let n = wanted.min(soft.saturating_sub(256) / 2);
-    if n < wanted {
-        eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
-    }
-    n
-}
-
 /// Opens `n` connections that never send a byte.
 async fn open_idle(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
     let mut socks = Vec::with_capacity(n);
@@ -425,7 +406,11 @@ async fn two_thousand_idle_connections_do_not_starve_the_proxy() {
         config.server.header_timeout = header_timeout;
     })
     .await;
-    let idle = open_idle(&c.addr, idle_connections_possible(2000)).await;
+    let idle = open_idle(
+        &c.addr,
+        shoal_origin::testing::idle_connections_possible(2000),
+    )
+    .await;
     let res = tokio::time::timeout(Duration::from_secs(1), reqwest::get(c.url("/v2/")))
         .await
         .expect("a real request is answered within a second")
