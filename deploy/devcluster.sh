@@ -334,9 +334,8 @@ write_configs() {
     cat >"$(config_of "$name")" <<EOF
 # Written by deploy/devcluster.sh; deploy/config/origin.toml documents every key.
 listen = "$HOST:$((ORIGIN_HTTP_BASE + i))"
-peer_listen = "$HOST:$((ORIGIN_PEER_BASE + i))"
 data_dir = "$DIR/data/$name"
-advertise = "$(origin_url "$i")"
+advertise_url = "$(origin_url "$i")"
 replicas = 3
 shutdown_grace = "2s"
 
@@ -352,16 +351,13 @@ members = $members
 kind = "filesystem"
 # One directory for all three, as a shared bucket would be.
 path = "$DIR/data/backend"
-EOF
-    if [ "$rate" != 0 ]; then
-      cat >>"$(config_of "$name")" <<EOF
 
 [peer]
-# Bytes per second over the peer protocol (up --rate).
+listen = "$HOST:$((ORIGIN_PEER_BASE + i))"
+# Bytes per second over the peer protocol, 0 = unlimited (up --rate).
 egress = $rate_toml
 ingress = $rate_toml
 EOF
-    fi
   done
   cat >"$(config_of tracker)" <<EOF
 # Written by deploy/devcluster.sh; deploy/config/tracker.toml documents every key.
@@ -399,7 +395,6 @@ EOF
     cat >"$(config_of "$name")" <<EOF
 # Written by deploy/devcluster.sh; deploy/config/agent.toml documents every key.
 listen = "$HOST:$(agent_port "$i")"
-peer_listen = "$HOST:$(agent_peer_port "$i")"
 tracker = "http://$HOST:$TRACKER_PORT"
 origins = $members
 shutdown_grace = "2s"
@@ -412,7 +407,8 @@ metainfo_keys = $metainfo_pub
 dir = "$DIR/data/$name"
 max_size = "4GiB"
 
-[limits]
+[peer]
+listen = "$HOST:$(agent_peer_port "$i")"
 # Bytes per second, 0 = unlimited (up --rate).
 egress = $rate_toml
 ingress = $rate_toml

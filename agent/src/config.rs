@@ -19,10 +19,6 @@ pub const ENV_PREFIX: &str = "SHOAL_AGENT_";
 pub struct Config {
     /// The registry API for local clients (docker, containerd, podman).
     pub listen: SocketAddr,
-    /// The peer-protocol port other hosts dial for pieces.
-    pub peer_listen: SocketAddr,
-    /// The IP other peers should dial; empty: the tracker uses the announce's source address.
-    pub advertise_addr: String,
     /// The tracker's base URL; empty: no tracker (metainfo from the origins, and the origins
     /// as the only peers).
     pub tracker: String,
@@ -39,7 +35,7 @@ pub struct Config {
     pub insecure: bool,
     pub credentials: Credentials,
     pub cache: CacheConfig,
-    pub limits: LimitsConfig,
+    pub peer: PeerConfig,
     pub swarm: SwarmConfig,
     /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
     pub server: ServerConfig,
@@ -70,7 +66,11 @@ pub struct CacheConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct LimitsConfig {
+pub struct PeerConfig {
+    /// The peer-protocol address other hosts dial for pieces.
+    pub listen: SocketAddr,
+    /// The IP other peers should dial; empty: the tracker uses the announce's source address.
+    pub advertise_ip: String,
     /// Piece bytes per second sent to peers, all connections together; 0: unlimited.
     pub egress: ByteRate,
     /// Piece bytes per second received from peers and origins; 0: unlimited.
@@ -104,8 +104,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7100)),
-            advertise_addr: String::new(),
             tracker: "http://127.0.0.1:7070".into(),
             origins: vec!["http://127.0.0.1:9000".into()],
             ops_listen: String::new(),
@@ -113,7 +111,7 @@ impl Default for Config {
             insecure: false,
             credentials: Credentials::default(),
             cache: CacheConfig::default(),
-            limits: LimitsConfig::default(),
+            peer: PeerConfig::default(),
             swarm: SwarmConfig::default(),
             server: ServerConfig::default(),
         }
@@ -129,9 +127,11 @@ impl Default for CacheConfig {
     }
 }
 
-impl Default for LimitsConfig {
+impl Default for PeerConfig {
     fn default() -> Self {
-        LimitsConfig {
+        PeerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7100)),
+            advertise_ip: String::new(),
             egress: ByteRate(0),
             ingress: ByteRate(0),
             max_unwritten: ByteSize(shoal_p2p::DEFAULT_MAX_UNWRITTEN_BYTES),
@@ -154,7 +154,7 @@ impl Default for SwarmConfig {
 impl Config {
     /// The advertised address, if one is set (checked by [`Validate`]).
     pub fn advertise_ip(&self) -> Option<IpAddr> {
-        self.advertise_addr.trim().parse().ok()
+        self.peer.advertise_ip.trim().parse().ok()
     }
 
     /// The tracker's base URL, if one is configured.
@@ -199,24 +199,24 @@ impl Validate for Config {
                 self.tracker
             ));
         }
-        if self.limits.max_unwritten.bytes() == 0 {
-            problems.push("`limits.max_unwritten` must be more than 0".into());
+        if self.peer.max_unwritten.bytes() == 0 {
+            problems.push("`peer.max_unwritten` must be more than 0".into());
         }
-        if self.limits.max_unsent.bytes() == 0 {
-            problems.push("`limits.max_unsent` must be more than 0".into());
+        if self.peer.max_unsent.bytes() == 0 {
+            problems.push("`peer.max_unsent` must be more than 0".into());
         }
-        if self.limits.max_inbound_per_addr == 0 {
-            problems.push("`limits.max_inbound_per_addr` must be at least 1".into());
+        if self.peer.max_inbound_per_addr == 0 {
+            problems.push("`peer.max_inbound_per_addr` must be at least 1".into());
         }
-        let adv = self.advertise_addr.trim();
+        let adv = self.peer.advertise_ip.trim();
         if !adv.is_empty() {
             match adv.parse::<IpAddr>() {
                 Ok(ip) if ip.is_unspecified() || ip.is_multicast() => problems.push(format!(
-                    "`advertise_addr` = {adv:?} cannot be dialled by peers"
+                    "`peer.advertise_ip` = {adv:?} cannot be dialled by peers"
                 )),
                 Ok(_) => {}
                 Err(_) => problems.push(format!(
-                    "`advertise_addr` = {adv:?} is not an IP address (leave it empty to let the tracker use the source address)"
+                    "`peer.advertise_ip` = {adv:?} is not an IP address (leave it empty to let the tracker use the source address)"
                 )),
             }
         }
@@ -297,15 +297,15 @@ mod tests {
     fn the_keys_the_chart_renders_keep_their_names() {
         let text = r#"
 listen = "127.0.0.1:18081"
-peer_listen = "0.0.0.0:17100"
-advertise_addr = "10.1.2.3"
 tracker = "http://tracker.shoal:7070"
 origins = ["http://origin-0.shoal:9000", "http://origin-1.shoal:9000"]
 shutdown_grace = "30s"
 [cache]
 dir = "/data/shoal"
 max_size = "50GiB"
-[limits]
+[peer]
+listen = "0.0.0.0:17100"
+advertise_ip = "10.1.2.3"
 egress = "100MiB/s"
 ingress = "0"
 [swarm]
@@ -320,7 +320,7 @@ seed_idle = "10m"
             )])
             .unwrap();
         assert_eq!(c.listen.port(), 18081);
-        assert_eq!(c.peer_listen.port(), 17100);
+        assert_eq!(c.peer.listen.port(), 17100);
         assert_eq!(c.advertise_ip(), Some("10.1.2.3".parse().unwrap()));
         assert_eq!(
             c.tracker_url().as_deref(),
@@ -330,8 +330,8 @@ seed_idle = "10m"
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.cache.dir, PathBuf::from("/data/shoal"));
         assert_eq!(c.cache.max_size, ByteSize::gib(60));
-        assert_eq!(c.limits.egress.per_second(), Some(100 << 20));
-        assert_eq!(c.limits.ingress.per_second(), None);
+        assert_eq!(c.peer.egress.per_second(), Some(100 << 20));
+        assert_eq!(c.peer.ingress.per_second(), None);
         assert_eq!(c.swarm.seed_idle, Duration::from_secs(600));
     }
 
@@ -381,7 +381,7 @@ seed_idle = "10m"
                     r#"["a:1", "http://a:1", ""]"#.into(),
                 ),
                 ("SHOAL_AGENT_TRACKER".into(), "ftp://x".into()),
-                ("SHOAL_AGENT_ADVERTISE_ADDR".into(), "nowhere".into()),
+                ("SHOAL_AGENT_PEER__ADVERTISE_IP".into(), "nowhere".into()),
                 ("SHOAL_AGENT_CACHE__MAX_SIZE".into(), "0".into()),
                 ("SHOAL_AGENT_OPS_LISTEN".into(), "everywhere".into()),
                 (
@@ -395,7 +395,7 @@ seed_idle = "10m"
             "listed twice",
             "origins[2]",
             "tracker",
-            "advertise_addr",
+            "peer.advertise_ip",
             "cache.max_size",
             "ops_listen",
             "`credentials.read_token` must be at least 16 characters",

@@ -141,11 +141,11 @@ impl Agent {
 
         let mut node_cfg = NodeConfig::agent();
         node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
-        node_cfg.egress_rate = config.limits.egress.per_second();
-        node_cfg.ingress_rate = config.limits.ingress.per_second();
-        node_cfg.max_unwritten_bytes = config.limits.max_unwritten.bytes();
-        node_cfg.max_unsent_bytes = config.limits.max_unsent.bytes();
-        node_cfg.max_inbound_per_addr = config.limits.max_inbound_per_addr;
+        node_cfg.egress_rate = config.peer.egress.per_second();
+        node_cfg.ingress_rate = config.peer.ingress.per_second();
+        node_cfg.max_unwritten_bytes = config.peer.max_unwritten.bytes();
+        node_cfg.max_unsent_bytes = config.peer.max_unsent.bytes();
+        node_cfg.max_inbound_per_addr = config.peer.max_inbound_per_addr;
         node_cfg.advertise_addr = config.advertise_ip();
         node_cfg.metrics_prefix = "shoal_agent".into();
         let node_shutdown = CancellationToken::new();

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Address of the peer protocol (`peer_listen`).
+    /// Address of the peer protocol (`peer.listen`).
     #[arg(long, value_name = "ADDR")]
     peer_listen: Option<SocketAddr>,
 
@@ -52,11 +52,11 @@ struct Args {
     #[arg(long, value_name = "SIZE")]
     cache_size: Option<String>,
 
-    /// Upload cap to peers, such as 100MiB/s; 0 for none (`limits.egress`).
+    /// Upload cap to peers, such as 100MiB/s; 0 for none (`peer.egress`).
     #[arg(long, value_name = "RATE")]
     egress: Option<String>,
 
-    /// Download cap from peers and origins; 0 for none (`limits.ingress`).
+    /// Download cap from peers and origins; 0 for none (`peer.ingress`).
     #[arg(long, value_name = "RATE")]
     ingress: Option<String>,
 }
@@ -110,7 +110,7 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
     args.common
         .sources(ENV_PREFIX)?
         .set("listen", addr(args.listen))
-        .set("peer_listen", addr(args.peer_listen))
+        .set("peer.listen", addr(args.peer_listen))
         .set("tracker", text(&args.tracker))
         .set("origins", origins)
         .set(
@@ -120,8 +120,8 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
                 .map(|d| toml::Value::String(d.display().to_string())),
         )
         .set("cache.max_size", text(&args.cache_size))
-        .set("limits.egress", text(&args.egress))
-        .set("limits.ingress", text(&args.ingress))
+        .set("peer.egress", text(&args.egress))
+        .set("peer.ingress", text(&args.ingress))
         .load()
 }
 
@@ -177,9 +177,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let peer = tokio::net::TcpListener::bind(config.peer_listen)
+    let peer = tokio::net::TcpListener::bind(config.peer.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.peer_listen))?;
+        .with_context(|| format!("cannot listen on {}", config.peer.listen))?;
     let ops = match config.ops_addr() {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)

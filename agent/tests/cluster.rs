@@ -271,7 +271,7 @@ async fn the_first_bytes_leave_before_the_last_piece_arrives_and_askers_share_a_
     let dir = tempfile::tempdir().unwrap();
     let mut config = agent_config(dir.path(), &origins, Some(&tracker));
     // Slow enough that the client reads while pieces are still on their way.
-    config.limits.ingress = "8MiB/s".parse().unwrap();
+    config.peer.ingress = "8MiB/s".parse().unwrap();
     let a = TestAgent::start(config).await;
     let url = format!("{}/v2/some/repo/blobs/{digest}", a.url);
 

@@ -369,12 +369,12 @@ async fn unsigned_metainfo_is_refused_unless_insecure() {
     let base = |dir: &std::path::Path| {
         let mut c = shoal_agent::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            peer_listen: "127.0.0.1:0".parse().unwrap(),
             tracker: String::new(),
             origins: cluster.urls(),
             shutdown_grace: Duration::from_secs(2),
             ..shoal_agent::Config::default()
         };
+        c.peer.listen = "127.0.0.1:0".parse().unwrap();
         c.cache.dir = dir.to_owned();
         c.swarm.stall_timeout = Duration::from_secs(5);
         c.credentials.read_token = shoal_core::auth::Secret::new(cluster.read_token());

@@ -29,6 +29,8 @@ pub mod ring;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestMismatch};

@@ -112,6 +112,7 @@ async fn metrics_handler(State(s): State<OpsState>) -> Response {
     }
 }
 
+pub mod scrape;
 mod server;
 
 pub use server::{ServerConfig, serve};

@@ -1,7 +1,7 @@
 //! Who the origins are, which of them are alive, and who owns what.
 //!
 //! Members come from a static list or from a DNS name resolved again from time to time.
-//! This origin finds itself among them by the `advertise` URL or, without one, by asking
+//! This origin finds itself among them by the `advertise_url` or, without one, by asking
 //! each member for its peer id until one answers with its own. Every member is asked
 //! `/v1/info` every `health_interval`; `down_after` failures in a row take it out of
 //! placement, one answer brings it back. A connection refused while forwarding takes it out
@@ -69,7 +69,7 @@ impl Cluster {
         listen_url: String,
         metrics: Metrics,
     ) -> Result<Self, reqwest::Error> {
-        let advertise = (!config.advertise.is_empty()).then(|| base_url(&config.advertise));
+        let advertise = (!config.advertise_url.is_empty()).then(|| base_url(&config.advertise_url));
         let (source, members, me) = if !config.cluster.dns.is_empty() {
             (
                 Source::Dns(config.cluster.dns.clone()),
@@ -285,7 +285,7 @@ impl Cluster {
         res.json::<OriginInfo>().await.map_err(|e| e.to_string())
     }
 
-    /// One round of health checks (and, without an `advertise` URL, the search for this
+    /// One round of health checks (and, without an `advertise_url`, the search for this
     /// origin in the list).
     pub async fn check_all(&self) {
         let me = self.me();
@@ -385,7 +385,7 @@ mod tests {
             "http://b:1".into(),
             "http://c:1".into(),
         ];
-        config.advertise = "http://a:1".into();
+        config.advertise_url = "http://a:1".into();
         config.replicas = 2;
         let c = cluster(&config);
         let mut changes = c.subscribe();

@@ -22,13 +22,11 @@ pub const ENV_PREFIX: &str = "SHOAL_ORIGIN_";
 pub struct Config {
     /// The HTTP API (`origin/API.md`), `/health`, `/ready` and `/metrics`.
     pub listen: SocketAddr,
-    /// The peer protocol: where swarms fetch pieces from this origin.
-    pub peer_listen: SocketAddr,
     /// Blobs (`blobs/`, `tmp/`) and the SQLite index (`origin.db`).
     pub data_dir: PathBuf,
     /// This origin's base URL exactly as the member list spells it. Empty: the origin finds
     /// itself by asking each member who it is.
-    pub advertise: String,
+    pub advertise_url: String,
     /// How many origins hold each blob and tag (fewer while the cluster is smaller).
     pub replicas: usize,
     /// The cluster's credentials: what writes and reads must present, and the metainfo key.
@@ -55,9 +53,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
-            peer_listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
             data_dir: PathBuf::from("/var/lib/shoal/origin"),
-            advertise: String::new(),
+            advertise_url: String::new(),
             replicas: 3,
             credentials: Credentials::default(),
             insecure: false,
@@ -93,9 +90,11 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PeerConfig {
+    /// The peer protocol: where swarms fetch pieces from this origin.
+    pub listen: SocketAddr,
     /// The peer id (40 hex characters). Empty: a random one at each start.
     pub id: String,
-    /// The peer port announced to others. 0: the port `peer_listen` is bound to.
+    /// The peer port announced to others. 0: the port `peer.listen` is bound to.
     pub port: u16,
     /// Piece bytes per second sent to peers, every swarm together; 0: unlimited.
     pub egress: ByteRate,
@@ -111,6 +110,7 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
             id: String::new(),
             port: 0,
             egress: ByteRate(0),
@@ -324,8 +324,8 @@ impl Validate for Config {
         if !self.peer.id.is_empty() && self.peer_id().is_none() {
             problems.push("peer.id must be 40 lowercase hex characters, or empty".into());
         }
-        if !self.advertise.is_empty() {
-            check_url("advertise", &self.advertise, problems);
+        if !self.advertise_url.is_empty() {
+            check_url("advertise_url", &self.advertise_url, problems);
         }
         for m in &self.cluster.members {
             check_url("cluster.members entry", m, problems);
@@ -343,11 +343,11 @@ impl Validate for Config {
                 )),
             }
         }
-        if !c.members.is_empty() && !self.advertise.is_empty() {
-            let me = base_url(&self.advertise);
+        if !c.members.is_empty() && !self.advertise_url.is_empty() {
+            let me = base_url(&self.advertise_url);
             if !self.static_members().contains(&me) {
                 problems.push(format!(
-                    "advertise {me:?} is not in cluster.members; write it exactly as the member list does"
+                    "advertise_url {me:?} is not in cluster.members; write it exactly as the member list does"
                 ));
             }
         }
@@ -417,7 +417,7 @@ mod tests {
                 "[\"http://a:1\", \"b:2\"]".to_string(),
             ),
             (
-                "SHOAL_ORIGIN_ADVERTISE".to_string(),
+                "SHOAL_ORIGIN_ADVERTISE_URL".to_string(),
                 "http://c:3".to_string(),
             ),
             ("SHOAL_ORIGIN_CLUSTER__DNS".to_string(), "nope".to_string()),

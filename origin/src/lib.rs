@@ -156,7 +156,7 @@ impl Origin {
         let peer_id = config.peer_id().unwrap_or_else(PeerId::random);
         let peer_port = match (config.peer.port, &listeners.peer) {
             (0, Some(l)) => l.local_addr()?.port(),
-            (0, None) => config.peer_listen.port(),
+            (0, None) => config.peer.listen.port(),
             (p, _) => p,
         };
         let addr = listeners.http.local_addr()?;

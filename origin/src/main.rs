@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Address of the peer protocol [key: peer_listen, default 0.0.0.0:7000].
+    /// Address of the peer protocol [key: peer.listen, default 0.0.0.0:7000].
     #[arg(long, value_name = "ADDR")]
     peer_listen: Option<SocketAddr>,
 
@@ -36,9 +36,9 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
-    /// This origin's base URL as the member list writes it [key: advertise].
-    #[arg(long, value_name = "URL")]
-    advertise: Option<String>,
+    /// This origin's base URL as the member list writes it [key: advertise_url].
+    #[arg(long, value_name = "URL", alias = "advertise")]
+    advertise_url: Option<String>,
 
     /// Every origin's base URL, this one included; repeat or separate with commas
     /// [key: cluster.members].
@@ -71,12 +71,12 @@ fn load(args: &Args) -> Result<Config, shoal_core::config::ConfigError> {
     args.common
         .sources(ENV_PREFIX)?
         .set("listen", text(args.listen))
-        .set("peer_listen", text(args.peer_listen))
+        .set("peer.listen", text(args.peer_listen))
         .set(
             "data_dir",
             text(args.data_dir.as_ref().map(|d| d.display())),
         )
-        .set("advertise", text(args.advertise.as_ref()))
+        .set("advertise_url", text(args.advertise_url.as_ref()))
         .set("cluster.members", members)
         .set("cluster.dns", text(args.dns.as_ref()))
         .set("replicas", args.replicas)
@@ -112,9 +112,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the HTTP API on {}", config.listen))?;
-    let peer = tokio::net::TcpListener::bind(config.peer_listen)
+    let peer = tokio::net::TcpListener::bind(config.peer.listen)
         .await
-        .with_context(|| format!("binding the peer protocol on {}", config.peer_listen))?;
+        .with_context(|| format!("binding the peer protocol on {}", config.peer.listen))?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let registry = prometheus::Registry::new();

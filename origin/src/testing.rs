@@ -49,11 +49,11 @@ pub fn random_token() -> String {
 pub fn test_config(data_dir: PathBuf) -> Config {
     let mut c = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        peer_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir,
         shutdown_grace: Duration::from_secs(2),
         ..Config::default()
     };
+    c.peer.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.credentials.write_token = Secret::new(random_token());
     c.cluster.health_interval = Duration::from_millis(100);
     c.cluster.health_timeout = Duration::from_secs(1);
@@ -87,9 +87,9 @@ pub struct TestOrigin {
 
 impl TestOrigin {
     /// Starts an origin serving `http`, and the peer protocol on a listener bound at
-    /// `config.peer_listen` (port 0 in [`test_config`]).
+    /// `config.peer.listen` (port 0 in [`test_config`]).
     pub async fn start(config: Config, http: TcpListener) -> Result<TestOrigin, Error> {
-        let peer = TcpListener::bind(config.peer_listen).await?;
+        let peer = TcpListener::bind(config.peer.listen).await?;
         Self::start_with(
             config,
             Listeners {
@@ -210,7 +210,7 @@ impl ClusterBuilder {
             config.credentials.write_token = Secret::new(write_token.clone());
             config.credentials.read_token = Secret::new(read_token.clone());
             config.replicas = self.replicas;
-            config.advertise = urls[i].clone();
+            config.advertise_url = urls[i].clone();
             config.cluster.members = urls.clone();
             if self.shared_backend {
                 config.backend.kind = BackendKind::Filesystem;

@@ -440,7 +440,7 @@ async fn a_blob_missing_everywhere_is_read_through_from_the_backend() {
 async fn origins_without_an_advertised_url_find_themselves() {
     let cluster = TestCluster::builder(3)
         .replicas(2)
-        .configure(|_, c| c.advertise.clear())
+        .configure(|_, c| c.advertise_url.clear())
         .start()
         .await;
     let auth = cluster.http();

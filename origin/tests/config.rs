@@ -74,7 +74,7 @@ fn help_names_the_flags() {
         "--data-dir",
         "--member",
         "--dns",
-        "--advertise",
+        "--advertise-url",
         "--replicas",
         "SHOAL_ORIGIN_",
     ] {

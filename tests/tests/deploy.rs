@@ -538,7 +538,7 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
         assert_eq!(port_of(origin["listen"].as_str().unwrap()), http_port);
         for (i, member) in members.iter().enumerate() {
             let env = pod_env(s, origin_c, &format!("{sts_name}-{i}"));
-            let advertise = env.iter().find(|(k, _)| k == "SHOAL_ORIGIN_ADVERTISE");
+            let advertise = env.iter().find(|(k, _)| k == "SHOAL_ORIGIN_ADVERTISE_URL");
             assert_eq!(
                 advertise.map(|(_, v)| v),
                 Some(member),
@@ -627,11 +627,11 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
         assert_eq!(container_port(agent_c, "registry"), Some(port_of(listen)));
         assert_eq!(
             container_port(agent_c, "peer"),
-            Some(port_of(agent["peer_listen"].as_str().unwrap()))
+            Some(port_of(agent["peer"]["listen"].as_str().unwrap()))
         );
         let advertises = pod_env(s, agent_c, "agent")
             .iter()
-            .any(|(k, _)| k == "SHOAL_AGENT_ADVERTISE_ADDR");
+            .any(|(k, _)| k == "SHOAL_AGENT_PEER__ADVERTISE_IP");
         assert_eq!(
             tracker
                 .get("trust_announced_addr")

@@ -120,7 +120,7 @@ impl TestOrigins {
             config.credentials.write_token = Secret::new(write_token.clone());
             config.credentials.read_token = Secret::new(read_token.clone());
             config.replicas = replicas;
-            config.advertise = urls[i].clone();
+            config.advertise_url = urls[i].clone();
             config.cluster.members = urls.clone();
             let registry = Registry::new();
             let origin = Origin::start(
@@ -286,12 +286,12 @@ pub fn agent_config(
 ) -> AgentConfig {
     let mut c = AgentConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: "127.0.0.1:0".parse().unwrap(),
         tracker: tracker.map(|t| t.url.clone()).unwrap_or_default(),
         origins: origins.urls.clone(),
         shutdown_grace: Duration::from_secs(2),
         ..AgentConfig::default()
     };
+    c.peer.listen = "127.0.0.1:0".parse().unwrap();
     c.credentials.read_token = Secret::new(origins.read_token.clone());
     c.cache.dir = dir.to_owned();
     c.credentials.metainfo_keys = origins.metainfo_keys.public_pem.clone();
@@ -302,7 +302,7 @@ pub fn agent_config(
 impl TestAgent {
     pub async fn start(config: AgentConfig) -> TestAgent {
         let http = TcpListener::bind(config.listen).await.unwrap();
-        let peer = TcpListener::bind(config.peer_listen).await.unwrap();
+        let peer = TcpListener::bind(config.peer.listen).await.unwrap();
         let registry = Registry::new();
         let url = format!("http://{}", http.local_addr().unwrap());
         let agent = Agent::start(

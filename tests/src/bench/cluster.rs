@@ -97,8 +97,8 @@ pub struct Spec {
     pub tracker: bool,
     pub proxy: bool,
     pub agents: usize,
-    /// Bytes per second every host may send and receive over the peer protocol (origins'
-    /// `peer.egress`/`peer.ingress`, agents' `limits.egress`/`limits.ingress`); `None`: no cap.
+    /// Bytes per second every host may send and receive over the peer protocol
+    /// (`peer.egress`/`peer.ingress` on origins and agents alike); `None`: no cap.
     pub rate: Option<u64>,
     /// Each agent's `cache.max_size`.
     pub cache_size: u64,
@@ -214,13 +214,13 @@ impl Cluster {
             let data = dir.join(&name);
             let config = format!(
                 r#"listen = "{listen}"
-peer_listen = "{peer}"
 data_dir = {data:?}
-advertise = "{advertise}"
+advertise_url = "{advertise}"
 replicas = {replicas}
 shutdown_grace = "2s"
 
 [peer]
+listen = "{peer}"
 egress = {rate}
 ingress = {rate}
 
@@ -306,7 +306,6 @@ spool_dir = {spool:?}
             let cache = dir.join(&name);
             let config = format!(
                 r#"listen = "{listen}"
-peer_listen = "{peer}"
 tracker = "{tracker}"
 origins = {members}
 shutdown_grace = "2s"
@@ -318,7 +317,8 @@ read_token = "{read_token}"
 dir = {cache:?}
 max_size = {cache_size}
 
-[limits]
+[peer]
+listen = "{peer}"
 egress = {rate}
 ingress = {rate}
 

@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Two runs, each on a fresh cluster of release binaries on 127.0.0.1, every host capped at
-//! `--rate` for egress and ingress by Shoal's own limiter (origins' `peer.egress`/
-//! `peer.ingress`, agents' `limits.egress`/`limits.ingress`):
+//! `--rate` for egress and ingress by Shoal's own limiter (`peer.egress`/`peer.ingress` on
+//! origins and agents alike):
 //!
 //! - the swarm: `--origins` origins each holding the blob, a tracker, N agents;
 //! - the one-server baseline: one origin and N agents without a tracker, so the agents'

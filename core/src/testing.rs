@@ -1,0 +1,101 @@
+//! The test kit every crate's tests share (feature `testing`; never in a shipped binary):
+//! waiting for a condition, and reading a registry's metrics the way a scraper does
+//! (through [`crate::telemetry::scrape`], which the product's own tools use too).
+//!
+//! Each part offers a harness for the others' tests in its own `testing` module, behind the
+//! same feature name; this module holds what they all need.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+pub use crate::telemetry::scrape::{metric_sum, metric_value};
+
+/// How often [`wait_until`] and [`wait_until_blocking`] look again.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `condition` every [`POLL`] until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] for code outside a runtime: polls `condition` every [`POLL`] on this
+/// thread.
+pub fn wait_until_blocking(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `registry` in the Prometheus text format, as `/metrics` serves it.
+pub fn metrics_text(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .unwrap_or_else(|e| panic!("encoding the metrics: {e}"));
+    String::from_utf8(out).unwrap_or_else(|e| panic!("metrics are not UTF-8: {e}"))
+}
+
+/// [`metric_sum`] over `registry` as it is now.
+pub fn registry_sum(registry: &Registry, name: &str, labels: &[&str]) -> f64 {
+    metric_sum(&metrics_text(registry), name, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_reads_as_its_scrape() {
+        let r = Registry::new();
+        let c = prometheus::IntCounterVec::new(prometheus::Opts::new("y_total", "y"), &["route"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.register(Box::new(c.clone()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.with_label_values(&["a"]).inc_by(3);
+        c.with_label_values(&["b"]).inc();
+        assert_eq!(registry_sum(&r, "y_total", &["route=\"a\""]), 3.0);
+        assert_eq!(registry_sum(&r, "y_total", &[]), 4.0);
+    }
+
+    #[test]
+    fn waiting_ends_when_the_condition_holds_and_fails_loudly_when_it_never_does() {
+        let mut n = 0;
+        wait_until_blocking("the third look", Duration::from_secs(5), || {
+            n += 1;
+            n == 3
+        });
+        assert_eq!(n, 3);
+        let failed = std::panic::catch_unwind(|| {
+            wait_until_blocking("never", Duration::from_millis(50), || false)
+        });
+        let msg = failed
+            .err()
+            .and_then(|e| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(msg.contains("waiting until never"), "{msg}");
+    }
+}
