@@ -10,7 +10,7 @@ use common::*;
 use reqwest::StatusCode;
 use shoal_core::metainfo::piece_length_for;
 use shoal_core::origin_client::{OriginClient, tag_key};
-use shoal_core::testing::{metric_sum, metric_value, wait_until};
+use shoal_core::testing::{metric_sum, metric_value, metrics_text, wait_until};
 use shoal_core::{Digest, Metainfo, RepoName, Tag};
 use shoal_origin::testing::TestCluster;
 
@@ -502,15 +502,7 @@ async fn metrics_count_what_happened() {
         cluster.holders(&digest).await == [0, 1]
     })
     .await;
-    let text = auth
-        .clone()
-        .get(format!("{}/metrics", cluster.url(0)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(cluster.registry(0));
     let sum = |name: &str, labels: &[&str]| metric_sum(&text, name, labels);
     let value = |name: &str| {
         metric_value(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
-use shoal_core::testing::metric_value;
+use shoal_core::testing::{metric_value, metrics_text};
 use shoal_core::{Digest, ErrorCode};
 use shoal_tracker::Tracker;
 use shoal_tracker::testing::TestTracker;
@@ -103,14 +103,7 @@ async fn an_announce_or_metainfo_request_without_the_read_token_gets_401() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
     }
-    let m = anonymous
-        .get(format!("{}/metrics", tracker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&tracker.registry);
     assert_eq!(
         metric_value(&m, "shoal_tracker_unauthorized_total"),
         Some(5.0),

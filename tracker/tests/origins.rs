@@ -12,7 +12,7 @@ use http::StatusCode;
 use shoal_core::origin_client::blob_key;
 use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::ring::Ring;
-use shoal_core::testing::{metric_value, wait_until};
+use shoal_core::testing::{metric_value, metrics_text, wait_until};
 use shoal_core::{Digest, ErrorCode, Metainfo};
 use shoal_tracker::testing::TestTracker;
 use support::*;
@@ -73,14 +73,7 @@ async fn two_peers_find_each_other_and_the_owning_origins() {
     assert!(again.peers[0].complete && !again.peers[0].origin);
     assert_eq!(again.peers.len(), 3);
 
-    let m = http
-        .get(format!("{}/metrics", tracker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&tracker.registry);
     assert_eq!(
         metric_value(&m, "shoal_tracker_origins_up"),
         Some(3.0),
@@ -105,11 +98,6 @@ async fn concurrent_metainfo_requests_cause_one_origin_fetch() {
     let tracker = TestTracker::start(c).await;
     let http = authed();
     let url = format!("{}/v1/metainfo/{d}", tracker.url);
-    let metrics = || {
-        let http = http.clone();
-        let url = format!("{}/metrics", tracker.url);
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
 
     origin.hold(true);
     let askers: Vec<_> = (0..32)
@@ -131,12 +119,7 @@ async fn concurrent_metainfo_requests_cause_one_origin_fetch() {
     wait_until(
         "all 32 askers missed the cache",
         Duration::from_secs(10),
-        || async {
-            metric_value(
-                &metrics().await,
-                "shoal_tracker_metainfo_cache_misses_total",
-            ) == Some(32.0)
-        },
+        || async { tracker.metric("shoal_tracker_metainfo_cache_misses_total", &[]) == 32.0 },
     )
     .await;
     assert_eq!(origin.requests(), 1);
@@ -156,7 +139,7 @@ async fn concurrent_metainfo_requests_cause_one_origin_fetch() {
     let body = http.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(body, meta.encode());
     assert_eq!(origin.requests(), 1);
-    let m = metrics().await;
+    let m = metrics_text(&tracker.registry);
     assert_eq!(
         metric_value(&m, "shoal_tracker_metainfo_cache_hits_total"),
         Some(1.0),

@@ -114,16 +114,15 @@ impl T {
             .req(Method::PATCH, &loc, &[], Body::from(bytes.to_vec()))
             .await;
         assert_eq!(r.status, StatusCode::ACCEPTED);
-        let r = self
-            .req(
-                Method::PUT,
-                &format!("{loc}?digest={d}"),
-                &[],
-                Body::empty(),
-            )
-            .await;
+        let r = self.finish(&loc, &d, Body::empty()).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         d
+    }
+
+    /// The final `PUT` of the upload session at `loc`, naming `digest`, with `body`.
+    async fn finish(&self, loc: &str, digest: &Digest, body: Body) -> Res {
+        self.req(Method::PUT, &format!("{loc}?digest={digest}"), &[], body)
+            .await
     }
 
     async fn start(&self, name: &str) -> String {

@@ -167,25 +167,11 @@ async fn an_origin_that_is_down_is_unavailable_not_the_clients_fault() {
     t.req(Method::PATCH, &loc, &[], Body::from("retry me"))
         .await;
     let d = Digest::sha256_of(b"retry me");
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::empty()).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     t.origins.restart(0).await;
     t.origins.wait_converged().await;
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::empty()).await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
 

@@ -11,14 +11,7 @@ async fn monolithic_upload_after_post_streams_straight_through() {
     let d = Digest::sha256_of(&bytes);
     let loc = t.start("a/b").await;
     assert!(loc.starts_with("/v2/a/b/blobs/uploads/"), "{loc}");
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::from(bytes.clone()),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::from(bytes.clone())).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.header("location"), format!("/v2/a/b/blobs/{d}"));
     assert_eq!(r.header("docker-content-digest"), d.to_string());
@@ -154,14 +147,7 @@ async fn chunked_upload_with_and_without_content_range() {
     // The final PUT carries the last chunk.
     let all = b"hello chunked world and the end";
     let d = Digest::sha256_of(all);
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::from(" and the end"),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::from(" and the end")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(t.stored(&d).await.unwrap().as_ref(), all);
     assert_eq!(t.spool_files(), 0);
@@ -185,14 +171,7 @@ async fn a_wrong_digest_on_the_final_put_stores_nothing() {
     t.req(Method::PATCH, &loc, &[], Body::from("some bytes"))
         .await;
     let wrong = Digest::sha256_of(b"other bytes");
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={wrong}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = t.finish(&loc, &wrong, Body::empty()).await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
@@ -206,14 +185,7 @@ async fn a_wrong_digest_on_the_final_put_stores_nothing() {
     let loc = t.start("a").await;
     t.req(Method::PATCH, &loc, &[], Body::from("some bytes"))
         .await;
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={wrong}"),
-            &[],
-            Body::from(" more"),
-        )
-        .await;
+    let r = t.finish(&loc, &wrong, Body::from(" more")).await;
     assert_eq!(r.code(), "DIGEST_INVALID");
     assert!(t.stored(&wrong).await.is_none());
 
@@ -242,26 +214,12 @@ async fn sha512_digests_are_checked_on_the_way() {
     let loc = t.start("a").await;
     t.req(Method::PATCH, &loc, &[], Body::from(&bytes[..]))
         .await;
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::empty()).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert!(t.stored(&d).await.is_some());
     let loc = t.start("a").await;
     t.req(Method::PATCH, &loc, &[], Body::from("other")).await;
-    let r = t
-        .req(
-            Method::PUT,
-            &format!("{loc}?digest={d}"),
-            &[],
-            Body::empty(),
-        )
-        .await;
+    let r = t.finish(&loc, &d, Body::empty()).await;
     assert_eq!(r.code(), "DIGEST_INVALID");
 }
 
