@@ -16,6 +16,8 @@
 //! - [`metrics`]: the agent's own `shoal_agent_…` families (the swarm registers its own).
 //! - [`state`]: what handlers and background tasks share.
 //! - [`error`]: the crate's error type.
+//! - `testing` (feature `testing`, never in a shipped binary): agents, with origins and a
+//!   tracker, in process for tests of any crate.
 //!
 //! [`Agent::start`] opens the cache, starts the p2p node on the peer listener and serves the
 //! registry API; [`run`] is that plus waiting for shutdown.
@@ -30,6 +32,8 @@ pub mod manifests;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;
 
 use std::collections::{HashMap, HashSet};

@@ -15,11 +15,14 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use prometheus::Registry;
+use shoal_agent::testing::{TestAgent, agent_config};
 use shoal_core::peer::{AnnounceResponse, PeerInfo};
 use shoal_core::store::BlobStore;
 use shoal_core::{Digest, Metainfo};
+use shoal_origin::testing::TestCluster;
 use shoal_p2p::{MetainfoSource, Node, NodeConfig, StaticDiscovery};
-use support::*;
+use shoal_tests::data::noise;
+use support::http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +34,8 @@ async fn code_of(res: reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_oci_errors_and_writes_get_405() {
-    let origins = TestOrigins::start(1, 1).await;
-    let layer = blob_bytes(300 << 10, 21);
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let layer = noise(21, 300 << 10);
     let layer_d = origins.push(&layer).await;
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -182,10 +185,10 @@ async fn bad_input_gets_oci_errors_and_writes_get_405() {
     );
 
     assert_eq!(
-        a.metric("shoal_agent_requests_total", Some(("route", "write"))),
+        a.metric("shoal_agent_requests_total", &["route=\"write\""]),
         5.0
     );
-    assert!(a.metric("shoal_agent_requests_total", Some(("status", "4xx"))) >= 20.0);
+    assert!(a.metric("shoal_agent_requests_total", &["status=\"4xx\""]) >= 20.0);
 
     a.stop().await;
     origins.shutdown().await;
@@ -197,7 +200,7 @@ async fn unreachable_origins_are_a_503_not_a_client_error() {
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
     let dir = tempfile::tempdir().unwrap();
-    let origins = TestOrigins::start(1, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
     let mut config = agent_config(dir.path(), &origins, None);
     config.origins = vec![dead_url];
     let a = TestAgent::start(config).await;
@@ -227,7 +230,7 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
     let shutdown = CancellationToken::new();
     // Piece hashes of real bytes under another blob's digest: every piece verifies, the
     // whole does not.
-    let data = blob_bytes(2 << 20, 31);
+    let data = noise(31, 2 << 20);
     let honest = Metainfo::from_bytes(&data);
     let wrong = Digest::sha256_of(b"what the client asked for");
     let hashes = (0..honest.piece_count())
@@ -288,7 +291,7 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
             .unwrap();
     });
 
-    let origins = TestOrigins::start(1, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = agent_config(dir.path(), &origins, None);
     config.tracker = tracker_url;
@@ -325,7 +328,7 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
         "{received} of {} bytes were sent before the transfer broke off",
         data.len()
     );
-    assert_eq!(a.metric("shoal_agent_responses_aborted_total", None), 1.0);
+    assert_eq!(a.metric("shoal_agent_responses_aborted_total", &[]), 1.0);
     assert!(!a.agent.cache().contains(&wrong));
     assert!(!a.agent.cache().store().contains(&wrong).await.unwrap());
 
@@ -337,7 +340,7 @@ async fn a_blob_that_fails_its_digest_breaks_the_transfer_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_metrics_also_answer_on_the_ops_address() {
-    let origins = TestOrigins::start(1, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = agent_config(dir.path(), &origins, None);
     let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();

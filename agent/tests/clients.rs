@@ -5,12 +5,12 @@
 // Helpers here are test code too; clippy's test exemption covers only `#[test]` functions.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use shoal_agent::testing::{TestAgent, agent_config, tracker_for};
 use shoal_core::Digest;
+use shoal_origin::testing::TestCluster;
+use shoal_tests::data::noise;
 use shoal_tests::oci::{Entry, tar};
 use shoal_tests::process::require;
-use support::*;
 
 async fn run(program: &str, args: &[&str]) -> String {
     shoal_tests::process::run_async(program, args, &[]).await
@@ -24,10 +24,10 @@ struct Pushed {
 }
 
 /// A one-layer image (an uncompressed tar with a 3 MiB file) tagged `name:tag`.
-async fn push(origins: &TestOrigins, name: &str, tag: &str) -> Pushed {
+async fn push(origins: &TestCluster, name: &str, tag: &str) -> Pushed {
     let layer = tar(&[
         Entry::file("etc/hello", b"hello from the swarm\n"),
-        Entry::file("data/big", &blob_bytes(3 << 20, 61)),
+        Entry::file("data/big", &noise(61, 3 << 20)),
     ]);
     let layer_d = origins.push(&layer).await;
     let config = serde_json::to_vec(&serde_json::json!({
@@ -67,8 +67,8 @@ async fn push(origins: &TestOrigins, name: &str, tag: &str) -> Pushed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_inspects_and_copies_through_the_agent() {
     require("skopeo", "skopeo");
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
     let image = push(&origins, "tools/skopeo-test", "1.0").await;
     let dir = tempfile::tempdir().unwrap();
     let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
@@ -99,21 +99,21 @@ async fn skopeo_inspects_and_copies_through_the_agent() {
     let copied = std::fs::read(target.path().join("manifest.json")).unwrap();
     assert!(copied == image.manifest);
     assert_eq!(
-        a.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+        a.metric("shoal_agent_downloads_total", &["result=\"ok\""]),
         1.0,
         "the layer came through the swarm"
     );
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pulls_and_unpacks_an_image_through_the_agent() {
     require("podman", "podman");
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
     let image = push(&origins, "team/app", "1").await;
     let dir = tempfile::tempdir().unwrap();
     let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
@@ -158,6 +158,6 @@ async fn podman_pulls_and_unpacks_an_image_through_the_agent() {
     assert!(a.agent.cache().contains(&image.layer_d));
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }

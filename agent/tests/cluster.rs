@@ -9,8 +9,12 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
+use shoal_agent::testing::{TestAgent, agent_config, tracker_for};
 use shoal_core::Digest;
-use support::*;
+use shoal_core::testing::{registry_sum, wait_until};
+use shoal_origin::testing::TestCluster;
+use shoal_tests::data::noise;
+use support::http;
 
 const MIB: usize = 1 << 20;
 
@@ -24,8 +28,8 @@ struct Image {
     manifest_digest: Digest,
 }
 
-async fn push_image(origins: &TestOrigins, name: &str, tag: &str, layer_len: usize) -> Image {
-    let layer = blob_bytes(layer_len, layer_len as u64);
+async fn push_image(origins: &TestCluster, name: &str, tag: &str, layer_len: usize) -> Image {
+    let layer = noise(layer_len as u64, layer_len);
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -123,15 +127,15 @@ async fn pull(agent_url: String, name: &str, tag: &str, image: &Image) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once() {
-    let origins = TestOrigins::start(3, 3).await;
-    let tracker = TestTracker::start(&origins, 3).await;
+    let origins = TestCluster::builder(3).replicas(3).start().await;
+    let tracker = tracker_for(&origins, 3).await;
     let image = push_image(&origins, "team/app", "v1", 64 * MIB).await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut agents = Vec::new();
     for d in &dirs {
         agents.push(TestAgent::start(agent_config(d.path(), &origins, Some(&tracker))).await);
     }
-    let before = origins.bytes_sent();
+    let before = origins.sent_bytes();
 
     let started = std::time::Instant::now();
     let pulls: Vec<_> = agents
@@ -146,12 +150,13 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
         started.elapsed().as_secs_f64()
     );
 
-    let sent = origins.bytes_sent() - before;
-    for (i, r) in origins.registries.iter().enumerate() {
+    let sent = origins.sent_bytes() - before;
+    for i in 0..origins.len() {
+        let r = origins.registry(i);
         println!(
             "origin {i} sent since it started (replica copies included): http {:.1} MiB, peer {:.1} MiB",
-            metric(r, "shoal_origin_sent_bytes_total", Some(("proto", "http"))) / MIB as f64,
-            metric(r, "shoal_origin_sent_bytes_total", Some(("proto", "peer"))) / MIB as f64
+            registry_sum(r, "shoal_origin_sent_bytes_total", &["proto=\"http\""]) / MIB as f64,
+            registry_sum(r, "shoal_origin_sent_bytes_total", &["proto=\"peer\""]) / MIB as f64
         );
     }
     let layer = image.layer.len() as f64;
@@ -169,15 +174,15 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
     for a in &agents {
         from_peers += a.metric(
             "shoal_agent_peer_bytes_received_total",
-            Some(("source", "peer")),
+            &["source=\"peer\""],
         );
         assert_eq!(
-            a.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+            a.metric("shoal_agent_downloads_total", &["result=\"ok\""]),
             1.0,
             "one swarm download per agent"
         );
-        assert!(a.metric("shoal_agent_client_bytes_sent_total", None) >= layer);
-        assert_eq!(a.metric("shoal_agent_download_seconds_count", None), 1.0);
+        assert!(a.metric("shoal_agent_client_bytes_sent_total", &[]) >= layer);
+        assert_eq!(a.metric("shoal_agent_download_seconds_count", &[]), 1.0);
     }
     println!(
         "agents got {:.1} MiB from each other",
@@ -188,7 +193,7 @@ async fn three_agents_pull_one_image_at_once_and_the_origins_send_it_about_once(
     for a in agents {
         a.stop().await;
     }
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
@@ -220,13 +225,13 @@ async fn pull_owned(url: String, r: ImageRef) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn head_answers_from_what_is_known_and_starts_no_download() {
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
-    let layer = blob_bytes(4 * MIB, 11);
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
+    let layer = noise(11, 4 * MIB);
     let digest = origins.push(&layer).await;
     let dir = tempfile::tempdir().unwrap();
     let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
-    let before = origins.bytes_sent();
+    let before = origins.sent_bytes();
 
     let res = http()
         .head(format!("{}/v2/some/repo/blobs/{digest}", a.url))
@@ -242,11 +247,11 @@ async fn head_answers_from_what_is_known_and_starts_no_download() {
 
     assert!(a.agent.progress(&digest).await.is_none());
     assert!(a.agent.node().stats(digest).await.is_none());
-    assert_eq!(a.metric("shoal_agent_downloads_in_flight", None), 0.0);
-    assert_eq!(a.metric("shoal_agent_downloads_total", None), 0.0);
-    assert_eq!(a.metric("shoal_agent_peer_bytes_received_total", None), 0.0);
+    assert_eq!(a.metric("shoal_agent_downloads_in_flight", &[]), 0.0);
+    assert_eq!(a.metric("shoal_agent_downloads_total", &[]), 0.0);
+    assert_eq!(a.metric("shoal_agent_peer_bytes_received_total", &[]), 0.0);
     assert!(!a.agent.cache().contains(&digest));
-    assert_eq!(origins.bytes_sent(), before);
+    assert_eq!(origins.sent_bytes(), before);
 
     // An unknown blob is a 404 for HEAD too, without a body.
     let unknown = Digest::sha256_of(b"never pushed");
@@ -258,15 +263,15 @@ async fn head_answers_from_what_is_known_and_starts_no_download() {
     assert_eq!(res.status(), 404);
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_first_bytes_leave_before_the_last_piece_arrives_and_askers_share_a_download() {
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
-    let layer = blob_bytes(16 * MIB, 12);
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
+    let layer = noise(12, 16 * MIB);
     let digest = origins.push(&layer).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = agent_config(dir.path(), &origins, Some(&tracker));
@@ -317,20 +322,20 @@ async fn the_first_bytes_leave_before_the_last_piece_arrives_and_askers_share_a_
     let part = ranged.bytes().await.unwrap();
     assert!(part == layer[start..end]);
     assert_eq!(
-        a.metric("shoal_agent_downloads_total", Some(("result", "ok"))),
+        a.metric("shoal_agent_downloads_total", &["result=\"ok\""]),
         1.0
     );
-    assert!(a.metric("shoal_agent_peer_bytes_received_total", None) < 1.5 * layer.len() as f64);
+    assert!(a.metric("shoal_agent_peer_bytes_received_total", &[]) < 1.5 * layer.len() as f64);
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_agent_serves_its_cache_without_refetching_and_seeds_again() {
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
     let image = push_image(&origins, "team/app", "v1", 8 * MIB).await;
     let dir = tempfile::tempdir().unwrap();
     let config = agent_config(dir.path(), &origins, Some(&tracker));
@@ -343,7 +348,7 @@ async fn a_restarted_agent_serves_its_cache_without_refetching_and_seeds_again()
     .await;
     a.stop().await;
 
-    let before = origins.bytes_sent();
+    let before = origins.sent_bytes();
     let a = TestAgent::start(config).await;
     assert!(a.agent.cache().contains(&image.layer_digest));
     let http = http();
@@ -379,10 +384,10 @@ async fn a_restarted_agent_serves_its_cache_without_refetching_and_seeds_again()
     assert_eq!(res.status(), 206);
     assert!(res.bytes().await.unwrap() == image.layer[image.layer.len() - 10..]);
 
-    assert_eq!(origins.bytes_sent(), before, "the origins were asked again");
-    assert_eq!(a.metric("shoal_agent_peer_bytes_received_total", None), 0.0);
-    assert_eq!(a.metric("shoal_agent_cache_hits_total", None), 4.0);
-    assert_eq!(a.metric("shoal_agent_cache_misses_total", None), 0.0);
+    assert_eq!(origins.sent_bytes(), before, "the origins were asked again");
+    assert_eq!(a.metric("shoal_agent_peer_bytes_received_total", &[]), 0.0);
+    assert_eq!(a.metric("shoal_agent_cache_hits_total", &[]), 4.0);
+    assert_eq!(a.metric("shoal_agent_cache_misses_total", &[]), 0.0);
     // Pulled again, the layer is seeded again.
     let node = a.agent.node().clone();
     let d = image.layer_digest;
@@ -397,13 +402,13 @@ async fn a_restarted_agent_serves_its_cache_without_refetching_and_seeds_again()
     .await;
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_tracker_the_origins_are_the_peers() {
-    let origins = TestOrigins::start(2, 1).await;
+    let origins = TestCluster::builder(2).replicas(1).start().await;
     let image = push_image(&origins, "solo", "latest", 3 * MIB).await;
     let dir = tempfile::tempdir().unwrap();
     let a = TestAgent::start(agent_config(dir.path(), &origins, None)).await;
@@ -411,7 +416,7 @@ async fn without_a_tracker_the_origins_are_the_peers() {
     assert!(
         a.metric(
             "shoal_agent_peer_bytes_received_total",
-            Some(("source", "origin"))
+            &["source=\"origin\""]
         ) >= image.layer.len() as f64
     );
     a.stop().await;
@@ -420,10 +425,10 @@ async fn without_a_tracker_the_origins_are_the_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cache_stays_within_its_size_by_evicting_what_the_swarm_let_go() {
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
-    let a_bytes = blob_bytes(6 * MIB, 51);
-    let b_bytes = blob_bytes(6 * MIB, 52);
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
+    let a_bytes = noise(51, 6 * MIB);
+    let b_bytes = noise(52, 6 * MIB);
     let a_d = origins.push(&a_bytes).await;
     let b_d = origins.push(&b_bytes).await;
     let dir = tempfile::tempdir().unwrap();
@@ -463,18 +468,18 @@ async fn the_cache_stays_within_its_size_by_evicting_what_the_swarm_let_go() {
     assert!(!cache.contains(&a_d));
     assert!(!cache.store().contains(&a_d).await.unwrap());
     assert!(cache.size() <= 10 * MIB as u64);
-    assert_eq!(a.metric("shoal_agent_cache_evictions_total", None), 1.0);
-    assert_eq!(a.metric("shoal_agent_cache_bytes", None), 6.0 * MIB as f64);
+    assert_eq!(a.metric("shoal_agent_cache_evictions_total", &[]), 1.0);
+    assert_eq!(a.metric("shoal_agent_cache_bytes", &[]), 6.0 * MIB as f64);
 
     a.stop().await;
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_the_host_already_pulled_survives_an_origin_outage() {
-    let origins = TestOrigins::start(1, 1).await;
-    let tracker = TestTracker::start(&origins, 1).await;
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let tracker = tracker_for(&origins, 1).await;
     let image = push_image(&origins, "team/app", "v1", 2 * MIB).await;
     let dir = tempfile::tempdir().unwrap();
     let a = TestAgent::start(agent_config(dir.path(), &origins, Some(&tracker))).await;
@@ -486,7 +491,7 @@ async fn what_the_host_already_pulled_survives_an_origin_outage() {
     })
     .await;
 
-    tracker.shutdown().await;
+    tracker.stop().await;
     origins.shutdown().await;
     pull(a.url.clone(), "team/app", "v1", &image).await;
     // A tag this host never resolved cannot be answered.

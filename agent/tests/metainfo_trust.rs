@@ -18,13 +18,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use prometheus::Registry;
+use shoal_agent::testing::{TestAgent, agent_config};
 use shoal_agent::{Agent, Listeners};
 use shoal_core::peer::{AnnounceResponse, PeerId, PeerInfo};
 use shoal_core::signature::{KeyPairPem, MetainfoSigner};
 use shoal_core::{Digest, Metainfo};
+use shoal_origin::testing::TestCluster;
 use shoal_p2p::bitfield::Bitfield;
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
-use support::*;
+use shoal_tests::data::noise;
+use support::http;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -184,9 +187,10 @@ async fn lying_peer(digest: Digest, data: Arc<Vec<u8>>) -> (PeerInfo, Arc<Atomic
 }
 
 /// The origin's own peer entry, as an honest tracker would hand it out.
-async fn origin_peer(origins: &TestOrigins) -> PeerInfo {
-    let info = origins.client().info(&origins.urls[0]).await.unwrap();
-    let http: SocketAddr = origins.urls[0]
+async fn origin_peer(origins: &TestCluster) -> PeerInfo {
+    let info = origins.client().info(origins.url(0)).await.unwrap();
+    let http: SocketAddr = origins
+        .url(0)
         .trim_start_matches("http://")
         .parse()
         .unwrap();
@@ -214,7 +218,7 @@ async fn get_blob(agent: &TestAgent, digest: &Digest) -> (u16, Vec<u8>) {
 }
 
 struct Scene {
-    origins: TestOrigins,
+    origins: TestCluster,
     honest: Vec<u8>,
     other: Vec<u8>,
     bystander: Vec<u8>,
@@ -227,10 +231,10 @@ struct Scene {
 /// about the first, passes the origins' signed answer for the second through, and hands
 /// out a lying peer and the real origin.
 async fn scene(how: Lie) -> Scene {
-    let origins = TestOrigins::start(1, 1).await;
-    let honest = blob_bytes(LEN, 1);
-    let other = blob_bytes(LEN, 2);
-    let bystander = blob_bytes(LEN, 3);
+    let origins = TestCluster::builder(1).replicas(1).start().await;
+    let honest = noise(1, LEN);
+    let other = noise(2, LEN);
+    let bystander = noise(3, LEN);
     let digest = origins.push(&honest).await;
     let bystander_digest = origins.push(&bystander).await;
     let client = origins.client();
@@ -291,7 +295,7 @@ async fn refused_and_still_working(how: Lie) {
     // With the real origins reachable, the origins' signed metainfo is used instead of the
     // tracker's, and the liar's pieces fail against it: the client gets the real blob.
     let dir = tempfile::tempdir().unwrap();
-    let a = agent(&s, dir.path(), s.origins.urls.clone()).await;
+    let a = agent(&s, dir.path(), s.origins.urls()).await;
     let (status, body) = get_blob(&a, &s.digest).await;
     assert_eq!(status, 200);
     assert!(body == s.honest, "the client got other bytes than the blob");
@@ -358,7 +362,7 @@ async fn unsigned_metainfo_is_refused_unless_insecure() {
         })
         .start()
         .await;
-    let data = blob_bytes(LEN, 4);
+    let data = noise(4, LEN);
     let digest = Digest::sha256_of(&data);
     cluster
         .client()

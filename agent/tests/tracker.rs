@@ -15,10 +15,15 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use shoal_agent::testing::{TestAgent, agent_config};
 use shoal_core::metainfo::piece_length_for;
 use shoal_core::peer::{AnnounceResponse, PeerId, PeerInfo};
+use shoal_core::testing::wait_until;
 use shoal_core::{Digest, Metainfo};
-use support::{TestAgent, TestOrigins, agent_config, blob_bytes, http, wait_until};
+use shoal_origin::testing::TestCluster;
+use shoal_tests::data::noise;
+use shoal_tracker::testing::TestTracker;
+use support::http;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -151,9 +156,9 @@ async fn ready(agent: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_tracker_with_endless_intervals_absurd_peer_counts_and_lying_lengths_leaves_the_agent_serving_from_the_origins()
  {
-    let origins = TestOrigins::start(2, 2).await;
-    let small = blob_bytes(5000, 1);
-    let large = blob_bytes(3 << 20, 2);
+    let origins = TestCluster::builder(2).replicas(2).start().await;
+    let small = noise(1, 5000);
+    let large = noise(2, 3 << 20);
     let small_d = origins.push(&small).await;
     let large_d = origins.push(&large).await;
     origins.settle().await;
@@ -189,14 +194,14 @@ async fn a_hostile_tracker_with_endless_intervals_absurd_peer_counts_and_lying_l
     assert!(
         agent.metric(
             "shoal_agent_peer_bytes_received_total",
-            Some(("source", "origin"))
+            &["source=\"origin\""]
         ) >= large.len() as f64
     );
 
     // The swarm is alive after all that (an endless interval once killed it), and /ready
     // says so truthfully.
     assert_eq!(ready(&agent.url).await, 200);
-    let more = blob_bytes(2 << 20, 3);
+    let more = noise(3, 2 << 20);
     let more_d = origins.push(&more).await;
     let (status, body) = get_blob(&agent.url, &more_d, None).await;
     assert_eq!(status, 200);
@@ -210,8 +215,8 @@ async fn a_hostile_tracker_with_endless_intervals_absurd_peer_counts_and_lying_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_whose_tracker_is_down_still_pulls_from_the_origins_and_keeps_asking_it() {
-    let origins = TestOrigins::start(2, 1).await;
-    let large = blob_bytes(3 << 20, 7);
+    let origins = TestCluster::builder(2).replicas(1).start().await;
+    let large = noise(7, 3 << 20);
     let d = origins.push(&large).await;
     origins.settle().await;
 
@@ -232,7 +237,7 @@ async fn an_agent_whose_tracker_is_down_still_pulls_from_the_origins_and_keeps_a
     assert!(
         agent.metric(
             "shoal_agent_peer_bytes_received_total",
-            Some(("source", "origin"))
+            &["source=\"origin\""]
         ) >= large.len() as f64
     );
     assert_eq!(ready(&agent.url).await, 200);
@@ -241,34 +246,22 @@ async fn an_agent_whose_tracker_is_down_still_pulls_from_the_origins_and_keeps_a
     let listener = TcpListener::bind(tracker_addr).await.unwrap();
     let tracker_config = shoal_tracker::Config {
         listen: tracker_addr,
-        origins: origins.urls.clone(),
+        origins: origins.urls(),
         replicas: 1,
         insecure: true,
         ..shoal_tracker::Config::default()
     };
-    let registry = prometheus::Registry::new();
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(shoal_tracker::run(
-        tracker_config,
-        listener,
-        registry.clone(),
-        stop.clone(),
-    ));
+    let tracker = TestTracker::start_on(tracker_config, listener).await;
     wait_until(
         "the agent announces to the tracker that came back",
         Duration::from_secs(30),
         || {
-            let n = support::metric(
-                &registry,
-                "shoal_tracker_announces_total",
-                Some(("result", "recorded")),
-            );
+            let n = tracker.metric("shoal_tracker_announces_total", &["result=\"recorded\""]);
             async move { n >= 1.0 }
         },
     )
     .await;
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    tracker.stop().await;
     agent.stop().await;
     origins.shutdown().await;
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shoal_core::Digest;
 use shoal_core::origin_client::blob_key;
-use shoal_origin::testing::{TestCluster, wait_until};
+use shoal_core::testing::wait_until;
+use shoal_origin::testing::TestCluster;
 
 const CHUNK: usize = 1 << 20;
 

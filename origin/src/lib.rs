@@ -14,7 +14,8 @@
 //! - [`metrics`]: the `shoal_origin_…` families.
 //! - [`state`]: what the handlers and background tasks of one origin share.
 //! - [`error`]: the crate's error type and its HTTP answers.
-//! - [`testing`]: starting origins and clusters of them in-process, for tests of any crate.
+//! - `testing` (feature `testing`, never in a shipped binary): starting origins and clusters
+//!   of them in process, for tests of any crate.
 //!
 //! [`Origin::start`] opens the data directory, serves the listeners it is given and starts
 //! the background tasks; [`run`] is that plus waiting for shutdown.
@@ -46,6 +47,7 @@ pub mod repair;
 pub mod routes;
 pub mod seed;
 pub mod state;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::Config;

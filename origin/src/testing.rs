@@ -1,6 +1,7 @@
-//! Origins in-process for tests, this crate's and other crates': start one from a config
-//! and a listener, or a cluster of N on port 0 that can stop and restart its members with
-//! their data. Each seeds over the peer protocol on a port-0 peer listener of its own.
+//! Origins in process for tests, this crate's and other crates' (feature `testing`; never in
+//! a shipped binary): start one from a config and a listener, or a cluster of N on port 0
+//! that can stop and restart its members with their data. Each seeds over the peer protocol
+//! on a port-0 peer listener of its own.
 //!
 //! ```no_run
 //! # async fn f() {
@@ -20,18 +21,20 @@
 //! Helpers here panic with a message when the test itself is wrong (an index out of range,
 //! a port that cannot be bound): that is a test failure, not an input to handle.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prometheus::Registry;
 use shoal_core::Digest;
 use shoal_core::origin_client::OriginClient;
 use shoal_core::peer::PeerInfo;
+use shoal_core::reference::{RepoName, Tag};
 use shoal_core::ring::Ring;
 use shoal_core::signature::KeyPairPem;
+use shoal_core::testing::{registry_sum, wait_until};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -136,24 +139,6 @@ pub fn idle_connections_possible(wanted: usize) -> usize {
         eprintln!("ulimit -n is {soft}: opening {n} idle connections, not {wanted}");
     }
     n
-}
-
-/// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 type Configure = Box<dyn Fn(usize, &mut Config) + Send + Sync>;
@@ -411,6 +396,58 @@ impl TestCluster {
             }
         }
         out
+    }
+
+    /// Stores `bytes` as a blob through the cluster, as the proxy does, and returns its
+    /// digest.
+    pub async fn push(&self, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        self.client()
+            .put_blob_bytes(&digest, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("storing {digest}: {e}"));
+        digest
+    }
+
+    /// Points `name:tag` at `digest`.
+    pub async fn tag(&self, name: &str, tag: &str, digest: &Digest) {
+        let repo: RepoName = name
+            .parse()
+            .unwrap_or_else(|e| panic!("repository name {name:?}: {e}"));
+        let t: Tag = tag.parse().unwrap_or_else(|e| panic!("tag {tag:?}: {e}"));
+        self.client()
+            .put_tag(&repo, &t, digest)
+            .await
+            .unwrap_or_else(|e| panic!("tagging {name}:{tag}: {e}"));
+    }
+
+    /// Waits until every copy between the running origins is made, so that what they send
+    /// afterwards is what reads cost.
+    pub async fn settle(&self) {
+        wait_until(
+            "the origins' copy queues are empty",
+            Duration::from_secs(30),
+            || async {
+                for i in self.running() {
+                    match self.origin(i).queue_depth().await {
+                        Ok((0, 0)) => {}
+                        Ok(_) => return false,
+                        Err(e) => panic!("origin {i}'s queue depth: {e}"),
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+
+    /// Blob bytes the running origins have sent, over HTTP and the peer protocol together
+    /// (the family counts each byte once, split by `proto`).
+    pub fn sent_bytes(&self) -> f64 {
+        self.running()
+            .into_iter()
+            .map(|i| registry_sum(self.registry(i), "shoal_origin_sent_bytes_total", &[]))
+            .sum()
     }
 
     /// Stops origin `i` and waits until it has stopped; its data stays.

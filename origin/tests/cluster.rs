@@ -10,8 +10,9 @@ use common::*;
 use reqwest::StatusCode;
 use shoal_core::metainfo::piece_length_for;
 use shoal_core::origin_client::{OriginClient, tag_key};
+use shoal_core::testing::{metric_sum, metric_value, metrics_text, wait_until};
 use shoal_core::{Digest, Metainfo, RepoName, Tag};
-use shoal_origin::testing::{TestCluster, wait_until};
+use shoal_origin::testing::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -501,37 +502,39 @@ async fn metrics_count_what_happened() {
         cluster.holders(&digest).await == [0, 1]
     })
     .await;
-    let text = auth
-        .clone()
-        .get(format!("{}/metrics", cluster.url(0)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |line: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(line))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{line} missing from:\n{text}"))
+    let text = metrics_text(cluster.registry(0));
+    let sum = |name: &str, labels: &[&str]| metric_sum(&text, name, labels);
+    let value = |name: &str| {
+        metric_value(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
     };
-    assert!(value("shoal_origin_received_bytes_total{proto=\"http\"}") >= data.len() as f64);
+    assert!(sum("shoal_origin_received_bytes_total", &["proto=\"http\""]) >= data.len() as f64);
     // The download and the replica copy.
-    assert!(value("shoal_origin_sent_bytes_total{proto=\"http\"}") >= 2.0 * data.len() as f64);
-    assert_eq!(value("shoal_origin_sent_bytes_total{proto=\"peer\"}"), 0.0);
-    assert_eq!(value("shoal_origin_blobs "), 1.0);
-    assert_eq!(value("shoal_origin_stored_bytes "), data.len() as f64);
-    assert_eq!(value("shoal_origin_live_members "), 3.0);
-    assert!(value("shoal_origin_requests_total{route=\"blobs\",status=\"2xx\"}") >= 2.0);
-    for family in [
+    assert!(sum("shoal_origin_sent_bytes_total", &["proto=\"http\""]) >= 2.0 * data.len() as f64);
+    assert_eq!(
+        sum("shoal_origin_sent_bytes_total", &["proto=\"peer\""]),
+        0.0
+    );
+    assert_eq!(value("shoal_origin_blobs"), 1.0);
+    assert_eq!(value("shoal_origin_stored_bytes"), data.len() as f64);
+    assert_eq!(value("shoal_origin_live_members"), 3.0);
+    assert!(
+        sum(
+            "shoal_origin_requests_total",
+            &["route=\"blobs\"", "status=\"2xx\""]
+        ) >= 2.0
+    );
+    // Every family is there from the start, at zero if nothing happened.
+    for series in [
+        "shoal_origin_sent_bytes_total{proto=\"peer\"}",
         "shoal_origin_queue_depth{queue=\"replication\"}",
         "shoal_origin_queue_depth{queue=\"writeback\"}",
         "shoal_origin_repair_actions_total{action=\"copy\"}",
         "shoal_origin_repair_actions_total{action=\"drop_stray\"}",
     ] {
-        value(family);
+        assert!(
+            text.lines().any(|l| l.starts_with(series)),
+            "{series} missing from:\n{text}"
+        );
     }
     cluster.shutdown().await;
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::*;
 use reqwest::StatusCode;
 use shoal_core::origin_client::{Referrer, referrers_key};
+use shoal_core::testing::wait_until;
 use shoal_core::{Digest, RepoName};
-use shoal_origin::testing::{TestCluster, wait_until};
+use shoal_origin::testing::TestCluster;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use prometheus::{Encoder, Registry};
+use prometheus::Registry;
 use reqwest::StatusCode;
 use shoal_core::peer::{PeerId, PeerInfo};
 use shoal_core::store::BlobStore;
+use shoal_core::testing::{metrics_text, registry_sum};
 use shoal_core::units::ByteRate;
 use shoal_core::{Digest, Metainfo};
 use shoal_origin::testing::TestCluster;
@@ -26,25 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 const MIB: usize = 1 << 20;
-
-/// The sum of every sample of `name` whose labels contain `label`, if given.
-fn metric(registry: &Registry, name: &str, label: Option<&str>) -> f64 {
-    let mut out = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, labels) = key.split_once('{').unwrap_or((key, ""));
-            (n == name && label.is_none_or(|w| labels.contains(w))).then_some(value)
-        })
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum()
-}
 
 /// A swarm node that knows only `peers`: what an agent is, without the registry API.
 struct Downloader {
@@ -116,17 +98,6 @@ async fn ask(peer: &PeerInfo, digest: Digest, layout: Layout) -> (Hello, Message
     (theirs, first)
 }
 
-async fn scrape(base: &str) -> String {
-    http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_downloads_a_blob_from_one_origins_peer_port_and_it_verifies() {
     let cluster = TestCluster::builder(2).replicas(1).start().await;
@@ -140,10 +111,10 @@ async fn a_node_downloads_a_blob_from_one_origins_peer_port_and_it_verifies() {
     );
     let metainfo = cluster.client().metainfo(&digest).await.unwrap();
     assert!(metainfo.piece_count() > 4, "a blob of several pieces");
-    let http_sent = metric(
+    let http_sent = registry_sum(
         cluster.registry(0),
         "shoal_origin_sent_bytes_total",
-        Some("proto=\"http\""),
+        &["proto=\"http\""],
     );
 
     // The origin's peer port is the only place the node can get pieces from.
@@ -154,25 +125,26 @@ async fn a_node_downloads_a_blob_from_one_origins_peer_port_and_it_verifies() {
     // Every piece came from the origin over the peer protocol, counted once.
     let len = data.len() as f64;
     assert_eq!(
-        metric(
+        registry_sum(
             &d.registry,
             "shoal_agent_peer_bytes_received_total",
-            Some("source=\"origin\"")
+            &["source=\"origin\""]
         ),
         len
     );
     let r = cluster.registry(0);
     assert_eq!(
-        metric(r, "shoal_origin_sent_bytes_total", Some("proto=\"peer\"")),
+        registry_sum(r, "shoal_origin_sent_bytes_total", &["proto=\"peer\""]),
         len
     );
     assert_eq!(
-        metric(r, "shoal_origin_sent_bytes_total", Some("proto=\"http\"")),
+        registry_sum(r, "shoal_origin_sent_bytes_total", &["proto=\"http\""]),
         http_sent,
         "no blob bytes went over HTTP"
     );
-    // The same in the origin's /metrics, with the node's own byte families left out.
-    let text = scrape(cluster.url(0)).await;
+    // The same in the origin's metrics as /metrics serves them, with the node's own byte
+    // families left out.
+    let text = metrics_text(cluster.registry(0));
     assert!(
         text.lines()
             .any(|l| l == format!("shoal_origin_sent_bytes_total{{proto=\"peer\"}} {len}")),
@@ -227,10 +199,10 @@ async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_kee
         s.write_all(bytes).await.unwrap();
         s.shutdown().await.unwrap();
     }
-    let refused = metric(
+    let refused = registry_sum(
         cluster.registry(1),
         "shoal_origin_peer_connections_refused_total",
-        Some("reason=\"unknown_blob\""),
+        &["reason=\"unknown_blob\""],
     );
     assert_eq!(refused, 1.0);
 
@@ -242,10 +214,10 @@ async fn a_peer_asking_for_a_blob_the_origin_does_not_hold_is_refused_and_it_kee
     let d = Downloader::start(vec![origin1, origin0]).await;
     assert!(d.fetch(metainfo).await == data);
     assert_eq!(
-        metric(
+        registry_sum(
             cluster.registry(1),
             "shoal_origin_sent_bytes_total",
-            Some("proto=\"peer\"")
+            &["proto=\"peer\""]
         ),
         0.0
     );

@@ -9,9 +9,6 @@
 //! ```
 #![allow(clippy::unwrap_used)] // a benchmark that cannot run should stop, loudly
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +17,7 @@ use bytes::Bytes;
 use shoal_core::Digest;
 use shoal_core::digest::{Algorithm, Hasher};
 use shoal_core::units::ByteSize;
+use shoal_origin::testing::TestCluster;
 
 /// The blob is this buffer over and over: generating it costs nothing, so the figures are
 /// the proxy's.
@@ -183,7 +181,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let origins = support::Origins::start().await;
+        // Three origins, each blob on two of them.
+        let origins = TestCluster::builder(3).replicas(2).start().await;
         let piece: Vec<u8> = (0..PIECE).map(|i| (i * 31 % 251) as u8).collect();
         let piece = Bytes::from(piece);
         let mut h = Hasher::new(Algorithm::Sha256);
@@ -202,7 +201,7 @@ fn main() {
         );
         for way in ["monolithic PUT", "chunked PATCH (64 MiB chunks) + PUT"] {
             let spool = tempfile::tempdir().unwrap();
-            let proxy = Proxy::start(&origins.urls(), origins.cluster.write_token(), spool.path());
+            let proxy = Proxy::start(&origins.urls(), origins.write_token(), spool.path());
             let base = format!("http://{}", proxy.addr);
             let idle = proxy.peak_rss();
             let cpu_before = proxy.cpu_seconds();
@@ -223,7 +222,7 @@ fn main() {
                 idle as f64 / (1 << 20) as f64,
                 cpu,
             );
-            assert!(origins.stored(&digest).await);
+            assert!(!origins.holders(&digest).await.is_empty());
             drop(proxy);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

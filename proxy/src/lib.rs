@@ -12,6 +12,8 @@
 //! - [`auth`]: htpasswd (bcrypt) basic authentication.
 //! - [`metrics`]: the `shoal_proxy_…` families.
 //! - [`state`], [`error`]: the shared state, and why the proxy could not start.
+//! - `testing` (feature `testing`, never in a shipped binary): a proxy in front of origins,
+//!   in process, for tests of any crate.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -24,6 +26,8 @@ pub mod routes;
 pub mod sessions;
 pub mod state;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use shoal_core::telemetry::{self, Readiness};
 use tokio::net::TcpListener;

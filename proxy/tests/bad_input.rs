@@ -2,16 +2,14 @@
 //! request that should cause it, and clients that go away mid-upload leaving nothing.
 #![allow(clippy::unwrap_used)] // helpers of tests: a failure is a failed test
 
-mod support;
-
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shoal_core::Digest;
+use shoal_proxy::testing::TestProxy;
 use shoal_tests::oci::{OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor};
-use support::Cluster;
 use tokio::io::AsyncWriteExt;
 
 struct Client {
@@ -21,7 +19,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(c: &Cluster, user: Option<&str>) -> Self {
+    fn new(c: &TestProxy, user: Option<&str>) -> Self {
         Client {
             http: reqwest::Client::new(),
             base: c.url(""),
@@ -99,7 +97,7 @@ async fn every_spec_error_code_from_the_request_that_causes_it() {
         format!("writer:{}\nreader:{}\n", hash("secret"), hash("secret")),
     )
     .unwrap();
-    let c = Cluster::start_with(|config| {
+    let c = TestProxy::start_with(|config| {
         config.auth.htpasswd = Some(htpasswd.clone());
         config.auth.push_users = vec!["writer".into()];
         config.uploads.max_sessions = 2;
@@ -302,7 +300,10 @@ async fn every_spec_error_code_from_the_request_that_causes_it() {
     assert_eq!(headers["content-type"], OCI_MANIFEST);
     // No answer above was a 5xx, and none was counted as one.
     assert_eq!(
-        c.metric("shoal_proxy_requests_total{method=\"GET\",route=\"manifest\",status=\"5xx\"}"),
+        c.metric(
+            "shoal_proxy_requests_total",
+            &["method=\"GET\"", "route=\"manifest\"", "status=\"5xx\""]
+        ),
         0.0
     );
     seen.sort();
@@ -335,7 +336,7 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     let c =
-        Cluster::start_with(|config| config.uploads.idle_timeout = Duration::from_secs(1)).await;
+        TestProxy::start_with(|config| config.uploads.idle_timeout = Duration::from_secs(1)).await;
     let w = Client::new(&c, None);
     let whole = vec![b'z'; 1 << 20];
     let d = Digest::sha256_of(&whole);
@@ -356,7 +357,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     hang_up_mid_body(&c.addr, "PATCH", &loc, 500_000, 200_000).await;
 
     wait_for("the abandoned sessions to expire", || {
-        c.metric("shoal_proxy_uploads_in_flight") == 0.0 && c.spool_files() == 0
+        c.metric("shoal_proxy_uploads_in_flight", &[]) == 0.0 && c.spool_files() == 0
     })
     .await;
     assert!(!c.stored(&d).await, "a cut-off upload reached an origin");
@@ -400,7 +401,7 @@ async fn all_closed(socks: Vec<tokio::net::TcpStream>, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_do_not_starve_the_proxy() {
     let header_timeout = Duration::from_secs(2);
-    let c = Cluster::start_with(|config| {
+    let c = TestProxy::start_with(|config| {
         // Below the number of idle connections: the cap makes room by closing idle ones.
         config.server.max_connections = 500;
         config.server.header_timeout = header_timeout;
@@ -424,7 +425,7 @@ async fn two_thousand_idle_connections_do_not_starve_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drip_fed_upload_session_expires_and_its_space_is_freed() {
-    let c = Cluster::start_with(|config| {
+    let c = TestProxy::start_with(|config| {
         config.uploads.max_lifetime = Duration::from_secs(2);
         config.uploads.idle_timeout = Duration::from_secs(600);
         config.uploads.body_timeout = Duration::from_secs(60);
@@ -453,7 +454,7 @@ async fn a_drip_fed_upload_session_expires_and_its_space_is_freed() {
         }
     });
     wait_for("the drip-fed session to expire and its spool to go", || {
-        c.metric("shoal_proxy_uploads_in_flight") == 0.0 && c.spool_files() == 0
+        c.metric("shoal_proxy_uploads_in_flight", &[]) == 0.0 && c.spool_files() == 0
     })
     .await;
     let (status, _, body) = w.send(Method::GET, &loc, &[], vec![]).await;
@@ -466,7 +467,7 @@ async fn a_drip_fed_upload_session_expires_and_its_space_is_freed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_order_chunk_gets_416_with_the_range_held() {
-    let c = Cluster::start().await;
+    let c = TestProxy::start().await;
     let w = Client::new(&c, None);
     let blob = vec![b'q'; 3000];
     let loc = w.start("app").await;
@@ -508,7 +509,7 @@ async fn an_out_of_order_chunk_gets_416_with_the_range_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_manifest_client_reads_its_413() {
-    let c = Cluster::start().await;
+    let c = TestProxy::start().await;
     let big = vec![b' '; 5 << 20];
     let url = c.url("/v2/app/manifests/latest");
     let http = reqwest::Client::new();

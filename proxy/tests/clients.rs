@@ -3,11 +3,15 @@
 //! fails its test with a message that names it.
 #![allow(clippy::unwrap_used)] // helpers of tests: a failure is a failed test
 
-mod support;
-
+use shoal_proxy::testing::TestProxy;
 use shoal_tests::oci::{Entry, Layout, OCI_INDEX, OCI_MANIFEST, tar};
 use shoal_tests::process::require;
-use support::{Cluster, run};
+
+/// Runs a program to the end and returns its stdout, failing the test with its output if
+/// it does not succeed.
+async fn run(program: &str, args: &[&str]) -> String {
+    shoal_tests::process::run_async(program, args, &[]).await
+}
 
 fn skopeo_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--insecure-policy"];
@@ -18,7 +22,7 @@ fn skopeo_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_an_image_and_a_two_platform_index_byte_exact() {
     require("skopeo", "skopeo");
-    let c = Cluster::start().await;
+    let c = TestProxy::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut src = Layout::new(&tmp.path().join("src"));
     let base = tar(&[Entry::file("etc/hello", b"hello from the base layer\n")]);
@@ -99,7 +103,7 @@ async fn skopeo_copies_an_image_and_a_two_platform_index_byte_exact() {
         .await;
     }
     assert_eq!(out.blobs(), src.blobs());
-    assert!(c.metric("shoal_proxy_blobs_stored_total") >= 10.0);
+    assert!(c.metric("shoal_proxy_blobs_stored_total", &[]) >= 10.0);
 }
 
 const ORAS_PUSH: &str = r#"
@@ -139,7 +143,7 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
          (tests/install-deps.sh installs it): {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let c = Cluster::start().await;
+    let c = TestProxy::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let artifact: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     let path = tmp.path().join("model.bin");
@@ -148,8 +152,10 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
     let sbom = tmp.path().join("sbom.json");
     std::fs::write(&sbom, br#"{"spdxVersion":"SPDX-2.3"}"#).unwrap();
     let chunk = 64 * 1024;
-    let patches_before =
-        c.metric("shoal_proxy_requests_total{method=\"PATCH\",route=\"upload\",status=\"2xx\"}");
+    let patches_before = c.metric(
+        "shoal_proxy_requests_total",
+        &["method=\"PATCH\"", "route=\"upload\"", "status=\"2xx\""],
+    );
     let printed = run(
         "python3",
         &[
@@ -165,9 +171,10 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
         ],
     )
     .await;
-    let patches = c
-        .metric("shoal_proxy_requests_total{method=\"PATCH\",route=\"upload\",status=\"2xx\"}")
-        - patches_before;
+    let patches = c.metric(
+        "shoal_proxy_requests_total",
+        &["method=\"PATCH\"", "route=\"upload\"", "status=\"2xx\""],
+    ) - patches_before;
     assert!(
         patches >= (artifact.len() / chunk) as f64,
         "expected one PATCH per chunk, saw {patches}"
@@ -262,7 +269,7 @@ impl Podman {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pushes_an_image_that_shares_layers_with_one_already_pushed() {
     require("podman", "podman");
-    let c = Cluster::start().await;
+    let c = TestProxy::start().await;
     // podman names an image from an OCI layout after its path, which must then be a valid
     // (lowercase) repository name.
     let nonce = std::time::SystemTime::now()
@@ -300,8 +307,8 @@ async fn podman_pushes_an_image_that_shares_layers_with_one_already_pushed() {
             &format!("docker://{}/team/base:1", c.addr),
         ])
         .await;
-    let layer_bytes_before = c.metric("shoal_proxy_blob_bytes_stored_total");
-    let blobs_before = c.metric("shoal_proxy_blobs_stored_total");
+    let layer_bytes_before = c.metric("shoal_proxy_blob_bytes_stored_total", &[]);
+    let blobs_before = c.metric("shoal_proxy_blobs_stored_total", &[]);
 
     let app_id = podman.load(&dir, "app").await;
     podman
@@ -314,8 +321,8 @@ async fn podman_pushes_an_image_that_shares_layers_with_one_already_pushed() {
         .await;
     // Only the new layer, the config and the manifest were stored: the shared layer was
     // found in the registry (by HEAD or by mount) and not sent again.
-    let new_blobs = c.metric("shoal_proxy_blobs_stored_total") - blobs_before;
-    let new_bytes = c.metric("shoal_proxy_blob_bytes_stored_total") - layer_bytes_before;
+    let new_blobs = c.metric("shoal_proxy_blobs_stored_total", &[]) - blobs_before;
+    let new_bytes = c.metric("shoal_proxy_blob_bytes_stored_total", &[]) - layer_bytes_before;
     assert_eq!(
         new_blobs, 3.0,
         "stored {new_blobs} blobs for the second image"

@@ -10,6 +10,8 @@
 //!   announce answer fast.
 //! - [`metrics`]: the `shoal_tracker_…` Prometheus families.
 //! - [`error`]: the crate's error type.
+//! - `testing` (feature `testing`, never in a shipped binary): a tracker on a free port, for
+//!   tests of any crate.
 //!
 //! [`run`] is the whole tracker; `main.rs` only parses flags, loads the config and binds.
 #![forbid(unsafe_code)]
@@ -22,6 +24,8 @@ pub mod metrics;
 pub mod origins;
 pub mod routes;
 pub mod table;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

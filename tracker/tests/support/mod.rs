@@ -1,22 +1,29 @@
-//! A fake origin and small helpers for the tracker's tests.
+//! What the tracker's tests share: a fake origin, clients with and without the read token,
+//! and requests to the router in process or to a tracker on a real socket.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use shoal_core::error::ErrorEnvelope;
 use shoal_core::origin_client::OriginInfo;
-use shoal_core::peer::PeerId;
+use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::{ApiError, Digest, ErrorCode, Metainfo};
+use shoal_tracker::Tracker;
+use shoal_tracker::testing::{TestTracker, test_config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// An origin that serves `/v1/info` and `/v1/blobs/<d>/metainfo` (origin/API.md) and counts
 /// metainfo requests. While `hold` is set, metainfo answers wait for it to clear.
@@ -125,58 +132,6 @@ async fn metainfo(
     }
 }
 
-/// A tracker serving on a real socket until dropped.
-pub struct RunningTracker {
-    pub addr: SocketAddr,
-    pub url: String,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl RunningTracker {
-    pub async fn start(config: shoal_tracker::Config) -> RunningTracker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(shoal_tracker::run(
-            config,
-            listener,
-            prometheus::Registry::new(),
-            stop.clone(),
-        ));
-        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
-        let t = RunningTracker {
-            addr,
-            url: format!("http://{addr}"),
-            stop,
-            task: Some(task),
-        };
-        let http = authed();
-        let ready = format!("{}/ready", t.url);
-        wait_until("the tracker is ready", || {
-            let http = http.clone();
-            let ready = ready.clone();
-            async move { matches!(http.get(&ready).send().await, Ok(r) if r.status().is_success()) }
-        })
-        .await;
-        t
-    }
-
-    /// Stops the tracker and waits for it to finish.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-    }
-}
-
-impl Drop for RunningTracker {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
 /// The read token of the trackers these tests start.
 pub const TOKEN: &str = "read-token-for-the-tracker-tests";
 
@@ -202,25 +157,83 @@ pub fn client_from(source: Option<std::net::IpAddr>, token: Option<&str>) -> req
         .unwrap()
 }
 
-/// Polls `condition` until it holds, failing the test after ten seconds.
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// The config of the trackers these tests start: `origins`, asking for [`TOKEN`].
+pub fn config(origins: Vec<String>) -> shoal_tracker::Config {
+    test_config(origins, TOKEN)
+}
+
+/// A tracker whose origins are never asked (no background tasks run unless a test starts
+/// them), for in-process tests of the announce path.
+pub fn offline(config_edit: impl FnOnce(&mut shoal_tracker::Config)) -> Tracker {
+    let mut c = config(vec!["http://127.0.0.1:9".into()]);
+    config_edit(&mut c);
+    Tracker::new(&c, prometheus::Registry::new()).unwrap()
+}
+
+pub async fn call(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    (
+        status,
+        headers,
+        res.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+pub fn post_from(source: SocketAddr, body: impl Into<Body>) -> Request<Body> {
+    let mut req = Request::post("/v1/announce")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(body.into())
+        .unwrap();
+    req.extensions_mut().insert(ConnectInfo(source));
+    req
+}
+
+pub fn announce_req(digest: Digest, id: PeerId, port: u16, complete: bool) -> AnnounceRequest {
+    AnnounceRequest {
+        digest,
+        peer_id: id,
+        port,
+        complete,
+        addr: None,
     }
 }
 
-/// The value of an unlabelled metric in Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+pub async fn announce_in(
+    app: &Router,
+    source: SocketAddr,
+    req: &AnnounceRequest,
+) -> AnnounceResponse {
+    let (status, _, body) = call(app, post_from(source, serde_json::to_vec(req).unwrap())).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+pub fn error_code(body: &[u8]) -> ErrorCode {
+    let env: ErrorEnvelope = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "not an error envelope ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    env.errors[0].code
+}
+
+pub fn src(last: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, last], 40000))
+}
+
+/// An announce to a tracker on a real socket, from `http`'s source address.
+pub async fn announce_over(
+    http: &reqwest::Client,
+    tracker: &TestTracker,
+    req: &AnnounceRequest,
+) -> reqwest::Response {
+    http.post(format!("{}/v1/announce", tracker.url))
+        .json(req)
+        .send()
+        .await
+        .unwrap()
 }
