@@ -3,6 +3,7 @@
 //! - [`auth`]: the cluster's credentials (write and read tokens, the metainfo key).
 //! - [`digest`]: `algorithm:hex` digests and verifying hashers.
 //! - [`reference`]: repository names, tags and references by the distribution-spec grammar.
+//! - [`distribution`]: which resource a `/v2/…` path names, and the API's header names.
 //! - [`metainfo`]: piece layout and piece hashes of a blob, and their binary encoding.
 //! - [`signature`]: signed metainfo: the origins' signing key, the agents' trusted keys.
 //! - [`store`]: the content-addressed blob store on disk.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod distribution;
 pub mod error;
 pub mod metainfo;
 pub mod origin_client;
