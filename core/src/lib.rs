@@ -12,7 +12,10 @@
 //! - [`origin_client`]: the client of the origins' HTTP API (`origin/API.md`).
 //! - [`error`]: the OCI error envelope and the HTTP error type of every server.
 //! - [`range`]: HTTP `Range` requests on blobs.
-//! - [`config`], [`units`], [`cli`]: layered config loading with human units; common flags.
+//! - [`config`], [`units`], [`cli`]: layered config loading with human units; common flags,
+//!   and typed flags set on a part's config.
+//! - [`lifecycle`]: the one shape of a part (`start`, `wait`) and the `main` every binary
+//!   shares; [`tasks`]: tracked tasks that end on shutdown, and the one periodic loop.
 //! - [`telemetry`]: logging, `/health` `/ready` `/metrics`, serving and shutdown.
 #![forbid(unsafe_code)]
 
@@ -22,6 +25,7 @@ pub mod config;
 pub mod digest;
 pub mod distribution;
 pub mod error;
+pub mod lifecycle;
 pub mod metainfo;
 pub mod origin_client;
 pub mod peer;
@@ -30,6 +34,7 @@ pub mod reference;
 pub mod ring;
 pub mod signature;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -17,21 +17,22 @@
 //! - [`testing`]: starting origins and clusters of them in-process, for tests of any crate.
 //!
 //! [`Origin::start`] opens the data directory, serves the listeners it is given and starts
-//! the background tasks; [`run`] is that plus waiting for shutdown.
+//! the background tasks; [`Origin::wait`] returns once shutdown is over; [`run`] is both
+//! (the shape of every part: `shoal_core::lifecycle`).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::Registry;
+use shoal_core::lifecycle::{BindError, Part, bind};
 use shoal_core::peer::PeerId;
 use shoal_core::store::BlobStore;
+use shoal_core::tasks::Running;
 use shoal_core::telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 pub mod backend;
 pub mod blobs;
@@ -70,13 +71,21 @@ pub struct Listeners {
     pub peer: Option<TcpListener>,
 }
 
-/// A running origin.
+impl Listeners {
+    /// Binds `listen` and `peer.listen`.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        Ok(Listeners {
+            http: bind("the HTTP API", config.listen).await?,
+            peer: Some(bind("the peer protocol", config.peer.listen).await?),
+        })
+    }
+}
+
+/// A running origin. Dropping it stops it.
 #[derive(Debug)]
 pub struct Origin {
     state: AppState,
-    tasks: TaskTracker,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    shutdown: CancellationToken,
+    running: Running,
     addr: SocketAddr,
     _lock: std::fs::File,
 }
@@ -92,6 +101,35 @@ pub async fn run(
         .await?
         .wait()
         .await
+}
+
+impl Part for Origin {
+    const NAME: &'static str = "shoal-origin";
+    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
+    type Config = Config;
+    type Listeners = Listeners;
+    type Error = Error;
+
+    async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        Listeners::bind(config).await
+    }
+
+    async fn start(
+        config: Config,
+        listeners: Listeners,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        Origin::start(config, listeners, registry, shutdown).await
+    }
+
+    async fn wait(self) -> Result<(), Error> {
+        Origin::wait(self).await
+    }
+
+    fn is_config_error(error: &Error) -> bool {
+        error.is_config()
+    }
 }
 
 /// Takes the data directory for this process; a second origin on it would wipe the first
@@ -190,51 +228,46 @@ impl Origin {
         });
         blobs::reconcile(&state).await?;
 
-        let tasks = TaskTracker::new();
+        let mut running = Running::new(&shutdown);
+        let tasks = running.tasks().clone();
         // First, so that a seeder that cannot start fails the start with nothing running.
         if let Some(peer) = listeners.peer {
             let seeding = {
                 let _span = tracing::info_span!("peer").entered();
-                seeder.start(peer, SeedSource::new(state.clone()), shutdown.clone())?
+                seeder.start(
+                    peer,
+                    SeedSource::new(state.clone()),
+                    tasks.shutdown().clone(),
+                )?
             };
-            tasks.spawn(seeding.instrument(tracing::info_span!("peer")));
+            tasks.spawn(tracing::info_span!("peer"), seeding);
         }
         let app = routes::router(state.clone(), registry);
-        let server = tokio::spawn(
-            shoal_core::telemetry::serve(
-                listeners.http,
-                app,
-                shutdown.clone(),
-                state.config.shutdown_grace,
-                state.config.server.clone(),
-            )
-            .instrument(tracing::info_span!("http", %addr)),
+        running.serve(
+            tracing::info_span!("http", %addr),
+            listeners.http,
+            app,
+            state.config.shutdown_grace,
+            state.config.server.clone(),
         );
         {
             let st = state.clone();
-            let token = shutdown.clone();
-            tasks.spawn(
-                async move {
-                    let ready = st.ready.clone();
-                    st.cluster.run(token, |c| ready.set(c.me().is_some())).await;
-                }
-                .instrument(tracing::info_span!("health")),
-            );
-        }
-        tasks.spawn(
-            queue::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("queue")),
-        );
-        tasks.spawn(
-            repair::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("repair")),
-        );
-        {
-            let ready = state.ready.clone();
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                token.cancelled().await;
-                ready.set(false);
+            let token = tasks.shutdown().clone();
+            tasks.spawn(tracing::info_span!("health"), async move {
+                let ready = st.ready.clone();
+                st.cluster.run(token, |c| ready.set(c.me().is_some())).await;
             });
         }
+        let token = tasks.shutdown();
+        tasks.spawn(
+            tracing::info_span!("queue"),
+            queue::run(state.clone(), token.clone()),
+        );
+        tasks.spawn(
+            tracing::info_span!("repair"),
+            repair::run(state.clone(), token.clone()),
+        );
+        tasks.unready_on_shutdown(state.ready.clone());
         if state.config.credentials.write_token.is_empty() {
             tracing::warn!(
                 "insecure = true and no credentials.write_token: anyone who reaches this origin \
@@ -256,28 +289,24 @@ impl Origin {
         );
         Ok(Origin {
             state,
-            tasks,
-            server,
-            shutdown,
+            running,
             addr,
             _lock: lock,
         })
     }
 
-    /// Waits until shutdown has been asked for and everything has stopped.
-    pub async fn wait(self) -> Result<(), Error> {
-        let served = self.server.await;
-        self.shutdown.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+    /// Waits until shutdown has been asked for and everything has stopped: the HTTP API
+    /// drains first (for up to the grace period), then the background tasks stop.
+    pub async fn wait(mut self) -> Result<(), Error> {
+        let served = self.running.drained().await;
+        self.running.close().await;
         tracing::info!(addr = %self.addr, "origin stopped");
-        served??;
-        Ok(())
+        Ok(served?)
     }
 
     /// Asks the origin to stop and waits until it has.
     pub async fn stop(self) -> Result<(), Error> {
-        self.shutdown.cancel();
+        self.running.stop();
         self.wait().await
     }
 

@@ -19,7 +19,7 @@ use shoal_core::origin_client::blob_key;
 use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::ring::Ring;
 use shoal_core::{Digest, ErrorCode, Metainfo};
-use shoal_tracker::{Config, Tracker};
+use shoal_tracker::{App, Config};
 use support::{FakeOrigin, RunningTracker, TOKEN, authed, client_from, metric, wait_until};
 use tower::ServiceExt;
 
@@ -35,10 +35,10 @@ fn config(origins: Vec<String>) -> Config {
 
 /// A tracker whose origins are never asked (no background tasks run unless a test starts
 /// them), for in-process tests of the announce path.
-fn offline(config_edit: impl FnOnce(&mut Config)) -> Tracker {
+fn offline(config_edit: impl FnOnce(&mut Config)) -> App {
     let mut c = config(vec!["http://127.0.0.1:9".into()]);
     config_edit(&mut c);
-    Tracker::new(&c, prometheus::Registry::new()).unwrap()
+    App::new(&c, prometheus::Registry::new()).unwrap()
 }
 
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
@@ -716,7 +716,7 @@ async fn an_announce_or_metainfo_request_without_the_read_token_gets_401() {
 async fn a_tracker_without_a_read_token_refuses_to_start_unless_insecure() {
     let mut c = config(vec!["http://127.0.0.1:9".into()]);
     c.credentials.read_token = shoal_core::auth::Secret::default();
-    let err = Tracker::new(&c, prometheus::Registry::new()).err().unwrap();
+    let err = App::new(&c, prometheus::Registry::new()).err().unwrap();
     assert!(
         matches!(err, shoal_tracker::TrackerError::NoCredentials),
         "{err}"

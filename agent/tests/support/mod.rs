@@ -239,10 +239,12 @@ impl TestTracker {
         config.credentials.read_token = Secret::new(origins.read_token.clone());
         let registry = Registry::new();
         let shutdown = CancellationToken::new();
-        let tracker = shoal_tracker::Tracker::new(&config, registry.clone()).unwrap();
-        let token = shutdown.clone();
+        let tracker =
+            shoal_tracker::Tracker::start(config, listener, registry.clone(), shutdown.clone())
+                .await
+                .unwrap();
         let task = tokio::spawn(async move {
-            tracker.serve(listener, token).await.unwrap();
+            tracker.wait().await.unwrap();
         });
         let t = TestTracker {
             url,
