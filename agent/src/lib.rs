@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shoal_core::Digest;
-use shoal_core::lifecycle::{BindError, Part, bind};
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::origin_client::OriginClient;
 use shoal_core::tasks::Running;
 use shoal_core::telemetry::Readiness;
@@ -113,34 +113,11 @@ pub async fn run(
         .await
 }
 
-impl Part for Agent {
-    const NAME: &'static str = "shoal-agent";
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Listeners = Listeners;
-    type Error = AgentError;
-
-    async fn bind(config: &Config) -> Result<Listeners, BindError> {
-        Listeners::bind(config).await
-    }
-
-    async fn start(
-        config: Config,
-        listeners: Listeners,
-        registry: Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Self, AgentError> {
-        Agent::start(config, listeners, registry, shutdown).await
-    }
-
-    async fn wait(self) -> Result<(), AgentError> {
-        Agent::wait(self).await
-    }
-
-    fn is_config_error(error: &AgentError) -> bool {
-        error.is_config()
-    }
-}
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Agent: Config, Listeners, AgentError;
+    "shoal-agent", config::ENV_PREFIX, Listeners::bind
+);
 
 impl Agent {
     pub async fn start(

@@ -56,6 +56,52 @@ pub trait Part: Sized + Send + 'static {
     fn is_config_error(error: &Self::Error) -> bool;
 }
 
+/// Implements [`Part`] for a part from what it has anyway: its inherent `start` and `wait`,
+/// its error type's `is_config`, and an async function that binds its listeners.
+///
+/// ```ignore
+/// shoal_core::part!(Origin: Config, Listeners, Error; "shoal-origin", config::ENV_PREFIX, Listeners::bind);
+/// ```
+#[macro_export]
+macro_rules! part {
+    ($part:ty : $config:ty, $listeners:ty, $error:ty; $name:literal, $env:expr, $bind:path) => {
+        impl $crate::lifecycle::Part for $part {
+            const NAME: &'static str = $name;
+            const ENV_PREFIX: &'static str = $env;
+            type Config = $config;
+            type Listeners = $listeners;
+            type Error = $error;
+
+            async fn bind(config: &$config) -> Result<$listeners, $crate::lifecycle::BindError> {
+                $bind(config).await
+            }
+
+            async fn start(
+                config: $config,
+                listeners: $listeners,
+                registry: $crate::lifecycle::__private::Registry,
+                shutdown: $crate::lifecycle::__private::CancellationToken,
+            ) -> Result<Self, $error> {
+                <$part>::start(config, listeners, registry, shutdown).await
+            }
+
+            async fn wait(self) -> Result<(), $error> {
+                <$part>::wait(self).await
+            }
+
+            fn is_config_error(error: &$error) -> bool {
+                error.is_config()
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use prometheus::Registry;
+    pub use tokio_util::sync::CancellationToken;
+}
+
 /// A socket that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::Registry;
-use shoal_core::lifecycle::{BindError, Part, bind};
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::peer::PeerId;
 use shoal_core::store::BlobStore;
 use shoal_core::tasks::Running;
@@ -103,53 +103,11 @@ pub async fn run(
         .await
 }
 
-impl Part for Origin {
-    const NAME: &'static str = "shoal-origin";
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Listeners = Listeners;
-    type Error = Error;
-
-    async fn bind(config: &Config) -> Result<Listeners, BindError> {
-        Listeners::bind(config).await
-    }
-
-    async fn start(
-        config: Config,
-        listeners: Listeners,
-        registry: Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Self, Error> {
-        Origin::start(config, listeners, registry, shutdown).await
-    }
-
-    async fn wait(self) -> Result<(), Error> {
-        Origin::wait(self).await
-    }
-
-    fn is_config_error(error: &Error) -> bool {
-        error.is_config()
-    }
-}
-
-/// Takes the data directory for this process; a second origin on it would wipe the first
-/// one's uploads in progress.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Io(std::io::Error::other(format!(
-            "data directory {} is in use by another origin",
-            dir.display()
-        )))),
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-    }
-}
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Origin: Config, Listeners, Error;
+    "shoal-origin", config::ENV_PREFIX, Listeners::bind
+);
 
 impl Origin {
     /// Opens the data directory, brings the index in line with the store, and starts
@@ -182,7 +140,13 @@ impl Origin {
         if let Some(problem) = config.credentials_problem() {
             return Err(Error::Insecure(problem));
         }
-        let lock = lock_data_dir(&config.data_dir)?;
+        // A second origin on the directory would wipe the first one's uploads in progress.
+        let lock = shoal_core::store::lock_dir(&config.data_dir)?.ok_or_else(|| {
+            Error::Io(std::io::Error::other(format!(
+                "data directory {} is in use by another origin",
+                config.data_dir.display()
+            )))
+        })?;
         let store = BlobStore::open(&config.data_dir).await?;
         let db_path = config.data_dir.join("origin.db");
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path)).await??;

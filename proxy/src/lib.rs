@@ -31,7 +31,7 @@ pub mod stream;
 
 use std::net::SocketAddr;
 
-use shoal_core::lifecycle::{BindError, Part, bind};
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::tasks::Running;
 use shoal_core::telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -119,31 +119,13 @@ pub async fn run(
         .await
 }
 
-impl Part for Proxy {
-    const NAME: &'static str = "shoal-proxy";
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Listeners = TcpListener;
-    type Error = ProxyError;
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Proxy: Config, TcpListener, ProxyError;
+    "shoal-proxy", config::ENV_PREFIX, bind_api
+);
 
-    async fn bind(config: &Config) -> Result<TcpListener, BindError> {
-        bind("the registry API", config.listen).await
-    }
-
-    async fn start(
-        config: Config,
-        listener: TcpListener,
-        registry: prometheus::Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Self, ProxyError> {
-        Proxy::start(config, listener, registry, shutdown).await
-    }
-
-    async fn wait(self) -> Result<(), ProxyError> {
-        Proxy::wait(self).await
-    }
-
-    fn is_config_error(error: &ProxyError) -> bool {
-        error.is_config()
-    }
+/// Binds `listen`.
+async fn bind_api(config: &Config) -> Result<TcpListener, BindError> {
+    bind("the registry API", config.listen).await
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use shoal_core::lifecycle::{BindError, Part, bind};
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::origin_client::OriginClient;
 use shoal_core::tasks::{Running, Tasks};
 use shoal_core::telemetry::{Readiness, ops_router};
@@ -83,15 +83,11 @@ pub struct App {
 impl App {
     /// A tracker with the in-memory peer table.
     pub fn new(config: &Config, registry: prometheus::Registry) -> Result<Self, TrackerError> {
-        Self::build(
-            config,
-            registry,
-            memory_table(config),
-            Tasks::new(&CancellationToken::new()),
-        )
+        Self::with_store(config, registry, memory_table(config))
     }
 
-    /// A tracker over any peer store (a shared one, for several trackers).
+    /// A tracker over any peer store (a shared one, for several trackers). Its tasks (the
+    /// metainfo fetches, the loops a test starts) end when they are done.
     pub fn with_store(
         config: &Config,
         registry: prometheus::Registry,
@@ -304,31 +300,13 @@ pub async fn run(
         .await
 }
 
-impl Part for Tracker {
-    const NAME: &'static str = "shoal-tracker";
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Listeners = TcpListener;
-    type Error = TrackerError;
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Tracker: Config, TcpListener, TrackerError;
+    "shoal-tracker", config::ENV_PREFIX, bind_api
+);
 
-    async fn bind(config: &Config) -> Result<TcpListener, BindError> {
-        bind("the HTTP API", config.listen).await
-    }
-
-    async fn start(
-        config: Config,
-        listener: TcpListener,
-        registry: prometheus::Registry,
-        shutdown: CancellationToken,
-    ) -> Result<Self, TrackerError> {
-        Tracker::start(config, listener, registry, shutdown).await
-    }
-
-    async fn wait(self) -> Result<(), TrackerError> {
-        Tracker::wait(self).await
-    }
-
-    fn is_config_error(error: &TrackerError) -> bool {
-        error.is_config()
-    }
+/// Binds `listen`.
+async fn bind_api(config: &Config) -> Result<TcpListener, BindError> {
+    bind("the HTTP API", config.listen).await
 }
