@@ -287,15 +287,9 @@ mod tests {
         let mut want = Config::default();
         want.credentials.metainfo_keys = PUBLIC.into();
         assert_eq!(loaded, want, "the example must show the defaults");
-        let err = Sources::new(Some(example()), ENV_PREFIX)
-            .load_with_env::<Config>(vec![])
-            .unwrap_err();
-        assert!(
-            err.problems
-                .join("\n")
-                .contains("credentials.metainfo_keys"),
-            "{err:?}"
-        );
+        let without: Result<Config, _> =
+            Sources::new(Some(example()), ENV_PREFIX).load_with_env(vec![]);
+        assert!(format!("{without:?}").contains("credentials.metainfo_keys"));
 
         // Every key the config knows is written in the example, and nothing else.
         let text = std::fs::read_to_string(example()).unwrap();

@@ -127,74 +127,56 @@ mod tests {
         })
     }
 
+    fn nameless(resource: Resource<'_>) -> Option<V2Path<'_>> {
+        Some(V2Path {
+            name: None,
+            resource,
+        })
+    }
+
     #[test]
     fn every_shape() {
         use Resource::*;
-        let bare = |resource| {
-            Some(V2Path {
-                name: None,
-                resource,
-            })
-        };
-        assert_eq!(V2Path::parse("/v2"), bare(Base));
-        assert_eq!(V2Path::parse("/v2/"), bare(Base));
-        assert_eq!(V2Path::parse("/v2/_catalog"), bare(Catalog));
-        assert_eq!(V2Path::parse("/v2/a/b/tags/list"), at("a/b", Tags));
-        assert_eq!(
-            V2Path::parse("/v2/library/alpine/manifests/latest"),
-            at("library/alpine", Manifest("latest"))
-        );
-        assert_eq!(
-            V2Path::parse("/v2/a/blobs/sha256:00"),
-            at("a", Blob("sha256:00"))
-        );
-        assert_eq!(V2Path::parse("/v2/a/blobs/uploads/"), at("a", UploadStart));
-        assert_eq!(
-            V2Path::parse("/v2/a/blobs/uploads"),
-            at("a", Blob("uploads"))
-        );
-        assert_eq!(
-            V2Path::parse("/v2/a/blobs/uploads/abc"),
-            at("a", Upload("abc"))
-        );
-        assert_eq!(
-            V2Path::parse("/v2/a/referrers/sha256:00"),
-            at("a", Referrers("sha256:00"))
-        );
-        assert_eq!(V2Path::parse("/v2/x/manifests/"), at("x", Manifest("")));
+        for (path, want) in [
+            ("/v2", nameless(Base)),
+            ("/v2/", nameless(Base)),
+            ("/v2/_catalog", nameless(Catalog)),
+            ("/v2/a/b/tags/list", at("a/b", Tags)),
+            (
+                "/v2/library/alpine/manifests/latest",
+                at("library/alpine", Manifest("latest")),
+            ),
+            ("/v2/a/blobs/sha256:00", at("a", Blob("sha256:00"))),
+            ("/v2/a/blobs/uploads/", at("a", UploadStart)),
+            ("/v2/a/blobs/uploads", at("a", Blob("uploads"))),
+            ("/v2/a/blobs/uploads/abc", at("a", Upload("abc"))),
+            ("/v2/a/referrers/sha256:00", at("a", Referrers("sha256:00"))),
+            ("/v2/x/manifests/", at("x", Manifest(""))),
+        ] {
+            assert_eq!(V2Path::parse(path), want, "{path}");
+        }
     }
 
     #[test]
     fn names_that_look_like_suffixes() {
         use Resource::*;
-        assert_eq!(
-            V2Path::after_v2("blobs/manifests/manifests/x"),
-            at("blobs/manifests", Manifest("x"))
-        );
-        assert_eq!(
-            V2Path::after_v2("x/blobs/uploads/blobs/d"),
-            at("x/blobs/uploads", Blob("d"))
-        );
-        assert_eq!(V2Path::after_v2("tags/tags/list"), at("tags", Tags));
-        assert_eq!(
-            V2Path::after_v2("a/manifests/tags/list"),
-            at("a/manifests", Tags)
-        );
-        assert_eq!(
-            V2Path::after_v2("a/blobs/uploads/uploads"),
-            at("a", Upload("uploads"))
-        );
+        for (rest, want) in [
+            (
+                "blobs/manifests/manifests/x",
+                at("blobs/manifests", Manifest("x")),
+            ),
+            ("x/blobs/uploads/blobs/d", at("x/blobs/uploads", Blob("d"))),
+            ("tags/tags/list", at("tags", Tags)),
+            ("a/manifests/tags/list", at("a/manifests", Tags)),
+            ("a/blobs/uploads/uploads", at("a", Upload("uploads"))),
+        ] {
+            assert_eq!(V2Path::after_v2(rest), want, "{rest}");
+        }
     }
 
     #[test]
     fn missing_and_empty_names_differ() {
         use Resource::*;
-        let nameless = |resource| {
-            Some(V2Path {
-                name: None,
-                resource,
-            })
-        };
         assert_eq!(V2Path::after_v2("manifests/x"), nameless(Manifest("x")));
         assert_eq!(V2Path::after_v2("tags/list"), nameless(Tags));
         assert_eq!(V2Path::after_v2("/manifests/x"), at("", Manifest("x")));
