@@ -19,7 +19,6 @@ use shoal_core::store::StoreError;
 use shoal_core::{ApiError, Digest, ErrorCode, Metainfo};
 use shoal_p2p::DownloadHandle;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tracing::Instrument;
 
 use crate::cache::Hold;
 use crate::error::AgentError;
@@ -288,9 +287,9 @@ async fn swarm(st: &AppState, trusted: Trusted) -> Result<DownloadHandle, ApiErr
                 tracing::warn!(error = %e, "cache eviction failed");
             }
         }
-        .instrument(tracing::info_span!("download", %digest))
     };
-    st.tasks.spawn(watcher);
+    st.tasks
+        .spawn(tracing::info_span!("download", %digest), watcher);
     Ok(handle)
 }
 
@@ -460,8 +459,8 @@ fn ensure_seeding(st: &AppState, digest: Digest) {
         return;
     }
     let st2 = Arc::clone(st);
-    st.tasks.spawn(
-        async move {
+    st.tasks
+        .spawn(tracing::info_span!("seed", %digest), async move {
             // Pinned before the check, so an eviction cannot remove the blob under the seed.
             let _hold = st2.cache.hold(digest);
             if st2.cache.contains(&digest) && st2.node.stats(digest).await.is_none() {
@@ -474,9 +473,7 @@ fn ensure_seeding(st: &AppState, digest: Digest) {
                 }
             }
             lock(&st2.seeding).remove(&digest);
-        }
-        .instrument(tracing::info_span!("seed", %digest)),
-    );
+        });
 }
 
 /// The metainfo to seed a cached blob with: the one saved beside it (verified again, as at

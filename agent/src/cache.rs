@@ -124,7 +124,8 @@ impl Cache {
     /// Opens the cache directory, takes its lock, removes what an earlier process left
     /// half-written, and rebuilds the index from the blobs on disk.
     pub async fn open(dir: &Path, max: u64, metrics: Metrics) -> Result<Arc<Cache>, AgentError> {
-        let lock = lock_dir(dir)?;
+        let lock = shoal_core::store::lock_dir(dir)?
+            .ok_or_else(|| AgentError::CacheLocked(dir.display().to_string()))?;
         let store = BlobStore::open(dir).await?;
         let meta_dir = dir.join("meta");
         tokio::fs::create_dir_all(&meta_dir).await?;
@@ -378,22 +379,6 @@ impl Cache {
             );
         }
         Ok(())
-    }
-}
-
-fn lock_dir(dir: &Path) -> Result<std::fs::File, AgentError> {
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(AgentError::CacheLocked(dir.display().to_string()))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
 }
 

@@ -14,6 +14,9 @@ use shoal_core::units::{ByteRate, ByteSize, duration};
 /// The environment prefix of the agent's config keys.
 pub const ENV_PREFIX: &str = "SHOAL_AGENT_";
 
+/// Why an agent without metainfo keys does not start (unless `insecure = true`).
+pub const NO_METAINFO_KEYS: &str = "no key configured: add the origins' public key (`openssl pkey -pubout`), or set insecure = true";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -232,11 +235,12 @@ impl Validate for Config {
         if self.cache.max_size.bytes() == 0 {
             problems.push("`cache.max_size` must be more than 0".into());
         }
-        if !self.credentials.metainfo_keys.trim().is_empty()
-            && let Err(e) = shoal_core::signature::MetainfoTrust::from_pem(
-                &self.credentials.metainfo_keys,
-                false,
-            )
+        if self.credentials.metainfo_keys.trim().is_empty() {
+            if !self.insecure {
+                problems.push(format!("`credentials.metainfo_keys`: {NO_METAINFO_KEYS}"));
+            }
+        } else if let Err(e) =
+            shoal_core::signature::MetainfoTrust::from_pem(&self.credentials.metainfo_keys, false)
         {
             problems.push(format!(
                 "`credentials.metainfo_keys` must hold Ed25519 PUBLIC KEY or CERTIFICATE PEM blocks: {e}"
@@ -262,16 +266,30 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent.toml")
     }
 
+    /// `openssl pkey -pubout`.
+    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
+        MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
+        -----END PUBLIC KEY-----\n";
+
+    fn with_keys() -> Vec<(String, String)> {
+        vec![(
+            "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+            PUBLIC.into(),
+        )]
+    }
+
     #[test]
     fn the_example_config_loads_and_shows_every_default() {
+        // The example leaves the origins' key to the deployment, which the checks want.
         let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-            .load_with_env(vec![])
+            .load_with_env(with_keys())
             .unwrap();
-        assert_eq!(
-            loaded,
-            Config::default(),
-            "the example must show the defaults"
-        );
+        let mut want = Config::default();
+        want.credentials.metainfo_keys = PUBLIC.into();
+        assert_eq!(loaded, want, "the example must show the defaults");
+        let without: Result<Config, _> =
+            Sources::new(Some(example()), ENV_PREFIX).load_with_env(vec![]);
+        assert!(format!("{without:?}").contains("credentials.metainfo_keys"));
 
         // Every key the config knows is written in the example, and nothing else.
         let text = std::fs::read_to_string(example()).unwrap();
@@ -313,11 +331,13 @@ seed_idle = "10m"
 "#;
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();
+        let mut env = with_keys();
+        env.push((
+            "SHOAL_AGENT_CACHE__MAX_SIZE".to_string(),
+            "60GiB".to_string(),
+        ));
         let c: Config = Sources::new(Some(f.path().into()), ENV_PREFIX)
-            .load_with_env(vec![(
-                "SHOAL_AGENT_CACHE__MAX_SIZE".to_string(),
-                "60GiB".to_string(),
-            )])
+            .load_with_env(env)
             .unwrap();
         assert_eq!(c.listen.port(), 18081);
         assert_eq!(c.peer.listen.port(), 17100);
@@ -337,10 +357,8 @@ seed_idle = "10m"
 
     #[test]
     fn metainfo_keys_load_as_openssl_writes_them_from_a_file_or_the_environment() {
-        // `openssl pkey -pubout`, in a TOML multi-line string as a deploy script writes it.
-        let public = "-----BEGIN PUBLIC KEY-----\n\
-            MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
-            -----END PUBLIC KEY-----\n";
+        // In a TOML multi-line string as a deploy script writes it.
+        let public = PUBLIC;
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             f.path(),
@@ -402,9 +420,9 @@ seed_idle = "10m"
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
-        let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![("SHOAL_AGENT_TRACKER".into(), "".into())])
-            .unwrap();
+        let mut env = with_keys();
+        env.push(("SHOAL_AGENT_TRACKER".into(), "".into()));
+        let c: Config = Sources::new(None, ENV_PREFIX).load_with_env(env).unwrap();
         assert_eq!(c.tracker_url(), None);
     }
 }

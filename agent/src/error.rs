@@ -21,6 +21,9 @@ pub enum AgentError {
     Metrics(#[from] prometheus::Error),
     #[error("tracker request failed: {0}")]
     Tracker(String),
+    /// A value of the config that start-up cannot use.
+    #[error("{0}")]
+    Config(String),
     #[error("blob {0} is unknown to the origins")]
     BlobUnknown(Digest),
     #[error("metainfo for {digest} is bad: {reason}")]
@@ -29,6 +32,16 @@ pub enum AgentError {
     MetainfoKeys(String),
     #[error("cache directory {0} is in use by another agent")]
     CacheLocked(String),
+}
+
+impl AgentError {
+    /// Whether the config is to blame (the process exits with `EX_CONFIG`).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            AgentError::MetainfoKeys(_) | AgentError::Config(_) | AgentError::Origin(_)
+        )
+    }
 }
 
 impl From<AgentError> for ApiError {

@@ -20,7 +20,8 @@
 //!   tracker, in process for tests of any crate.
 //!
 //! [`Agent::start`] opens the cache, starts the p2p node on the peer listener and serves the
-//! registry API; [`run`] is that plus waiting for shutdown.
+//! registry API; [`Agent::wait`] returns once shutdown is over; [`run`] is both (the shape
+//! of every part: `shoal_core::lifecycle`).
 #![forbid(unsafe_code)]
 
 pub mod blobs;
@@ -43,15 +44,15 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shoal_core::Digest;
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::origin_client::OriginClient;
+use shoal_core::tasks::Running;
 use shoal_core::telemetry::Readiness;
 use shoal_p2p::discovery::{Discovery, TrackerDiscovery};
 use shoal_p2p::{Node, NodeConfig, Progress};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 pub use config::Config;
 pub use error::AgentError;
@@ -78,12 +79,25 @@ pub struct Listeners {
     pub ops: Option<TcpListener>,
 }
 
-/// A running agent.
+impl Listeners {
+    /// Binds `listen`, `peer.listen` and `ops_listen` if it is set.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        Ok(Listeners {
+            http: bind("the registry API", config.listen).await?,
+            peer: bind("the peer protocol", config.peer.listen).await?,
+            ops: match config.ops_addr() {
+                Some(a) => Some(bind("ops_listen", a).await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A running agent. Dropping it stops it.
 #[derive(Debug)]
 pub struct Agent {
     state: AppState,
-    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-    shutdown: CancellationToken,
+    running: Running,
     /// Stops the p2p node once the HTTP servers have drained, so that responses in flight
     /// can finish during the grace period.
     node_shutdown: CancellationToken,
@@ -103,6 +117,12 @@ pub async fn run(
         .await
 }
 
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Agent: Config, Listeners, AgentError;
+    "shoal-agent", config::ENV_PREFIX, Listeners::bind
+);
+
 impl Agent {
     pub async fn start(
         config: Config,
@@ -110,8 +130,6 @@ impl Agent {
         registry: Registry,
         shutdown: CancellationToken,
     ) -> Result<Agent, AgentError> {
-        // Dropping the agent stops it, without cancelling the caller's token.
-        let shutdown = shutdown.child_token();
         let addr = listeners.http.local_addr()?;
         let ops_addr = listeners.ops.as_ref().map(|l| l.local_addr()).transpose()?;
         let metrics = Metrics::register(&registry)?;
@@ -130,7 +148,7 @@ impl Agent {
         let discovery: Arc<dyn Discovery> = match &tracker {
             Some(url) => Arc::new(TrackerThenOrigins::new(
                 TrackerDiscovery::new(url, TRACKER_TIMEOUT)
-                    .map_err(|e| AgentError::Tracker(e.to_string()))?
+                    .map_err(|e| AgentError::Config(format!("tracker: {e}")))?
                     .with_token(read_token.clone()),
                 OriginDiscovery::new(Arc::clone(&origins)),
             )),
@@ -163,7 +181,9 @@ impl Agent {
             node_shutdown.clone(),
         )?;
 
-        let tasks = TaskTracker::new();
+        // Dropping the agent stops it, without cancelling the caller's token.
+        let mut running = Running::new(&shutdown);
+        let tasks = running.tasks().clone();
         let state: AppState = Arc::new(State {
             config,
             cache,
@@ -180,61 +200,44 @@ impl Agent {
         let ready = Readiness::default();
         let app = routes::router(state.clone(), registry.clone(), ready.clone());
         let grace = state.config.shutdown_grace;
-        let mut servers = vec![tokio::spawn(
-            shoal_core::telemetry::serve(
-                listeners.http,
-                app,
-                shutdown.clone(),
-                grace,
-                state.config.server.clone(),
-            )
-            .instrument(tracing::info_span!("http", %addr)),
-        )];
+        let limits = &state.config.server;
+        running.serve(
+            tracing::info_span!("http", %addr),
+            listeners.http,
+            app,
+            grace,
+            limits.clone(),
+        );
         if let (Some(ops), Some(ops_addr)) = (listeners.ops, ops_addr) {
             let app = shoal_core::telemetry::ops_router(registry, ready.clone());
-            servers.push(tokio::spawn(
-                shoal_core::telemetry::serve(
-                    ops,
-                    app,
-                    shutdown.clone(),
-                    grace,
-                    state.config.server.clone(),
-                )
-                .instrument(tracing::info_span!("ops", addr = %ops_addr)),
-            ));
-        }
-        {
-            let st = state.clone();
-            let token = shutdown.clone();
-            tasks.spawn(
-                async move {
-                    let mut tick = tokio::time::interval(TRIM_EVERY);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            () = token.cancelled() => return,
-                            _ = tick.tick() => {}
-                        }
-                        if let Err(e) = st.cache.trim(&st.node).await {
-                            tracing::warn!(error = %e, "cache eviction failed");
-                        }
-                    }
-                }
-                .instrument(tracing::info_span!("trim")),
+            running.serve(
+                tracing::info_span!("ops", addr = %ops_addr),
+                ops,
+                app,
+                grace,
+                limits.clone(),
             );
         }
         {
-            let ready = ready.clone();
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                token.cancelled().await;
-                ready.set(false);
+            let st = state.clone();
+            tasks.every(tracing::info_span!("trim"), TRIM_EVERY, move || {
+                let st = st.clone();
+                async move {
+                    if let Err(e) = st.cache.trim(&st.node).await {
+                        tracing::warn!(error = %e, "cache eviction failed");
+                    }
+                }
             });
         }
+        tasks.unready_on_shutdown(ready.clone());
         ready.set(true);
-        tokio::spawn(
-            unready_when_the_swarm_stops(state.node.clone(), ready.clone(), shutdown.clone())
-                .instrument(tracing::info_span!("swarm_watch")),
+        tasks.spawn(
+            tracing::info_span!("swarm_watch"),
+            unready_when_the_swarm_stops(
+                state.node.clone(),
+                ready.clone(),
+                tasks.shutdown().clone(),
+            ),
         );
         tracing::info!(
             %addr,
@@ -246,8 +249,7 @@ impl Agent {
         );
         Ok(Agent {
             state,
-            servers,
-            shutdown,
+            running,
             node_shutdown,
             addr,
         })
@@ -282,26 +284,18 @@ impl Agent {
     /// Waits until shutdown has been asked for and everything has stopped: the HTTP servers
     /// drain first (for up to the grace period), then the swarm stops.
     pub async fn wait(mut self) -> Result<(), AgentError> {
-        let mut result = Ok(());
-        for s in std::mem::take(&mut self.servers) {
-            match s.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => result = Err(e.into()),
-                Err(e) => result = Err(std::io::Error::other(e).into()),
-            }
-        }
-        self.shutdown.cancel();
+        let served = self.running.drained().await;
+        self.running.stop();
         self.node_shutdown.cancel();
-        self.state.tasks.close();
-        self.state.tasks.wait().await;
+        self.running.close().await;
         self.state.node.closed().await;
         tracing::info!(addr = %self.addr, "agent stopped");
-        result
+        Ok(served?)
     }
 
     /// Asks the agent to stop and waits until it has.
     pub async fn stop(self) -> Result<(), AgentError> {
-        self.shutdown.cancel();
+        self.running.stop();
         self.wait().await
     }
 }
@@ -326,7 +320,6 @@ async fn unready_when_the_swarm_stops(
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.shutdown.cancel();
         self.node_shutdown.cancel();
     }
 }
@@ -345,9 +338,7 @@ fn metainfo_trust(config: &Config) -> Result<MetainfoTrust, AgentError> {
             "no credentials.metainfo_keys: unsigned metainfo is accepted (insecure = true), so whoever answers for the tracker or the origins chooses the piece hashes"
         );
     } else {
-        return Err(AgentError::MetainfoKeys(
-            "no key configured: add the origins' public key (`openssl pkey -pubout`), or set insecure = true".into(),
-        ));
+        return Err(AgentError::MetainfoKeys(config::NO_METAINFO_KEYS.into()));
     }
     Ok(trust)
 }

@@ -1,18 +1,17 @@
-//! `shoal-agent`: flags and config in, [`shoal_agent::run`] out; and the `containerd-config`
-//! subcommand that points containerd at the agent.
+//! `shoal-agent`: its flags, then the `main` every part shares
+//! (`shoal_core::lifecycle::main`); and the `containerd-config` subcommand that points
+//! containerd at the agent.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shoal_agent::config::ENV_PREFIX;
-use shoal_agent::{Config, Listeners, containerd};
-use shoal_core::cli::CommonArgs;
-use shoal_core::config::{ConfigError, EX_CONFIG};
-use shoal_core::telemetry::cancel_on_signal;
-use tokio_util::sync::CancellationToken;
+use shoal_agent::{Agent, Config, containerd};
+use shoal_core::cli::{CommonArgs, flag, parse};
+use shoal_core::config::EX_CONFIG;
+use shoal_core::lifecycle;
+use shoal_core::units::{ByteRate, ByteSize};
 
 /// Shoal's agent: a read-only registry on this host whose layers arrive through the swarm.
 ///
@@ -50,15 +49,15 @@ struct Args {
 
     /// Cache size, such as 20GiB (`cache.max_size`).
     #[arg(long, value_name = "SIZE")]
-    cache_size: Option<String>,
+    cache_size: Option<ByteSize>,
 
     /// Upload cap to peers, such as 100MiB/s; 0 for none (`peer.egress`).
     #[arg(long, value_name = "RATE")]
-    egress: Option<String>,
+    egress: Option<ByteRate>,
 
     /// Download cap from peers and origins; 0 for none (`peer.ingress`).
     #[arg(long, value_name = "RATE")]
-    ingress: Option<String>,
+    ingress: Option<ByteRate>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,36 +92,18 @@ enum ContainerdCommand {
     },
 }
 
-fn text(v: &Option<String>) -> Option<toml::Value> {
-    v.as_ref().map(|s| toml::Value::String(s.clone()))
-}
-
-fn load(args: &Args) -> Result<Config, ConfigError> {
-    let origins = (!args.origins.is_empty()).then(|| {
-        toml::Value::Array(
-            args.origins
-                .iter()
-                .map(|o| toml::Value::String(o.clone()))
-                .collect(),
-        )
-    });
-    let addr = |a: Option<SocketAddr>| a.map(|a| toml::Value::String(a.to_string()));
-    args.common
-        .sources(ENV_PREFIX)?
-        .set("listen", addr(args.listen))
-        .set("peer.listen", addr(args.peer_listen))
-        .set("tracker", text(&args.tracker))
-        .set("origins", origins)
-        .set(
-            "cache.dir",
-            args.cache_dir
-                .as_ref()
-                .map(|d| toml::Value::String(d.display().to_string())),
-        )
-        .set("cache.max_size", text(&args.cache_size))
-        .set("peer.egress", text(&args.egress))
-        .set("peer.ingress", text(&args.ingress))
-        .load()
+impl Args {
+    /// The flags given, over the config from every other source.
+    fn apply(&self, c: &mut Config) {
+        flag(&mut c.listen, &self.listen);
+        flag(&mut c.peer.listen, &self.peer_listen);
+        flag(&mut c.tracker, &self.tracker);
+        flag(&mut c.origins, &self.origins);
+        flag(&mut c.cache.dir, &self.cache_dir);
+        flag(&mut c.cache.max_size, &self.cache_size);
+        flag(&mut c.peer.egress, &self.egress);
+        flag(&mut c.peer.ingress, &self.ingress);
+    }
 }
 
 fn containerd_config(cmd: &ContainerdCommand) -> ExitCode {
@@ -155,42 +136,9 @@ fn containerd_config(cmd: &ContainerdCommand) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse();
     if let Some(Command::ContainerdConfig(cmd)) = &args.command {
         return containerd_config(cmd);
     }
-    let config = match args.common.start("shoal-agent", || load(&args)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "shoal-agent failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let http = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let peer = tokio::net::TcpListener::bind(config.peer.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.peer.listen))?;
-    let ops = match config.ops_addr() {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a}"))?,
-        ),
-        None => None,
-    };
-    let registry = prometheus::Registry::new();
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    shoal_agent::run(config, Listeners { http, peer, ops }, registry, shutdown).await?;
-    Ok(())
+    lifecycle::main::<Agent>(&args.common, |c| args.apply(c))
 }

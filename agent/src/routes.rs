@@ -1,7 +1,8 @@
 //! The read-only registry API (OCI distribution spec, pull side), one module per resource.
 //!
-//! Repository names contain `/`, so `/v2/…` is one wildcard route whose path is parsed from
-//! its end: `<name>/manifests/<reference>`, `<name>/blobs/<digest>`, `<name>/tags/list`.
+//! Repository names contain `/`, so `/v2/…` is one wildcard route whose path
+//! [`shoal_core::distribution::V2Path`] reads from its end: `<name>/manifests/<reference>`,
+//! `<name>/blobs/<digest>`, `<name>/tags/list`.
 //! Only `GET` and `HEAD` are served; any write answers `405 UNSUPPORTED`.
 
 mod blobs;
@@ -13,7 +14,8 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
+use shoal_core::distribution::{API_VERSION, API_VERSION_VALUE, Resource, V2Path};
 use shoal_core::telemetry::{Readiness, ops_router};
 use shoal_core::{ApiError, ErrorCode};
 use tracing::Instrument;
@@ -21,61 +23,14 @@ use tracing::Instrument;
 use crate::metrics::RouteClass;
 use crate::state::AppState;
 
-pub(crate) const DOCKER_CONTENT_DIGEST: HeaderName =
-    HeaderName::from_static("docker-content-digest");
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-
-/// What a `/v2/…` path asks for, before its parts are checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum V2Path<'a> {
-    Base,
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    Tags { name: &'a str },
-    Unknown,
-}
-
-impl<'a> V2Path<'a> {
-    /// Parses a request path. The last segments say what is asked for, so a repository
-    /// named `a/blobs/b` is still a name.
-    pub fn parse(path: &'a str) -> Self {
-        let Some(rest) = path.strip_prefix("/v2") else {
-            return V2Path::Unknown;
-        };
-        let rest = match rest {
-            "" | "/" => return V2Path::Base,
-            r => match r.strip_prefix('/') {
-                Some(r) => r,
-                None => return V2Path::Unknown,
-            },
-        };
-        if let Some(name) = rest.strip_suffix("/tags/list") {
-            return V2Path::Tags { name };
-        }
-        let Some((head, last)) = rest.rsplit_once('/') else {
-            return V2Path::Unknown;
-        };
-        let Some((name, kind)) = head.rsplit_once('/') else {
-            return V2Path::Unknown;
-        };
-        match kind {
-            "manifests" => V2Path::Manifest {
-                name,
-                reference: last,
-            },
-            "blobs" => V2Path::Blob { name, digest: last },
-            _ => V2Path::Unknown,
-        }
-    }
-
-    fn class(&self) -> RouteClass {
-        match self {
-            V2Path::Base => RouteClass::Base,
-            V2Path::Manifest { .. } => RouteClass::Manifest,
-            V2Path::Blob { .. } => RouteClass::Blob,
-            V2Path::Tags { .. } => RouteClass::Tags,
-            V2Path::Unknown => RouteClass::Other,
-        }
+/// The class of a request path, for metrics.
+fn class(path: Option<V2Path>) -> RouteClass {
+    match path.map(|p| (p.name, p.resource)) {
+        Some((_, Resource::Base)) => RouteClass::Base,
+        Some((Some(_), Resource::Manifest(_))) => RouteClass::Manifest,
+        Some((Some(_), Resource::Blob(_))) => RouteClass::Blob,
+        Some((Some(_), Resource::Tags)) => RouteClass::Tags,
+        _ => RouteClass::Other,
     }
 }
 
@@ -98,7 +53,7 @@ fn is_read(m: &Method) -> bool {
 /// Gives every API request a span, and counts it by route class and status class.
 async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let class = if is_read(req.method()) {
-        V2Path::parse(req.uri().path()).class()
+        class(V2Path::parse(req.uri().path()))
     } else {
         RouteClass::Write
     };
@@ -134,22 +89,25 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     }
     let head = parts.method == Method::HEAD;
     let path = parts.uri.path();
-    let res = match V2Path::parse(path) {
-        V2Path::Base => Ok(base()),
-        V2Path::Manifest { name, reference } => manifests::get(&st, name, reference, head).await,
-        V2Path::Blob { name, digest } => {
+    // A read-only registry serves the base, manifests, blobs and tag lists, each of a named
+    // repository; uploads, referrers and the catalog are not here.
+    let res = match V2Path::parse(path).map(|p| (p.name, p.resource)) {
+        Some((_, Resource::Base)) => Ok(base()),
+        Some((Some(name), Resource::Manifest(reference))) => {
+            manifests::get(&st, name, reference, head).await
+        }
+        Some((Some(name), Resource::Blob(digest))) => {
             let range = parts
                 .headers
                 .get(http::header::RANGE)
                 .and_then(|v| v.to_str().ok());
             blobs::get(&st, name, digest, range, head).await
         }
-        V2Path::Tags { name } => tags::list(&st, name, parts.uri.query()).await,
-        V2Path::Unknown => Err(not_found().await),
+        Some((Some(name), Resource::Tags)) => tags::list(&st, name, parts.uri.query()).await,
+        _ => Err(not_found().await),
     };
     let mut res = res.unwrap_or_else(IntoResponse::into_response);
-    res.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    res.headers_mut().insert(API_VERSION, API_VERSION_VALUE);
     res
 }
 

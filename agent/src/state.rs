@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, Shared as SharedFuture};
+use shoal_core::tasks::Tasks;
 use shoal_core::{ApiError, Digest};
 use shoal_p2p::{DownloadHandle, Node};
-use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
@@ -32,7 +32,8 @@ pub struct State {
     pub(crate) tags: Mutex<HashMap<String, Digest>>,
     /// Cached blobs whose seeding is being started.
     pub(crate) seeding: Mutex<HashSet<Digest>>,
-    pub(crate) tasks: TaskTracker,
+    /// Downloads' watchers and seeds started in the background; they end with the agent.
+    pub(crate) tasks: Tasks,
 }
 
 pub type AppState = Arc<State>;

@@ -105,7 +105,7 @@ fn tracker_client(read_token: Option<&str>) -> Result<reqwest::Client, AgentErro
     let mut headers = http::HeaderMap::new();
     if let Some(t) = read_token.filter(|t| !t.is_empty()) {
         let mut v = http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-            AgentError::Tracker("the read token is not a valid header value".into())
+            AgentError::Config("credentials.read_token is not a valid header value".into())
         })?;
         v.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, v);

@@ -80,13 +80,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// config check, so that nobody runs a cluster on `secret`.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// Adds a problem when a configured token is too short to be a credential.
+/// Adds a problem when a configured token is too short to be a credential, or cannot be
+/// sent in an `Authorization` header.
 pub fn check_token(key: &str, token: &Secret, problems: &mut Vec<String>) {
-    if let Some(t) = token.get()
-        && t.len() < MIN_TOKEN_LEN
-    {
+    let Some(t) = token.get() else {
+        return;
+    };
+    if t.len() < MIN_TOKEN_LEN {
         problems.push(format!(
             "{key} must be at least {MIN_TOKEN_LEN} characters (generate one with `openssl rand -hex 32`)"
+        ));
+    }
+    if http::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
+        problems.push(format!(
+            "{key} holds control characters, which no HTTP header can carry"
         ));
     }
 }
@@ -124,5 +131,12 @@ mod tests {
         check_token("credentials.write_token", &Secret::new("short"), &mut p);
         check_token("credentials.read_token", &Secret::default(), &mut p);
         assert_eq!(p.len(), 1, "{p:?}");
+        check_token(
+            "credentials.read_token",
+            &Secret::new("0123456789abcdef\n"),
+            &mut p,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[1].contains("control characters"), "{p:?}");
     }
 }

@@ -1,5 +1,8 @@
 //! Config loading shared by every part: a TOML file, then `SHOAL_<PART>_…` environment
-//! variables, then flags, each layer overriding the one before.
+//! variables, then `--set key=value` pairs, then the part's own flags, each layer overriding
+//! the one before. The first three are text, read the way the file is; the flags are typed
+//! and set on the parsed config ([`Sources::load_then`]), so a flag that names no key does
+//! not compile.
 //!
 //! A part's config is a serde struct with `#[serde(default)]` that implements [`Validate`].
 //! Do not put `deny_unknown_fields` on it: the loader itself rejects unknown keys, and
@@ -39,7 +42,7 @@ pub struct Sources {
     pub env_prefix: String,
     /// Environment variables under the prefix that are not config keys (flags read them).
     pub env_ignore: Vec<String>,
-    /// `(dotted.key, value)` pairs from flags, applied last.
+    /// `(dotted.key, value)` pairs (`--set`), applied after the environment.
     pub overrides: Vec<(String, String)>,
 }
 
@@ -57,7 +60,7 @@ impl Sources {
         self
     }
 
-    /// Adds a flag override when the flag was given.
+    /// Adds a `key=value` override when `value` is given.
     pub fn set(mut self, key: &str, value: Option<impl ToString>) -> Self {
         if let Some(v) = value {
             self.overrides.push((key.to_owned(), v.to_string()));
@@ -88,10 +91,28 @@ impl Sources {
         self.load_with_env(std::env::vars())
     }
 
+    /// Reads the process environment and loads; `flags` changes the parsed config before it
+    /// is checked (a part's typed flags, which win over every other source).
+    pub fn load_then<T: DeserializeOwned + Validate>(
+        &self,
+        flags: impl FnOnce(&mut T),
+    ) -> Result<T, ConfigError> {
+        self.load_with_env_then(std::env::vars(), flags)
+    }
+
     /// Loads with an explicit environment (tests).
     pub fn load_with_env<T: DeserializeOwned + Validate>(
         &self,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<T, ConfigError> {
+        self.load_with_env_then(env, |_| {})
+    }
+
+    /// [`Sources::load_then`] with an explicit environment.
+    pub fn load_with_env_then<T: DeserializeOwned + Validate>(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: impl FnOnce(&mut T),
     ) -> Result<T, ConfigError> {
         let mut problems = Vec::new();
         let mut table = match &self.file {
@@ -122,8 +143,9 @@ impl Sources {
                 problems.push(format!("flag {key}: {p}"));
             }
         }
-        let parsed = deserialize::<T>(table, &mut problems);
-        if let Some(config) = &parsed {
+        let mut parsed = deserialize::<T>(table, &mut problems);
+        if let Some(config) = &mut parsed {
+            flags(config);
             config.validate(&mut problems);
         }
         match parsed {
@@ -370,6 +392,28 @@ mod tests {
         assert_eq!(c.cache.dir, "/tmp/x");
         assert_eq!(c.peers, vec!["a", "b"]);
         assert_eq!(c.interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn typed_flags_win_and_are_checked() {
+        let f = file("replicas = 2\n");
+        let sources = Sources::new(Some(f.path().into()), "SHOAL_T_")
+            .set_pairs(&["replicas=4".into()])
+            .unwrap();
+        let c: Conf = sources
+            .load_with_env_then(env(&[("SHOAL_T_REPLICAS", "3")]), |c: &mut Conf| {
+                c.listen = "127.0.0.1:7".into()
+            })
+            .unwrap();
+        assert_eq!((c.listen.as_str(), c.replicas), ("127.0.0.1:7", 4));
+        let c: Conf = sources
+            .load_with_env_then(vec![], |c: &mut Conf| c.replicas = 5)
+            .unwrap();
+        assert_eq!(c.replicas, 5);
+        let err = sources
+            .load_with_env_then::<Conf>(vec![], |c| c.replicas = 0)
+            .unwrap_err();
+        assert_eq!(err.problems, vec!["replicas must be at least 1"]);
     }
 
     #[test]

@@ -48,6 +48,22 @@ pub enum StoreError {
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Takes `dir` (made if need be) for this process: an exclusive lock on `dir/lock`, held
+/// while the returned file stays open. `None`: another process holds it.
+pub fn lock_dir(dir: &Path) -> io::Result<Option<StdFile>> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// A committed blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {

@@ -117,8 +117,9 @@ mod server;
 
 pub use server::{ServerConfig, serve};
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
-pub fn cancel_on_signal(token: CancellationToken) {
+/// Cancels `token` on the first SIGTERM or SIGINT. The task ends when `token` is cancelled,
+/// by a signal or otherwise.
+pub fn cancel_on_signal(token: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -143,7 +144,7 @@ pub fn cancel_on_signal(token: CancellationToken) {
             () = token.cancelled() => return,
         }
         token.cancel();
-    });
+    })
 }
 
 /// Registers a metric on `registry`, or says which name clashed.

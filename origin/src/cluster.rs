@@ -330,21 +330,25 @@ impl Cluster {
     /// Resolves members (DNS) and checks health until `shutdown`. `on_round` runs after
     /// each round (readiness).
     pub async fn run(&self, shutdown: CancellationToken, on_round: impl Fn(&Cluster)) {
-        let mut last_resolve: Option<Instant> = None;
-        loop {
-            if let Source::Dns(name) = &self.source
-                && last_resolve.is_none_or(|t| t.elapsed() >= self.config.dns_refresh)
-            {
-                self.resolve(name).await;
-                last_resolve = Some(Instant::now());
+        let last_resolve = std::sync::Mutex::new(None::<Instant>);
+        let (last_resolve, on_round) = (&last_resolve, &on_round);
+        shoal_core::tasks::every(self.config.health_interval, &shutdown, move || async move {
+            if let Source::Dns(name) = &self.source {
+                let due = last_resolve
+                    .lock()
+                    .map(|t| t.is_none_or(|t| t.elapsed() >= self.config.dns_refresh))
+                    .unwrap_or(true);
+                if due {
+                    self.resolve(name).await;
+                    if let Ok(mut t) = last_resolve.lock() {
+                        *t = Some(Instant::now());
+                    }
+                }
             }
             self.check_all().await;
             on_round(self);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.config.health_interval) => {}
-            }
-        }
+        })
+        .await;
     }
 
     /// How long to wait between rounds.

@@ -374,12 +374,16 @@ impl Validate for Config {
         if self.repair.page == 0 {
             problems.push("repair.page must be at least 1".into());
         }
-        if let Some(pem) = self.credentials.metainfo_key.get()
-            && let Err(e) = shoal_core::signature::MetainfoSigner::from_pem(pem)
-        {
-            problems.push(format!(
-                "credentials.metainfo_key cannot sign: {e} (generate one with `openssl genpkey -algorithm ed25519`)"
-            ));
+        match self.credentials.metainfo_key.get() {
+            Some(pem) => {
+                if let Err(e) = shoal_core::signature::MetainfoSigner::from_pem(pem) {
+                    problems.push(format!(
+                        "credentials.metainfo_key cannot sign: {e} (generate one with `openssl genpkey -algorithm ed25519`)"
+                    ));
+                }
+            }
+            None if !self.insecure => problems.push(crate::Error::NoMetainfoKey.to_string()),
+            None => {}
         }
     }
 }
@@ -390,17 +394,22 @@ mod tests {
     use shoal_core::config::Sources;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    /// `openssl genpkey -algorithm ed25519`: PKCS#8 v1, without the public key.
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
+        -----END PRIVATE KEY-----\n";
 
     #[test]
-    fn defaults_are_valid_with_a_write_token() {
+    fn defaults_are_valid_with_a_write_token_and_a_metainfo_key() {
         let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![(
-                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
-                TOKEN.into(),
-            )])
+            .load_with_env(vec![
+                ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(), TOKEN.into()),
+                ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), KEY.into()),
+            ])
             .unwrap();
         let mut want = Config::default();
         want.credentials.write_token = Secret::new(TOKEN);
+        want.credentials.metainfo_key = Secret::new(KEY);
         assert_eq!(c, want);
         assert_eq!(
             c.backend_path(),
@@ -496,11 +505,8 @@ mod tests {
     }
 
     #[test]
-    fn the_metainfo_key_openssl_writes_loads_and_garbage_is_named() {
-        // `openssl genpkey -algorithm ed25519`: PKCS#8 v1, without the public key.
-        let openssl = "-----BEGIN PRIVATE KEY-----\n\
-            MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
-            -----END PRIVATE KEY-----\n";
+    fn the_metainfo_key_openssl_writes_loads_and_garbage_or_none_is_named() {
+        let openssl = KEY;
         let load = |key: &str| {
             Sources::new(None, ENV_PREFIX).load_with_env::<Config>(vec![
                 ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), key.into()),
@@ -517,7 +523,19 @@ mod tests {
             err.problems.join("\n").contains("credentials.metainfo_key"),
             "{err:?}"
         );
-        // No key: the origin does not start unless insecure.
+        // No key: the origin does not start unless insecure, and the check says so.
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![(
+                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+                TOKEN.into(),
+            )])
+            .unwrap_err();
+        assert!(
+            err.problems
+                .join("\n")
+                .contains("credentials.metainfo_key is empty"),
+            "{err:?}"
+        );
         assert!(matches!(
             crate::blobs::metainfo_signer(&Config::default()),
             Err(crate::Error::NoMetainfoKey)

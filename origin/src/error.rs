@@ -61,6 +61,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the config is to blame (the process exits with `EX_CONFIG`).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Insecure(_) | Error::MetainfoKey(_) | Error::NoMetainfoKey
+        )
+    }
+
     /// The disk (or the file system under it) is full.
     pub fn is_storage_full(&self) -> bool {
         let io = match self {

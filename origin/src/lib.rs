@@ -18,21 +18,22 @@
 //!   of them in process, for tests of any crate.
 //!
 //! [`Origin::start`] opens the data directory, serves the listeners it is given and starts
-//! the background tasks; [`run`] is that plus waiting for shutdown.
+//! the background tasks; [`Origin::wait`] returns once shutdown is over; [`run`] is both
+//! (the shape of every part: `shoal_core::lifecycle`).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::Registry;
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::peer::PeerId;
 use shoal_core::store::BlobStore;
+use shoal_core::tasks::Running;
 use shoal_core::telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 pub mod backend;
 pub mod blobs;
@@ -72,13 +73,21 @@ pub struct Listeners {
     pub peer: Option<TcpListener>,
 }
 
-/// A running origin.
+impl Listeners {
+    /// Binds `listen` and `peer.listen`.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        Ok(Listeners {
+            http: bind("the HTTP API", config.listen).await?,
+            peer: Some(bind("the peer protocol", config.peer.listen).await?),
+        })
+    }
+}
+
+/// A running origin. Dropping it stops it.
 #[derive(Debug)]
 pub struct Origin {
     state: AppState,
-    tasks: TaskTracker,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    shutdown: CancellationToken,
+    running: Running,
     addr: SocketAddr,
     _lock: std::fs::File,
 }
@@ -96,24 +105,11 @@ pub async fn run(
         .await
 }
 
-/// Takes the data directory for this process; a second origin on it would wipe the first
-/// one's uploads in progress.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, Error> {
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Io(std::io::Error::other(format!(
-            "data directory {} is in use by another origin",
-            dir.display()
-        )))),
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-    }
-}
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Origin: Config, Listeners, Error;
+    "shoal-origin", config::ENV_PREFIX, Listeners::bind
+);
 
 impl Origin {
     /// Opens the data directory, brings the index in line with the store, and starts
@@ -146,7 +142,13 @@ impl Origin {
         if let Some(problem) = config.credentials_problem() {
             return Err(Error::Insecure(problem));
         }
-        let lock = lock_data_dir(&config.data_dir)?;
+        // A second origin on the directory would wipe the first one's uploads in progress.
+        let lock = shoal_core::store::lock_dir(&config.data_dir)?.ok_or_else(|| {
+            Error::Io(std::io::Error::other(format!(
+                "data directory {} is in use by another origin",
+                config.data_dir.display()
+            )))
+        })?;
         let store = BlobStore::open(&config.data_dir).await?;
         let db_path = config.data_dir.join("origin.db");
         let db = tokio::task::spawn_blocking(move || Db::open(&db_path)).await??;
@@ -192,51 +194,46 @@ impl Origin {
         });
         blobs::reconcile(&state).await?;
 
-        let tasks = TaskTracker::new();
+        let mut running = Running::new(&shutdown);
+        let tasks = running.tasks().clone();
         // First, so that a seeder that cannot start fails the start with nothing running.
         if let Some(peer) = listeners.peer {
             let seeding = {
                 let _span = tracing::info_span!("peer").entered();
-                seeder.start(peer, SeedSource::new(state.clone()), shutdown.clone())?
+                seeder.start(
+                    peer,
+                    SeedSource::new(state.clone()),
+                    tasks.shutdown().clone(),
+                )?
             };
-            tasks.spawn(seeding.instrument(tracing::info_span!("peer")));
+            tasks.spawn(tracing::info_span!("peer"), seeding);
         }
         let app = routes::router(state.clone(), registry);
-        let server = tokio::spawn(
-            shoal_core::telemetry::serve(
-                listeners.http,
-                app,
-                shutdown.clone(),
-                state.config.shutdown_grace,
-                state.config.server.clone(),
-            )
-            .instrument(tracing::info_span!("http", %addr)),
+        running.serve(
+            tracing::info_span!("http", %addr),
+            listeners.http,
+            app,
+            state.config.shutdown_grace,
+            state.config.server.clone(),
         );
         {
             let st = state.clone();
-            let token = shutdown.clone();
-            tasks.spawn(
-                async move {
-                    let ready = st.ready.clone();
-                    st.cluster.run(token, |c| ready.set(c.me().is_some())).await;
-                }
-                .instrument(tracing::info_span!("health")),
-            );
-        }
-        tasks.spawn(
-            queue::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("queue")),
-        );
-        tasks.spawn(
-            repair::run(state.clone(), shutdown.clone()).instrument(tracing::info_span!("repair")),
-        );
-        {
-            let ready = state.ready.clone();
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                token.cancelled().await;
-                ready.set(false);
+            let token = tasks.shutdown().clone();
+            tasks.spawn(tracing::info_span!("health"), async move {
+                let ready = st.ready.clone();
+                st.cluster.run(token, |c| ready.set(c.me().is_some())).await;
             });
         }
+        let token = tasks.shutdown();
+        tasks.spawn(
+            tracing::info_span!("queue"),
+            queue::run(state.clone(), token.clone()),
+        );
+        tasks.spawn(
+            tracing::info_span!("repair"),
+            repair::run(state.clone(), token.clone()),
+        );
+        tasks.unready_on_shutdown(state.ready.clone());
         if state.config.credentials.write_token.is_empty() {
             tracing::warn!(
                 "insecure = true and no credentials.write_token: anyone who reaches this origin \
@@ -258,28 +255,24 @@ impl Origin {
         );
         Ok(Origin {
             state,
-            tasks,
-            server,
-            shutdown,
+            running,
             addr,
             _lock: lock,
         })
     }
 
-    /// Waits until shutdown has been asked for and everything has stopped.
-    pub async fn wait(self) -> Result<(), Error> {
-        let served = self.server.await;
-        self.shutdown.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+    /// Waits until shutdown has been asked for and everything has stopped: the HTTP API
+    /// drains first (for up to the grace period), then the background tasks stop.
+    pub async fn wait(mut self) -> Result<(), Error> {
+        let served = self.running.drained().await;
+        self.running.close().await;
         tracing::info!(addr = %self.addr, "origin stopped");
-        served??;
-        Ok(())
+        Ok(served?)
     }
 
     /// Asks the origin to stop and waits until it has.
     pub async fn stop(self) -> Result<(), Error> {
-        self.shutdown.cancel();
+        self.running.stop();
         self.wait().await
     }
 

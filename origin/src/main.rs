@@ -1,16 +1,14 @@
-//! `shoal-origin`: parses flags, loads the config, binds, and runs the origin.
+//! `shoal-origin`: its flags, then the `main` every part shares
+//! (`shoal_core::lifecycle::main`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use shoal_core::cli::CommonArgs;
-use shoal_core::telemetry::cancel_on_signal;
-use shoal_origin::Listeners;
-use shoal_origin::config::{Config, ENV_PREFIX};
-use tokio_util::sync::CancellationToken;
+use shoal_core::cli::{CommonArgs, flag, parse};
+use shoal_core::lifecycle;
+use shoal_origin::{Config, Origin};
 
 /// Shoal's origin: durable blob and tag storage on a ring of origins, and the first seeder
 /// of every swarm.
@@ -54,79 +52,20 @@ struct Args {
     replicas: Option<usize>,
 }
 
-/// A flag's value as a TOML string, so that text such as `123` or `true` stays text.
-fn text(v: Option<impl ToString>) -> Option<toml::Value> {
-    v.map(|v| toml::Value::String(v.to_string()))
-}
-
-fn load(args: &Args) -> Result<Config, shoal_core::config::ConfigError> {
-    let members = (!args.members.is_empty()).then(|| {
-        toml::Value::Array(
-            args.members
-                .iter()
-                .map(|m| toml::Value::String(m.clone()))
-                .collect(),
-        )
-    });
-    args.common
-        .sources(ENV_PREFIX)?
-        .set("listen", text(args.listen))
-        .set("peer.listen", text(args.peer_listen))
-        .set(
-            "data_dir",
-            text(args.data_dir.as_ref().map(|d| d.display())),
-        )
-        .set("advertise_url", text(args.advertise_url.as_ref()))
-        .set("cluster.members", members)
-        .set("cluster.dns", text(args.dns.as_ref()))
-        .set("replicas", args.replicas)
-        .load()
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match args.common.start("shoal-origin", || load(&args)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("shoal-origin: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "shoal-origin failed");
-            ExitCode::FAILURE
-        }
+impl Args {
+    /// The flags given, over the config from every other source.
+    fn apply(&self, c: &mut Config) {
+        flag(&mut c.listen, &self.listen);
+        flag(&mut c.peer.listen, &self.peer_listen);
+        flag(&mut c.data_dir, &self.data_dir);
+        flag(&mut c.advertise_url, &self.advertise_url);
+        flag(&mut c.cluster.members, &self.members);
+        flag(&mut c.cluster.dns, &self.dns);
+        flag(&mut c.replicas, &self.replicas);
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let http = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the HTTP API on {}", config.listen))?;
-    let peer = tokio::net::TcpListener::bind(config.peer.listen)
-        .await
-        .with_context(|| format!("binding the peer protocol on {}", config.peer.listen))?;
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    let registry = prometheus::Registry::new();
-    shoal_origin::run(
-        config,
-        Listeners {
-            http,
-            peer: Some(peer),
-        },
-        registry,
-        shutdown,
-    )
-    .await?;
-    Ok(())
+fn main() -> ExitCode {
+    let args: Args = parse();
+    lifecycle::main::<Origin>(&args.common, |c| args.apply(c))
 }

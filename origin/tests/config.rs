@@ -24,18 +24,24 @@ fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
 }
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// `openssl genpkey -algorithm ed25519`.
+const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+    MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
+    -----END PRIVATE KEY-----\n";
 
 #[test]
 fn the_example_config_loads_and_shows_every_key_at_its_default() {
-    // The example leaves the write token to the environment, as it advises.
+    // The example leaves the write token and the metainfo key to the environment, as it
+    // advises.
     let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-        .load_with_env(vec![(
-            "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
-            TOKEN.into(),
-        )])
+        .load_with_env(vec![
+            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(), TOKEN.into()),
+            ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), KEY.into()),
+        ])
         .unwrap();
     let mut want = Config::default();
     want.credentials.write_token = shoal_origin::config::Secret::new(TOKEN);
+    want.credentials.metainfo_key = shoal_origin::config::Secret::new(KEY);
     assert_eq!(loaded, want);
 
     let text = std::fs::read_to_string(example()).unwrap();
@@ -119,6 +125,7 @@ fn check_config_prints_the_merged_config() {
         ])
         .env("SHOAL_ORIGIN_REPAIR__INTERVAL", "30m")
         .env("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN)
+        .env("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY)
         .output()
         .unwrap();
     assert!(

@@ -171,8 +171,17 @@ impl Validate for Config {
         if self.auth.realm.contains('"') || self.auth.realm.chars().any(char::is_control) {
             problems.push("auth.realm must not contain quotes or control characters".into());
         }
-        if self.auth.htpasswd.is_none() && !self.auth.push_users.is_empty() {
-            problems.push("auth.push_users needs auth.htpasswd".into());
+        match &self.auth.htpasswd {
+            None if !self.auth.push_users.is_empty() => {
+                problems.push("auth.push_users needs auth.htpasswd".into());
+            }
+            // Read as start-up reads it, so that a check finds what start-up would refuse.
+            Some(path) => {
+                if let Err(e) = crate::auth::Htpasswd::load(path) {
+                    problems.push(format!("auth.htpasswd: {e}"));
+                }
+            }
+            None => {}
         }
     }
 }

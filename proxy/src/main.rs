@@ -1,16 +1,14 @@
-//! `shoal-proxy`: flags and config in, [`shoal_proxy::run`] out.
+//! `shoal-proxy`: its flags, then the `main` every part shares
+//! (`shoal_core::lifecycle::main`); and the `htpasswd` subcommand.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use shoal_core::cli::CommonArgs;
-use shoal_core::config::{ConfigError, EX_CONFIG};
-use shoal_core::telemetry::cancel_on_signal;
-use shoal_proxy::Config;
-use shoal_proxy::config::ENV_PREFIX;
-use tokio_util::sync::CancellationToken;
+use shoal_core::cli::{CommonArgs, flag, parse};
+use shoal_core::config::EX_CONFIG;
+use shoal_core::lifecycle;
+use shoal_proxy::{Config, Proxy};
 
 /// The write side of a Shoal registry: the OCI distribution API, storing on the origins.
 ///
@@ -75,57 +73,18 @@ fn htpasswd(user: &str) -> ExitCode {
     }
 }
 
-fn load(args: &Args) -> Result<Config, ConfigError> {
-    let origins = (!args.origins.is_empty()).then(|| {
-        toml::Value::Array(
-            args.origins
-                .iter()
-                .map(|o| toml::Value::String(o.clone()))
-                .collect(),
-        )
-    });
-    args.common
-        .sources(ENV_PREFIX)?
-        .set(
-            "listen",
-            args.listen.map(|a| toml::Value::String(a.to_string())),
-        )
-        .set("origins", origins)
-        .load()
+impl Args {
+    /// The flags given, over the config from every other source.
+    fn apply(&self, c: &mut Config) {
+        flag(&mut c.listen, &self.listen);
+        flag(&mut c.origins, &self.origins);
+    }
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse();
     if let Some(Command::Htpasswd { user }) = &args.command {
         return htpasswd(user);
     }
-    let config = match args.common.start("shoal-proxy", || load(&args)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => match e.downcast_ref::<shoal_proxy::ProxyError>() {
-            Some(p) if p.is_config() => {
-                eprintln!("shoal-proxy: {p}");
-                ExitCode::from(EX_CONFIG as u8)
-            }
-            _ => {
-                tracing::error!(error = format!("{e:#}"), "shoal-proxy failed");
-                ExitCode::FAILURE
-            }
-        },
-    }
-}
-
-#[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let registry = prometheus::Registry::new();
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    shoal_proxy::run(config, listener, registry, shutdown).await?;
-    Ok(())
+    lifecycle::main::<Proxy>(&args.common, |c| args.apply(c))
 }

@@ -1,9 +1,7 @@
-//! Which registry resource a `/v2/…` path names.
-//!
-//! Repository names contain `/`, so the path is one wildcard read from its end: the last one
-//! to three segments say what it is, the rest is the name. A name that ends in `blobs` or
-//! `manifests` is fine because the suffixes are matched before the name is cut off.
+//! Which registry resource a `/v2/…` path names ([`shoal_core::distribution`] reads the
+//! path), with its repository name checked, and the bounded route label of metrics.
 
+use shoal_core::distribution::{Resource, V2Path};
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::reference::RepoName;
 
@@ -94,87 +92,43 @@ pub fn classify(path: &str) -> RouteClass {
     let Some(rest) = path.strip_prefix("/v2") else {
         return RouteClass::Other;
     };
-    match shape(rest.strip_prefix('/').unwrap_or(rest)) {
-        Some((shape, _)) => shape.class(),
+    match V2Path::after_v2(rest.strip_prefix('/').unwrap_or(rest)) {
+        Some(p) => class_of(lenient(p.resource)),
         None => RouteClass::Other,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Base,
-    Catalog,
-    Tags,
-    Manifest,
-    Blob,
-    UploadStart,
-    Upload,
-    Referrers,
-}
-
-impl Shape {
-    fn class(self) -> RouteClass {
-        match self {
-            Shape::Base => RouteClass::Base,
-            Shape::Catalog => RouteClass::Catalog,
-            Shape::Tags => RouteClass::Tags,
-            Shape::Manifest => RouteClass::Manifest,
-            Shape::Blob => RouteClass::Blob,
-            Shape::UploadStart | Shape::Upload => RouteClass::Upload,
-            Shape::Referrers => RouteClass::Referrers,
-        }
+fn class_of(resource: Resource) -> RouteClass {
+    match resource {
+        Resource::Base => RouteClass::Base,
+        Resource::Catalog => RouteClass::Catalog,
+        Resource::Tags => RouteClass::Tags,
+        Resource::Manifest(_) => RouteClass::Manifest,
+        Resource::Blob(_) => RouteClass::Blob,
+        Resource::UploadStart | Resource::Upload(_) => RouteClass::Upload,
+        Resource::Referrers(_) => RouteClass::Referrers,
     }
 }
 
-/// The shape and the name part of a path after `/v2/`, from its suffix alone.
-fn shape(rest: &str) -> Option<(Shape, &str)> {
-    if rest.is_empty() {
-        return Some((Shape::Base, ""));
+/// Clients start uploads at `<name>/blobs/uploads` without the final slash too.
+fn lenient(resource: Resource) -> Resource {
+    match resource {
+        Resource::Blob("uploads") => Resource::UploadStart,
+        r => r,
     }
-    if rest == "_catalog" {
-        return Some((Shape::Catalog, ""));
-    }
-    let segs: Vec<&str> = rest.split('/').collect();
-    let n = segs.len();
-    let name_of = |k: usize| -> &str {
-        // The name is everything before the last `k` segments (and their slash, which an
-        // empty name does not have).
-        let cut: usize = segs[n - k..].iter().map(|s| s.len() + 1).sum();
-        &rest[..rest.len().saturating_sub(cut)]
-    };
-    if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
-        let shape = if segs[n - 1].is_empty() {
-            Shape::UploadStart
-        } else {
-            Shape::Upload
-        };
-        return Some((shape, name_of(3)));
-    }
-    if n >= 2 {
-        let shape = match (segs[n - 2], segs[n - 1]) {
-            ("blobs", "uploads") => Shape::UploadStart,
-            ("tags", "list") => Shape::Tags,
-            ("manifests", _) => Shape::Manifest,
-            ("blobs", _) => Shape::Blob,
-            ("referrers", _) => Shape::Referrers,
-            _ => return None,
-        };
-        return Some((shape, name_of(2)));
-    }
-    None
 }
 
 /// Parses the part of a path after `/v2/`. `None` means no registry resource has this
 /// shape; an error means it has one but names an invalid repository.
 pub fn parse(rest: &str) -> Option<Result<Route, ApiError>> {
-    let (shape, name) = shape(rest)?;
-    let last = rest.rsplit('/').next().unwrap_or("").to_owned();
-    match shape {
-        Shape::Base => return Some(Ok(Route::Base)),
-        Shape::Catalog => return Some(Ok(Route::Catalog)),
+    let V2Path { name, resource } = V2Path::after_v2(rest)?;
+    let resource = lenient(resource);
+    match resource {
+        Resource::Base => return Some(Ok(Route::Base)),
+        Resource::Catalog => return Some(Ok(Route::Catalog)),
         _ => {}
     }
-    let name: RepoName = match name.parse() {
+    let name: RepoName = match name.unwrap_or("").parse() {
         Ok(n) => n,
         Err(e) => {
             return Some(Err(ApiError::new(
@@ -183,14 +137,14 @@ pub fn parse(rest: &str) -> Option<Result<Route, ApiError>> {
             )));
         }
     };
-    Some(Ok(match shape {
-        Shape::Base | Shape::Catalog => return None,
-        Shape::Tags => Route::Tags(name),
-        Shape::Manifest => Route::Manifest(name, last),
-        Shape::Blob => Route::Blob(name, last),
-        Shape::Referrers => Route::Referrers(name, last),
-        Shape::UploadStart => Route::UploadStart(name),
-        Shape::Upload => Route::Upload(name, last),
+    Some(Ok(match resource {
+        Resource::Base | Resource::Catalog => return None,
+        Resource::Tags => Route::Tags(name),
+        Resource::Manifest(r) => Route::Manifest(name, r.to_owned()),
+        Resource::Blob(d) => Route::Blob(name, d.to_owned()),
+        Resource::Referrers(d) => Route::Referrers(name, d.to_owned()),
+        Resource::UploadStart => Route::UploadStart(name),
+        Resource::Upload(id) => Route::Upload(name, id.to_owned()),
     }))
 }
 

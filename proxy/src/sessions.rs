@@ -26,6 +26,7 @@ use futures::{Stream, StreamExt};
 use shoal_core::digest::{Algorithm, Hasher};
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::reference::RepoName;
+use shoal_core::tasks::Tasks;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
@@ -285,19 +286,15 @@ impl Sessions {
         }
     }
 
-    /// Expires idle sessions now and then until `shutdown`.
-    pub fn spawn_reaper(self: &Arc<Self>, shutdown: CancellationToken) {
+    /// Expires idle sessions now and then, on `tasks`, until they stop.
+    pub fn spawn_reaper(self: &Arc<Self>, tasks: &Tasks) {
         let sessions = self.clone();
         let every = (self.idle_timeout.min(self.max_lifetime) / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = tick.tick() => { sessions.expire().await; }
-                }
+        tasks.every(tracing::info_span!("reaper"), every, move || {
+            let sessions = sessions.clone();
+            async move {
+                sessions.expire().await;
             }
         });
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use shoal_core::origin_client::OriginClient;
+use shoal_core::tasks::Tasks;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
@@ -21,6 +22,8 @@ pub struct Inner {
     pub sessions: Arc<Sessions>,
     pub auth: Option<Auth>,
     pub metrics: Metrics,
+    /// The upload reaper and chunk writers; they end with the proxy.
+    pub tasks: Tasks,
 }
 
 impl std::ops::Deref for AppState {
@@ -33,7 +36,8 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Builds the shared state: registers the metrics on `registry`, reads the htpasswd
-    /// file, takes the spool directory and starts expiring idle uploads until `shutdown`.
+    /// file, takes the spool directory and starts expiring idle uploads until `shutdown`
+    /// (on [`Inner::tasks`]).
     pub async fn new(
         config: Config,
         registry: &prometheus::Registry,
@@ -58,13 +62,15 @@ impl AppState {
         })?
         .bounded(config.uploads.max_size.bytes(), config.uploads.max_lifetime);
         let sessions = Arc::new(sessions);
-        sessions.spawn_reaper(shutdown);
+        let tasks = Tasks::new(&shutdown);
+        sessions.spawn_reaper(&tasks);
         Ok(AppState(Arc::new(Inner {
             config,
             origins,
             sessions,
             auth,
             metrics,
+            tasks,
         })))
     }
 }

@@ -1591,15 +1591,30 @@ fn every_example_config_passes_the_binarys_check_config() {
                 path.display().to_string(),
                 "--check-config".to_owned(),
             ];
-            // The examples leave the tokens to the environment, as they advise.
+            // The examples leave the tokens and the metainfo keys to the environment, as
+            // they advise.
             let env = [
                 (
                     "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".to_owned(),
                     "0123456789abcdef0123456789abcdef".to_owned(),
                 ),
                 (
+                    "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".to_owned(),
+                    "-----BEGIN PRIVATE KEY-----\n\
+                     MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
+                     -----END PRIVATE KEY-----\n"
+                        .to_owned(),
+                ),
+                (
                     "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".to_owned(),
                     "fedcba9876543210fedcba9876543210".to_owned(),
+                ),
+                (
+                    "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".to_owned(),
+                    "-----BEGIN PUBLIC KEY-----\n\
+                     MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
+                     -----END PUBLIC KEY-----\n"
+                        .to_owned(),
                 ),
             ];
             let out = run(bin, &args, &env);

@@ -31,6 +31,13 @@ pub enum TrackerError {
     Io(#[from] std::io::Error),
 }
 
+impl TrackerError {
+    /// Whether the config is to blame (the process exits with `EX_CONFIG`).
+    pub fn is_config(&self) -> bool {
+        matches!(self, TrackerError::NoCredentials | TrackerError::Origin(_))
+    }
+}
+
 impl From<TrackerError> for ApiError {
     fn from(e: TrackerError) -> Self {
         match e {

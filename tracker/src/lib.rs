@@ -13,7 +13,10 @@
 //! - `testing` (feature `testing`, never in a shipped binary): a tracker on a free port, for
 //!   tests of any crate.
 //!
-//! [`run`] is the whole tracker; `main.rs` only parses flags, loads the config and binds.
+//! [`Tracker::start`] serves the API and starts the expiry sweep and the origins' refresh;
+//! [`Tracker::wait`] returns once shutdown is over; [`run`] is both (the shape of every
+//! part: `shoal_core::lifecycle`). [`App`] is the same tracker serving nothing, for
+//! in-process tests.
 #![forbid(unsafe_code)]
 
 pub mod answer;
@@ -27,16 +30,18 @@ pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::origin_client::OriginClient;
+use shoal_core::tasks::{Running, Tasks};
 use shoal_core::telemetry::{Readiness, ops_router};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use config::Config;
 use config::Credentials;
@@ -65,32 +70,48 @@ pub struct Shared {
     pub credentials: Credentials,
 }
 
-/// A tracker, assembled but not yet serving.
-pub struct Tracker {
+/// A tracker assembled but serving nothing: its state and router. [`Tracker::start`] serves
+/// one; in-process tests call its router and start its loops themselves.
+pub struct App {
     state: AppState,
     client: Arc<OriginClient>,
     registry: prometheus::Registry,
     ready: Readiness,
+    tasks: Tasks,
     interval: Duration,
     origin_refresh: Duration,
     grace: Duration,
     server: shoal_core::telemetry::ServerConfig,
 }
 
-impl Tracker {
+impl App {
     /// A tracker with the in-memory peer table.
     pub fn new(config: &Config, registry: prometheus::Registry) -> Result<Self, TrackerError> {
-        let table = Arc::new(MemoryTable::new(config.table.clone(), config.peer_ttl()));
-        Self::with_store(config, registry, table)
+        Self::with_store(config, registry, memory_table(config))
     }
 
-    /// A tracker over any peer store (a shared one, for several trackers). Refuses
-    /// ([`TrackerError::NoCredentials`]) a config with no read token unless it says
-    /// `insecure = true`, whoever built it.
+    /// A tracker over any peer store (a shared one, for several trackers). Its tasks (the
+    /// metainfo fetches, the loops a test starts) end when they are done.
     pub fn with_store(
         config: &Config,
         registry: prometheus::Registry,
         table: Arc<dyn PeerStore>,
+    ) -> Result<Self, TrackerError> {
+        Self::build(
+            config,
+            registry,
+            table,
+            Tasks::new(&CancellationToken::new()),
+        )
+    }
+
+    /// Refuses ([`TrackerError::NoCredentials`]) a config with no read token unless it
+    /// says `insecure = true`, whoever built it.
+    fn build(
+        config: &Config,
+        registry: prometheus::Registry,
+        table: Arc<dyn PeerStore>,
+        tasks: Tasks,
     ) -> Result<Self, TrackerError> {
         if config.credentials.read_token.is_empty() {
             if !config.insecure {
@@ -107,6 +128,7 @@ impl Tracker {
             Arc::clone(&client),
             &config.metainfo,
             metrics.clone(),
+            tasks.clone(),
         ));
         let state = Arc::new(Shared {
             table,
@@ -118,11 +140,12 @@ impl Tracker {
             trust_announced_addr: config.trust_announced_addr,
             credentials: config.credentials.clone(),
         });
-        Ok(Tracker {
+        Ok(App {
             state,
             client,
             registry,
             ready: Readiness::default(),
+            tasks,
             interval: config.announce_interval,
             origin_refresh: config.origin_refresh,
             grace: config.shutdown_grace,
@@ -135,7 +158,7 @@ impl Tracker {
     }
 
     /// Every endpoint: the API and `/health`, `/ready`, `/metrics`. Announce needs the
-    /// caller's address: serve it with connect info (as [`Tracker::serve`] does), or give
+    /// caller's address: serve it with connect info (as [`Tracker::start`] does), or give
     /// in-process requests a `MockConnectInfo` layer.
     pub fn router(&self) -> Router {
         routes::api(self.state.clone())
@@ -147,50 +170,42 @@ impl Tracker {
     /// gauges current.
     pub fn spawn_expiry(&self, shutdown: CancellationToken) -> JoinHandle<()> {
         let state = Arc::clone(&self.state);
-        let every = self.interval;
-        tokio::spawn(
+        let round = move || {
+            let state = Arc::clone(&state);
             async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        _ = tick.tick() => {}
+                match state.table.expire().await {
+                    Ok(n) => state.metrics.expired.inc_by(n as u64),
+                    Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+                match state.table.stats().await {
+                    Ok(s) => {
+                        state.metrics.swarms.set(s.swarms as i64);
+                        state.metrics.peers.set(s.peers as i64);
                     }
-                    match state.table.expire().await {
-                        Ok(n) => state.metrics.expired.inc_by(n as u64),
-                        Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
-                    }
-                    match state.table.stats().await {
-                        Ok(s) => {
-                            state.metrics.swarms.set(s.swarms as i64);
-                            state.metrics.peers.set(s.peers as i64);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot read the table's size"),
-                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the table's size"),
                 }
             }
-            .instrument(tracing::info_span!("expiry")),
-        )
+        };
+        let every = self.interval;
+        self.tasks.spawn(tracing::info_span!("expiry"), async move {
+            shoal_core::tasks::every(every, &shutdown, round).await;
+        })
     }
 
     /// Learns the origins' peer ids and ports now and every `origin_refresh` until
-    /// `shutdown`; the tracker is ready once the first round is over, whatever it found.
-    pub fn spawn_origin_refresh(&self, shutdown: CancellationToken) -> JoinHandle<()> {
+    /// shutdown; the tracker is ready once the first round is over, whatever it found.
+    fn spawn_origin_refresh(&self) {
         let origins = Arc::clone(&self.state.origins);
         let client = Arc::clone(&self.client);
         let metrics = self.state.metrics.clone();
         let ready = self.ready.clone();
-        let every = self.origin_refresh;
-        tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
+        self.tasks.every(
+            tracing::info_span!("origin_refresh"),
+            self.origin_refresh,
+            move || {
+                let (origins, client) = (Arc::clone(&origins), Arc::clone(&client));
+                let (metrics, ready) = (metrics.clone(), ready.clone());
+                async move {
                     let up = origins.refresh(&client, INFO_TIMEOUT).await;
                     metrics.origins_up.set(up as i64);
                     if !ready.is_ready() {
@@ -202,59 +217,100 @@ impl Tracker {
                         ready.set(true);
                     }
                 }
-            }
-            .instrument(tracing::info_span!("origin_refresh")),
-        )
-    }
-
-    /// Serves on `listener` until `shutdown` is cancelled, then drains for up to the
-    /// configured grace period.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> Result<(), TrackerError> {
-        let addr = listener.local_addr()?;
-        let tasks = shutdown.child_token();
-        let expiry = self.spawn_expiry(tasks.clone());
-        let refresh = self.spawn_origin_refresh(tasks.clone());
-        tracing::info!(%addr, origins = self.state.origins.members().len(), "tracker serving");
-
-        let ready = self.ready.clone();
-        let draining = shutdown.clone();
-        // Not ready from the moment the drain starts, so balancers stop sending announces.
-        tokio::spawn(async move {
-            draining.cancelled().await;
-            ready.set(false);
-        });
-        let result = shoal_core::telemetry::serve(
-            listener,
-            self.router(),
-            shutdown,
-            self.grace,
-            self.server.clone(),
-        )
-        .await;
-        tasks.cancel();
-        for task in [expiry, refresh] {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "tracker task failed");
-            }
-        }
-        tracing::info!(%addr, "tracker stopped");
-        result.map_err(TrackerError::from)
+            },
+        );
     }
 }
 
-/// The whole tracker: serves `config` on `listener` until `shutdown` is cancelled.
-/// Metrics go to `registry`.
+fn memory_table(config: &Config) -> Arc<dyn PeerStore> {
+    Arc::new(MemoryTable::new(config.table.clone(), config.peer_ttl()))
+}
+
+/// A running tracker. Dropping it stops it.
+pub struct Tracker {
+    app: App,
+    running: Running,
+    addr: SocketAddr,
+}
+
+impl Tracker {
+    /// Serves `config` on `listener` with the in-memory peer table until `shutdown` is
+    /// cancelled: the API, the expiry sweep and the origins' refresh. Metrics go to
+    /// `registry`.
+    pub async fn start(
+        config: Config,
+        listener: TcpListener,
+        registry: prometheus::Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Self, TrackerError> {
+        let app = App::build(
+            &config,
+            registry,
+            memory_table(&config),
+            Tasks::new(&shutdown),
+        )?;
+        let addr = listener.local_addr()?;
+        let mut running = Running::with_tasks(app.tasks.clone());
+        app.spawn_expiry(app.tasks.shutdown().clone());
+        app.spawn_origin_refresh();
+        // Not ready from the moment the drain starts, so balancers stop sending announces.
+        app.tasks.unready_on_shutdown(app.ready.clone());
+        running.serve(
+            tracing::info_span!("http", %addr),
+            listener,
+            app.router(),
+            app.grace,
+            app.server.clone(),
+        );
+        tracing::info!(%addr, origins = app.state.origins.members().len(), "tracker serving");
+        Ok(Tracker { app, running, addr })
+    }
+
+    /// Waits until shutdown has been asked for and everything has stopped: the API drains
+    /// for up to the grace period, then the loops stop.
+    pub async fn wait(mut self) -> Result<(), TrackerError> {
+        let served = self.running.drained().await;
+        self.running.close().await;
+        tracing::info!(addr = %self.addr, "tracker stopped");
+        Ok(served?)
+    }
+
+    /// Asks the tracker to stop and waits until it has.
+    pub async fn stop(self) -> Result<(), TrackerError> {
+        self.running.stop();
+        self.wait().await
+    }
+
+    /// The address the API is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        self.app.state()
+    }
+}
+
+/// Starts a tracker and waits until `shutdown` is cancelled and it has stopped.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     registry: prometheus::Registry,
     shutdown: CancellationToken,
 ) -> Result<(), TrackerError> {
-    Tracker::new(&config, registry)?
-        .serve(listener, shutdown)
+    Tracker::start(config, listener, registry, shutdown)
+        .await?
+        .wait()
         .await
+}
+
+// The shape every part shares (`shoal_core::lifecycle::Part`), for the `main` they share.
+shoal_core::part!(
+    Tracker: Config, TcpListener, TrackerError;
+    "shoal-tracker", config::ENV_PREFIX, bind_api
+);
+
+/// Binds `listen`.
+async fn bind_api(config: &Config) -> Result<TcpListener, BindError> {
+    bind("the HTTP API", config.listen).await
 }

@@ -1,16 +1,15 @@
-//! `shoal-tracker`: flags and config in, [`shoal_tracker::run`] out.
+//! `shoal-tracker`: its flags, then the `main` every part shares
+//! (`shoal_core::lifecycle::main`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use shoal_core::cli::CommonArgs;
-use shoal_core::config::ConfigError;
-use shoal_core::telemetry::cancel_on_signal;
-use shoal_tracker::Config;
-use shoal_tracker::config::ENV_PREFIX;
-use tokio_util::sync::CancellationToken;
+use shoal_core::cli::{CommonArgs, flag, parse};
+use shoal_core::lifecycle;
+use shoal_core::units::duration;
+use shoal_tracker::{Config, Tracker};
 
 /// Shoal's tracker: which peers hold the blob a downloader wants, and the blob's metainfo.
 ///
@@ -39,8 +38,8 @@ struct Args {
     handout_size: Option<usize>,
 
     /// Announce interval told to peers, such as `3s` (`announce_interval`).
-    #[arg(long, value_name = "DURATION")]
-    announce_interval: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    announce_interval: Option<Duration>,
 
     /// Honour the address peers announce instead of the source address
     /// (`trust_announced_addr`).
@@ -48,59 +47,19 @@ struct Args {
     trust_announced_addr: bool,
 }
 
-fn load(args: &Args) -> Result<Config, ConfigError> {
-    let origins = (!args.origins.is_empty()).then(|| {
-        toml::Value::Array(
-            args.origins
-                .iter()
-                .map(|o| toml::Value::String(o.clone()))
-                .collect(),
-        )
-    });
-    let announce_interval = args
-        .announce_interval
-        .as_ref()
-        .map(|d| toml::Value::String(d.clone()));
-    args.common
-        .sources(ENV_PREFIX)?
-        .set(
-            "listen",
-            args.listen.map(|a| toml::Value::String(a.to_string())),
-        )
-        .set("origins", origins)
-        .set("replicas", args.replicas)
-        .set("handout_size", args.handout_size)
-        .set("announce_interval", announce_interval)
-        .set(
-            "trust_announced_addr",
-            args.trust_announced_addr.then_some(true),
-        )
-        .load()
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match args.common.start("shoal-tracker", || load(&args)) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match serve(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "shoal-tracker failed");
-            ExitCode::FAILURE
-        }
+impl Args {
+    /// The flags given, over the config from every other source.
+    fn apply(&self, c: &mut Config) {
+        flag(&mut c.listen, &self.listen);
+        flag(&mut c.origins, &self.origins);
+        flag(&mut c.replicas, &self.replicas);
+        flag(&mut c.handout_size, &self.handout_size);
+        flag(&mut c.announce_interval, &self.announce_interval);
+        flag(&mut c.trust_announced_addr, &self.trust_announced_addr);
     }
 }
 
-#[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let registry = prometheus::Registry::new();
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    shoal_tracker::run(config, listener, registry, shutdown).await?;
-    Ok(())
+fn main() -> ExitCode {
+    let args: Args = parse();
+    lifecycle::main::<Tracker>(&args.common, |c| args.apply(c))
 }

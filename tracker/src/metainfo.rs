@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use shoal_core::origin_client::OriginClient;
+use shoal_core::tasks::Tasks;
 use shoal_core::{ApiError, Digest, ErrorCode};
 use tokio::sync::Semaphore;
 
@@ -91,6 +92,8 @@ pub struct MetainfoCache {
     fetches: Semaphore,
     timeout: Duration,
     metrics: Metrics,
+    /// Where fetches run: they end with the tracker.
+    tasks: Tasks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,7 +113,12 @@ impl Drop for Landing<'_> {
 }
 
 impl MetainfoCache {
-    pub fn new(client: Arc<OriginClient>, config: &MetainfoConfig, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Arc<OriginClient>,
+        config: &MetainfoConfig,
+        metrics: Metrics,
+        tasks: Tasks,
+    ) -> Self {
         MetainfoCache {
             client,
             cache: Mutex::new(Lru::new(
@@ -120,6 +128,7 @@ impl MetainfoCache {
             fetches: Semaphore::new(config.max_concurrent_fetches),
             timeout: config.fetch_timeout,
             metrics,
+            tasks,
         }
     }
 
@@ -150,7 +159,16 @@ impl MetainfoCache {
                     // The task cannot take itself off the map before it is on it: landing
                     // needs the lock held here.
                     let this = Arc::clone(self);
-                    let task = tokio::spawn(async move { this.fetch(digest).await });
+                    let shutdown = self.tasks.shutdown().clone();
+                    let task = self.tasks.spawn(tracing::Span::current(), async move {
+                        tokio::select! {
+                            r = this.fetch(digest) => r,
+                            () = shutdown.cancelled() => Err(ApiError::new(
+                                ErrorCode::Unavailable,
+                                "the tracker is shutting down",
+                            )),
+                        }
+                    });
                     let flight = async move {
                         task.await.unwrap_or_else(|e| {
                             Err(ApiError::internal(format!("metainfo fetch: {e}")))

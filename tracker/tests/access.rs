@@ -11,7 +11,7 @@ use http::StatusCode;
 use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::testing::{metric_value, metrics_text};
 use shoal_core::{Digest, ErrorCode};
-use shoal_tracker::Tracker;
+use shoal_tracker::App;
 use shoal_tracker::testing::TestTracker;
 use support::*;
 
@@ -116,7 +116,7 @@ async fn an_announce_or_metainfo_request_without_the_read_token_gets_401() {
 async fn a_tracker_without_a_read_token_refuses_to_start_unless_insecure() {
     let mut c = config(vec!["http://127.0.0.1:9".into()]);
     c.credentials.read_token = shoal_core::auth::Secret::default();
-    let err = Tracker::new(&c, prometheus::Registry::new()).err().unwrap();
+    let err = App::new(&c, prometheus::Registry::new()).err().unwrap();
     assert!(
         matches!(err, shoal_tracker::TrackerError::NoCredentials),
         "{err}"

@@ -4,10 +4,10 @@ use axum::body::Body;
 use axum::response::Response;
 use http::StatusCode;
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG};
+use shoal_core::distribution::DOCKER_CONTENT_DIGEST;
 use shoal_core::reference::RepoName;
 use shoal_core::{ApiError, Digest};
 
-use super::DOCKER_CONTENT_DIGEST;
 use crate::blobs;
 use crate::state::AppState;
 

@@ -4,9 +4,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use shoal_core::ApiError;
+use shoal_core::distribution::DOCKER_CONTENT_DIGEST;
 use shoal_core::reference::{Reference, RepoName};
 
-use super::DOCKER_CONTENT_DIGEST;
 use crate::manifests;
 use crate::state::AppState;
 

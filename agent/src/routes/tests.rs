@@ -1,47 +1,37 @@
 use super::*;
 
 #[test]
-fn paths_parse_from_their_end() {
-    use V2Path::*;
+fn paths_are_read_from_their_end_and_only_pulls_are_served() {
     let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    assert_eq!(V2Path::parse("/v2/"), Base);
-    assert_eq!(V2Path::parse("/v2"), Base);
+    let served = |path: &str| class(V2Path::parse(path));
+    assert_eq!(served("/v2/"), RouteClass::Base);
+    assert_eq!(served("/v2"), RouteClass::Base);
     assert_eq!(
-        V2Path::parse("/v2/library/alpine/manifests/3.20"),
-        Manifest {
-            name: "library/alpine",
-            reference: "3.20"
-        }
+        served("/v2/library/alpine/manifests/3.20"),
+        RouteClass::Manifest
     );
     assert_eq!(
-        V2Path::parse(&format!("/v2/a/blobs/b/blobs/{d}")),
-        Blob {
-            name: "a/blobs/b",
-            digest: d
-        }
+        served(&format!("/v2/a/blobs/b/blobs/{d}")),
+        RouteClass::Blob
     );
-    assert_eq!(
-        V2Path::parse("/v2/a/manifests/tags/list"),
-        Tags {
-            name: "a/manifests"
-        }
-    );
-    assert_eq!(
-        V2Path::parse("/v2/x/manifests/"),
-        Manifest {
-            name: "x",
-            reference: ""
-        }
-    );
+    assert_eq!(served("/v2/a/manifests/tags/list"), RouteClass::Tags);
+    assert_eq!(served("/v2/x/manifests/"), RouteClass::Manifest);
+    // A blob named `uploads`, as the grammar reads it; its digest is then refused.
+    assert_eq!(served("/v2/a/blobs/uploads"), RouteClass::Blob);
     for unknown in [
         "/v2x",
         "/v3/",
         "/v2/alpine",
         "/v2/alpine/layers/abc",
         "/v2/manifests/latest",
+        "/v2/tags/list",
+        "/v2/_catalog",
+        "/v2/a/blobs/uploads/",
+        "/v2/a/blobs/uploads/abc",
+        "/v2/a/referrers/sha256:00",
         "/",
     ] {
-        assert_eq!(V2Path::parse(unknown), Unknown, "{unknown}");
+        assert_eq!(served(unknown), RouteClass::Other, "{unknown}");
     }
 }
 

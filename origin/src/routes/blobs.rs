@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use http::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use shoal_core::Digest;
+use shoal_core::distribution::DOCKER_CONTENT_DIGEST;
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::origin_client::{BlobEntry, BlobList, blob_key};
 use shoal_core::range::{self, RangeRequest};
@@ -22,8 +23,6 @@ use super::{Asked, Params, ask_owners, is_forwarded, relay};
 use crate::blobs;
 use crate::db::Task;
 use crate::state::{AppState, Shared};
-
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 pub fn routes() -> Router<AppState> {
     Router::new()

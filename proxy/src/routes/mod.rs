@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::StreamExt;
+use shoal_core::distribution::{API_VERSION, API_VERSION_VALUE};
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::origin_client::OriginError;
 use shoal_core::telemetry::{Readiness, ops_router};
@@ -33,11 +34,9 @@ use crate::path::{self, Route};
 use crate::state::AppState;
 use crate::stream::{BoxError, ByteStream, Stall};
 
-pub const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-pub const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
-pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
-pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub use shoal_core::distribution::{
+    DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_FILTERS_APPLIED, OCI_SUBJECT,
+};
 
 /// The whole proxy: the registry API, `/health`, `/ready` and `/metrics`.
 pub fn app(state: AppState, registry: prometheus::Registry, ready: Readiness) -> Router {
@@ -63,8 +62,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let span = tracing::info_span!("request", %method, path = %req.uri().path());
     let started = Instant::now();
     let mut res = next.run(req).instrument(span).await;
-    res.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    res.headers_mut().insert(API_VERSION, API_VERSION_VALUE);
     let status = res.status();
     s.metrics
         .requests

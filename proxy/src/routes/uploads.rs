@@ -20,7 +20,6 @@ use futures::StreamExt;
 use shoal_core::digest::{Algorithm, Digest};
 use shoal_core::error::{ApiError, ErrorCode};
 use shoal_core::reference::RepoName;
-use tracing::Instrument;
 
 use super::blobs::parse_digest;
 use super::{
@@ -150,16 +149,14 @@ pub async fn patch(
     let stream = body_stream(s, body);
     // The chunk is written by a task of its own, so that a client going away mid-chunk
     // cannot leave the spool half-updated (see `sessions`).
-    let task = tokio::spawn(
-        session
-            .clone()
-            .append(
-                stream,
-                range,
-                content_length(headers),
-                s.config.uploads.body_timeout,
-            )
-            .instrument(tracing::Span::current()),
+    let task = s.tasks.spawn(
+        tracing::Span::current(),
+        session.clone().append(
+            stream,
+            range,
+            content_length(headers),
+            s.config.uploads.body_timeout,
+        ),
     );
     match task.await {
         Ok(Ok(offset)) => Ok(empty(

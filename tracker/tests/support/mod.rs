@@ -18,7 +18,7 @@ use shoal_core::error::ErrorEnvelope;
 use shoal_core::origin_client::OriginInfo;
 use shoal_core::peer::{AnnounceRequest, AnnounceResponse, PeerId};
 use shoal_core::{ApiError, Digest, ErrorCode, Metainfo};
-use shoal_tracker::Tracker;
+use shoal_tracker::App;
 use shoal_tracker::testing::{TestTracker, test_config};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -164,10 +164,10 @@ pub fn config(origins: Vec<String>) -> shoal_tracker::Config {
 
 /// A tracker whose origins are never asked (no background tasks run unless a test starts
 /// them), for in-process tests of the announce path.
-pub fn offline(config_edit: impl FnOnce(&mut shoal_tracker::Config)) -> Tracker {
+pub fn offline(config_edit: impl FnOnce(&mut shoal_tracker::Config)) -> App {
     let mut c = config(vec!["http://127.0.0.1:9".into()]);
     config_edit(&mut c);
-    Tracker::new(&c, prometheus::Registry::new()).unwrap()
+    App::new(&c, prometheus::Registry::new()).unwrap()
 }
 
 pub async fn call(app: &Router, req: Request<Body>) -> (StatusCode, http::HeaderMap, bytes::Bytes) {

@@ -1,0 +1,154 @@
+//! What `shoal-agent` exits with: 64 (`EX_CONFIG`) whenever the config or a flag is to
+//! blame, found by `--check-config` and by a start alike; 1 when something else fails.
+#![allow(clippy::unwrap_used)] // test helpers fail the test on any error
+
+use std::process::{Command, Output};
+
+use shoal_core::config::EX_CONFIG;
+use shoal_core::units::{ByteRate, ByteSize};
+
+/// `openssl pkey -pubout`.
+const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
+    MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
+    -----END PUBLIC KEY-----\n";
+
+/// The binary with no config from the environment but `env`, its tracker and origins on a
+/// port nothing answers.
+fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-agent"));
+    c.args(["--tracker", "", "--origins", "http://127.0.0.1:9"])
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied());
+    c.output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that the check and a start both exit 64 and name `needle`.
+fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_str().unwrap();
+    let checked = agent(&[args, &["--check-config"]].concat(), env);
+    let started = agent(
+        &[
+            args,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--cache-dir",
+                cache,
+            ],
+        ]
+        .concat(),
+        env,
+    );
+    for (what, out) in [("--check-config", checked), ("a start", started)] {
+        assert_eq!(
+            out.status.code(),
+            Some(EX_CONFIG),
+            "{what} {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(needle),
+            "{what}: {needle} missing from {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn missing_or_unparsable_metainfo_keys_exit_64_at_the_check_and_at_the_start() {
+    refused(&[], &[], "credentials.metainfo_keys");
+    refused(
+        &[],
+        &[("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", "not a key")],
+        "credentials.metainfo_keys",
+    );
+}
+
+#[test]
+fn bad_values_unreadable_files_and_bad_flags_exit_64() {
+    let keys = [("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC)];
+    refused(&["--set", "cache.max_size=0"], &keys, "cache.max_size");
+    refused(
+        &["--set", "credentials.read_token=short"],
+        &keys,
+        "credentials.read_token",
+    );
+    refused(
+        &["--config", "/nonexistent/agent.toml"],
+        &keys,
+        "cannot read /nonexistent/agent.toml",
+    );
+    for flags in [
+        &["--cache-size", "huge"][..],
+        &["--egress", "fast"],
+        &["--listen", "nowhere"],
+        &["--no-such-flag"],
+    ] {
+        let out = agent(flags, &keys);
+        assert_eq!(
+            out.status.code(),
+            Some(EX_CONFIG),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn typed_flags_win_over_the_environment_and_set() {
+    let out = agent(
+        &[
+            "--check-config",
+            "--set",
+            "cache.max_size=\"2GiB\"",
+            "--cache-size",
+            "3GiB",
+            "--egress",
+            "10MiB/s",
+        ],
+        &[
+            ("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC),
+            ("SHOAL_AGENT_CACHE__MAX_SIZE", "1GiB"),
+            ("SHOAL_AGENT_PEER__EGRESS", "1MiB/s"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: shoal_agent::Config =
+        toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(printed.cache.max_size, ByteSize::gib(3));
+    assert_eq!(printed.peer.egress, ByteRate(10 << 20));
+    assert_eq!(printed.origins, ["http://127.0.0.1:9"]);
+    assert_eq!(printed.tracker, "");
+}
+
+#[test]
+fn a_port_in_use_is_no_config_problem_and_exits_1() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent(
+        &[
+            "--listen",
+            &addr,
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--cache-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot listen on"),
+        "{}",
+        stderr(&out)
+    );
+}
