@@ -8,6 +8,7 @@ impl Engine {
     /// Checks that the books balance; panics naming the first that does not.
     pub(crate) fn check(&self) {
         let mut seen = 0;
+        let mut inbound = 0;
         for sw in self.swarms.iter() {
             let mut in_flight = 0;
             let mut to_peers = 0;
@@ -23,6 +24,7 @@ impl Engine {
                 }
                 uploads += c.uploads.len();
                 offers += c.offered.len();
+                inbound += usize::from(!c.outbound);
                 for r in &c.requests {
                     requested[r.piece as usize] += 1;
                 }
@@ -63,5 +65,6 @@ impl Engine {
             }
         }
         assert_eq!(seen, self.conns.len());
+        assert_eq!(inbound, self.inbound, "connections made to this node");
     }
 }

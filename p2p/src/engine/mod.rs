@@ -420,7 +420,10 @@ impl Engine {
         };
         self.dialing = self.dialing.saturating_sub(sw.dialing);
         for c in sw.conns {
-            if self.conns.remove(c).is_some() {
+            if let Some(conn) = self.conns.remove(c) {
+                if !conn.outbound {
+                    self.inbound = self.inbound.saturating_sub(1);
+                }
                 self.actions.push_back(Action::Close {
                     conn: c,
                     code: Some(code),

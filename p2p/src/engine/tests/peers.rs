@@ -180,3 +180,30 @@ fn an_endless_announce_interval_from_any_discovery_does_not_panic_and_is_bounded
     }
     assert!(announced, "a node must not stop announcing for ever");
 }
+
+#[test]
+fn a_retired_blobs_connections_no_longer_count_against_the_node() {
+    // Room in all for two connections made to this node.
+    let mut e = Engine::new(
+        Config {
+            max_conns: 4,
+            ..cfg()
+        },
+        PeerId([1; 20]),
+        0,
+    );
+    let now = Instant::now();
+    for round in 0..3u8 {
+        let d = Digest::sha256_of(&[round]);
+        e.seed(now, d, layout(), false).unwrap();
+        for k in 0..2u8 {
+            let addr = SocketAddr::from(([10, 0, round, k], 7000));
+            let opened = e.open(now, &d, Remote::claimed(PeerId([10 + k; 20]), addr), false);
+            assert!(opened.is_ok(), "round {round}: {opened:?}");
+        }
+        e.check();
+        e.remove(&d);
+        e.check();
+        assert_eq!(e.connections(), 0);
+    }
+}
