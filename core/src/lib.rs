@@ -8,6 +8,7 @@
 //! - [`store`]: the content-addressed blob store on disk.
 //! - [`ring`]: rendezvous placement of blobs and tags on origins.
 //! - [`peer`]: peer ids and the tracker's announce messages.
+//! - [`handout`]: the tracker's handout policy, which peers an announcing peer is told about.
 //! - [`origin_client`]: the client of the origins' HTTP API (`origin/API.md`).
 //! - [`error`]: the OCI error envelope and the HTTP error type of every server.
 //! - [`range`]: HTTP `Range` requests on blobs.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod handout;
 pub mod metainfo;
 pub mod origin_client;
 pub mod peer;
