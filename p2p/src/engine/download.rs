@@ -6,7 +6,7 @@ use std::time::Instant;
 use shoal_core::Digest;
 
 use super::requests::{cancel, put_back, stream_ahead, take_in_flight, target_in_flight};
-use super::swarm::Phase;
+use super::swarm::{Phase, SwarmId};
 use super::{Action, Blame, ConnId, Engine, SwarmError};
 use crate::bitfield::Bitfield;
 use crate::wire::{ErrorCode, Message};
@@ -269,14 +269,8 @@ impl Engine {
         if !ok {
             dl.write_failures += 1;
             if dl.write_failures >= MAX_WRITE_FAILURES {
-                let blob = sw.digest;
-                tracing::warn!(%blob, "pieces cannot be written; giving up");
-                self.actions.push_back(Action::Failed {
-                    blob,
-                    error: SwarmError::Storage,
-                });
-                self.retire(s, ErrorCode::Shutdown);
-                return;
+                tracing::warn!(blob = %sw.digest, "pieces cannot be written; giving up");
+                return self.fail(s, SwarmError::Storage);
             }
             dl.picker.insert(index);
             self.fill(now, s);
@@ -314,6 +308,15 @@ impl Engine {
         }
     }
 
+    /// The download failed for good: say why, and forget the blob.
+    fn fail(&mut self, s: SwarmId, error: SwarmError) {
+        if let Some(sw) = self.swarms.get(s) {
+            let blob = sw.digest;
+            self.actions.push_back(Action::Failed { blob, error });
+        }
+        self.retire(s, ErrorCode::Shutdown);
+    }
+
     pub(super) fn on_committed(&mut self, now: Instant, blob: &Digest, ok: bool) {
         let Some(s) = self.swarms.find(blob) else {
             return;
@@ -325,12 +328,7 @@ impl Engine {
         let blob = sw.digest;
         if !ok {
             tracing::warn!(%blob, "every piece verified but the blob did not");
-            self.actions.push_back(Action::Failed {
-                blob,
-                error: SwarmError::BlobMismatch,
-            });
-            self.retire(s, ErrorCode::Shutdown);
-            return;
+            return self.fail(s, SwarmError::BlobMismatch);
         }
         sw.phase = Phase::Seeding(None);
         sw.stats.complete = true;

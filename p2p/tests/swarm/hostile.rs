@@ -37,13 +37,12 @@ struct Seen {
     cancels: Mutex<Vec<u32>>,
 }
 
-/// A peer that holds "every piece" of a blob and answers requests its own way.
-async fn fake_peer(
-    digest: Digest,
-    layout: Layout,
-    data: Arc<Vec<u8>>,
-    behaviour: Behaviour,
-) -> (PeerInfo, Arc<Seen>) {
+/// A peer that holds "every piece" of `meta`'s blob and answers requests its own way,
+/// with `data` for the honest answers.
+async fn fake_peer(meta: &Metainfo, data: &[u8], behaviour: Behaviour) -> (PeerInfo, Arc<Seen>) {
+    let digest = meta.digest();
+    let layout = Layout::of(meta);
+    let data = Arc::new(data.to_vec());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let id = PeerId::random();
@@ -125,13 +124,7 @@ async fn corrupt_peer_is_shunned_and_the_rest_complete() {
     let data = blob_bytes(8 << 20, 2);
     let meta = Metainfo::from_bytes(&data);
     // Listed first and not an origin: downloaders prefer it.
-    let (bad, seen) = fake_peer(
-        meta.digest(),
-        Layout::of(&meta),
-        Arc::new(data.clone()),
-        Behaviour::Corrupt,
-    )
-    .await;
+    let (bad, seen) = fake_peer(&meta, &data, Behaviour::Corrupt).await;
     discovery.add(bad.clone());
     let (_origin, _) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
     let mut leechers = Vec::new();
@@ -173,13 +166,7 @@ async fn stalled_peer_has_its_requests_moved() {
     let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
     let data = blob_bytes(4 << 20, 3);
     let meta = Metainfo::from_bytes(&data);
-    let (staller, seen) = fake_peer(
-        meta.digest(),
-        Layout::of(&meta),
-        Arc::new(data.clone()),
-        Behaviour::Stall,
-    )
-    .await;
+    let (staller, seen) = fake_peer(&meta, &data, Behaviour::Stall).await;
     discovery.add(staller.clone());
     let (_origin, _) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
     let mut cfg = agent();
@@ -226,13 +213,7 @@ async fn blob_that_fails_its_digest_is_never_visible() {
         .map(|i| *honest.piece_hash(i).unwrap())
         .collect();
     let lying = Metainfo::new(wrong, honest.length(), honest.piece_length(), hashes).unwrap();
-    let (peer, _) = fake_peer(
-        wrong,
-        Layout::of(&lying),
-        Arc::new(data.clone()),
-        Behaviour::Honest,
-    )
-    .await;
+    let (peer, _) = fake_peer(&lying, &data, Behaviour::Honest).await;
     discovery.add(peer);
     let n = start(agent(), &discovery, &shutdown, false).await;
     let h = n.node.download(lying).await.unwrap();
