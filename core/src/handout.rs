@@ -43,18 +43,18 @@ pub struct Pick<'a> {
 
 /// An entry of a swarm, as a store keeps it.
 pub trait Listed {
-    fn peer_id(&self) -> PeerId;
+    fn peer_id(&self) -> &PeerId;
     /// Where other peers reach it.
-    fn addr(&self) -> SocketAddr;
+    fn addr(&self) -> &SocketAddr;
 }
 
 impl Listed for PeerInfo {
-    fn peer_id(&self) -> PeerId {
-        self.peer_id
+    fn peer_id(&self) -> &PeerId {
+        &self.peer_id
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.addr
+    fn addr(&self) -> &SocketAddr {
+        &self.addr
     }
 }
 
@@ -86,10 +86,10 @@ pub fn from_swarm<T: Listed>(
     rng: &mut impl Rng,
 ) -> Vec<PeerInfo> {
     let eligible = |e: &T| {
-        e.peer_id() != caller.peer_id
-            && e.addr() != caller.addr
+        *e.peer_id() != caller.peer_id
+            && *e.addr() != caller.addr
             && live(e)
-            && !pick.exclude.contains(&e.peer_id())
+            && !pick.exclude.contains(e.peer_id())
     };
     let size = swarm.complete.len() + swarm.in_progress.len();
     let mut peers = Vec::with_capacity(pick.want.min(size));
@@ -153,8 +153,8 @@ fn sample_into<T: Listed>(
         return;
     }
     let info = |e: &T| PeerInfo {
-        peer_id: e.peer_id(),
-        addr: e.addr(),
+        peer_id: *e.peer_id(),
+        addr: *e.addr(),
         complete,
         origin: false,
     };

@@ -117,12 +117,12 @@ struct Entry {
 }
 
 impl Listed for Entry {
-    fn peer_id(&self) -> PeerId {
-        self.id
+    fn peer_id(&self) -> &PeerId {
+        &self.id
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.addr
+    fn addr(&self) -> &SocketAddr {
+        &self.addr
     }
 }
 
