@@ -14,8 +14,10 @@
 //!   has the same latency.
 //! - Writing a piece and committing a blob take no time (disks are not the bottleneck
 //!   being studied).
-//! - A tracker hands each announcing host up to `handout` peers at random from those that
-//!   announced before it, origins last.
+//! - The tracker answers each announce by its real handout policy
+//!   ([`shoal_core::handout`]): up to `handout` peers that announced before, complete ones
+//!   first, at random within each class, room kept for the origins while complete peers do
+//!   not fill the answer, origins last. Entries do not expire.
 //! - Optional slow hosts (a fraction of hosts at `1 / slow_factor` of the speed, both ways)
 //!   and faulty ones (every piece they send is corrupt).
 //! - Optional readers (`streaming`): every downloader has a reader that takes the blob in
@@ -34,6 +36,7 @@ mod network;
 mod report;
 #[cfg(test)]
 mod tests;
+mod tracker;
 mod world;
 
 use std::time::{Duration, Instant};

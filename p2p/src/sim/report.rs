@@ -47,9 +47,7 @@ impl Sim<'_> {
                     .iter()
                     .filter(|p| self.hosts[host_of(p) as usize].slow)
                     .count(),
-                self.tracker
-                    .iter()
-                    .position(|&x| x as usize == worst + self.cfg.origins),
+                self.tracker.rank(&h.info.peer_id),
                 h.engine.stats(&self.digest)
             );
         }

@@ -12,6 +12,7 @@ use shoal_core::peer::{PeerId, PeerInfo};
 
 use super::SimConfig;
 use super::network::{Ev, Scheduled, Upload};
+use super::tracker::Tracker;
 use crate::engine::{Action, CloseReason, ConnId, Engine, Event};
 use crate::wire::Layout;
 
@@ -67,8 +68,9 @@ pub(super) struct Sim<'a> {
     pub(super) latency: u64,
     pub(super) hosts: Vec<Host>,
     pub(super) rng: SmallRng,
-    /// Hosts in the order they announced, with whether they were complete.
-    pub(super) tracker: Vec<u32>,
+    pub(super) tracker: Tracker,
+    /// The origins as the tracker lists them.
+    origins: Vec<PeerInfo>,
     pub(super) digest: Digest,
     pub(super) layout: Layout,
     pub(super) remaining: usize,
@@ -166,6 +168,10 @@ impl<'a> Sim<'a> {
                 uploaded: 0,
             });
         }
+        let origins: Vec<PeerInfo> = hosts[..cfg.origins]
+            .iter()
+            .map(|h| h.info.clone())
+            .collect();
         Sim {
             cfg,
             base: Instant::now(),
@@ -176,7 +182,8 @@ impl<'a> Sim<'a> {
             latency: cfg.latency.as_nanos() as u64,
             hosts,
             rng,
-            tracker: Vec::new(),
+            tracker: Tracker::default(),
+            origins,
             digest: Digest::sha256_of(b"simulated blob"),
             layout,
             remaining: cfg.hosts,
@@ -339,11 +346,15 @@ impl<'a> Sim<'a> {
     pub(super) fn act(&mut self, h: u32, a: Action) {
         match a {
             Action::Announce { complete, .. } => {
-                let peers = self.handout(h);
-                if !self.tracker.contains(&h) {
-                    self.tracker.push(h);
-                }
-                self.hosts[h as usize].info.complete = complete;
+                let me = &mut self.hosts[h as usize].info;
+                me.complete = complete;
+                let peers = self.tracker.announce(
+                    me,
+                    complete,
+                    self.cfg.handout,
+                    &self.origins,
+                    &mut self.rng,
+                );
                 // The tracker answers after a round trip.
                 self.seq += 1;
                 let at = self.now + 2 * self.latency;
@@ -412,28 +423,5 @@ impl<'a> Sim<'a> {
             }
             Action::DropPiece { .. } | Action::Retired { .. } | Action::Shunned { .. } => {}
         }
-    }
-
-    /// Up to `handout` peers that announced earlier, at random; origins last.
-    pub(super) fn handout(&mut self, h: u32) -> Vec<PeerInfo> {
-        let want = self.cfg.handout.saturating_sub(self.cfg.origins);
-        let mut picked: Vec<u32> = Vec::with_capacity(want);
-        let n = self.tracker.len();
-        if n <= want {
-            picked.extend(self.tracker.iter().copied().filter(|&x| x != h));
-        } else {
-            while picked.len() < want {
-                let x = self.tracker[self.rng.random_range(0..n)];
-                if x != h && !picked.contains(&x) {
-                    picked.push(x);
-                }
-            }
-        }
-        let mut out: Vec<PeerInfo> = picked
-            .into_iter()
-            .map(|x| self.hosts[x as usize].info.clone())
-            .collect();
-        out.extend((0..self.cfg.origins).map(|o| self.hosts[o].info.clone()));
-        out
     }
 }
