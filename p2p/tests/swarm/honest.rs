@@ -6,15 +6,15 @@ use futures::StreamExt;
 use shoal_core::Metainfo;
 use shoal_core::peer::PeerId;
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
-use shoal_p2p::{DownloadError, NodeConfig, StaticDiscovery};
+use shoal_p2p::{DownloadError, NodeConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestNode, agent, assert_holds, blob_bytes, origin_with, start};
+use crate::support::{TestNode, agent, assert_holds, blob_bytes, empty_list, origin_with, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seeder_eight_leechers_share_32_mib() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(32 << 20, 1);
     let (origin, meta) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
     let mut leechers = Vec::new();
@@ -74,7 +74,7 @@ async fn egress_and_ingress_caps_hold() {
     let rate = 4u64 << 20;
     for which in ["egress", "ingress"] {
         let shutdown = CancellationToken::new();
-        let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+        let discovery = empty_list();
         let mut ocfg = NodeConfig::origin();
         let mut acfg = agent();
         if which == "egress" {
@@ -106,7 +106,7 @@ async fn egress_and_ingress_caps_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_streams_in_order_and_concurrent_calls_share_a_download() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes((3 << 20) + 12345, 5);
     let mut ocfg = NodeConfig::origin();
     // Slow enough that the stream runs while pieces arrive.
@@ -147,7 +147,7 @@ async fn agent_streams_in_order_and_concurrent_calls_share_a_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_downloads_and_tasks() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(2 << 20, 7);
     let meta = Metainfo::from_bytes(&data);
     // Nobody holds the blob, so the download waits for peers for ever.
@@ -180,7 +180,7 @@ async fn ask(n: &TestNode, meta: &Metainfo) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_from_the_end_gets_its_first_piece_early() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(16 << 20, 8);
     let mut ocfg = NodeConfig::origin();
     // Slow enough that the order of pieces shows.
@@ -207,7 +207,7 @@ async fn a_stream_from_the_end_gets_its_first_piece_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unseed_refuses_peers_and_stops_a_running_download() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(8 << 20, 9);
     let mut ocfg = NodeConfig::origin();
     // A download that takes a few seconds, to be stopped half way.

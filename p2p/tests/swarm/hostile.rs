@@ -12,12 +12,12 @@ use shoal_core::{Digest, Metainfo};
 use shoal_p2p::bitfield::Bitfield;
 use shoal_p2p::engine::{Blame, Config};
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
-use shoal_p2p::{DownloadError, NodeConfig, StaticDiscovery};
+use shoal_p2p::{DownloadError, NodeConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{agent, assert_holds, blob_bytes, origin_with, send, start};
+use crate::support::{agent, assert_holds, blob_bytes, empty_list, origin_with, send, start};
 
 /// What an adversarial peer does when asked for a piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +120,7 @@ async fn fake_peer(meta: &Metainfo, data: &[u8], behaviour: Behaviour) -> (PeerI
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_peer_is_shunned_and_the_rest_complete() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(8 << 20, 2);
     let meta = Metainfo::from_bytes(&data);
     // Listed first and not an origin: downloaders prefer it.
@@ -163,7 +163,7 @@ async fn corrupt_peer_is_shunned_and_the_rest_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_peer_has_its_requests_moved() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(4 << 20, 3);
     let meta = Metainfo::from_bytes(&data);
     let (staller, seen) = fake_peer(&meta, &data, Behaviour::Stall).await;
@@ -203,7 +203,7 @@ async fn stalled_peer_has_its_requests_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_that_fails_its_digest_is_never_visible() {
     let shutdown = CancellationToken::new();
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let data = blob_bytes(2 << 20, 6);
     let honest = Metainfo::from_bytes(&data);
     // Piece hashes of the real bytes under another blob's digest: every piece verifies,
@@ -234,7 +234,7 @@ async fn blob_that_fails_its_digest_is_never_visible() {
 async fn peers_that_stop_reading_cannot_make_an_origin_hold_more_than_its_upload_budget() {
     let shutdown = CancellationToken::new();
     let data = blob_bytes(8 << 20, 25);
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let budget = 512u64 << 10;
     let mut cfg = NodeConfig::origin();
     cfg.max_unsent_bytes = budget;

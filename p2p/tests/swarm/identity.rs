@@ -13,12 +13,12 @@ use shoal_p2p::bitfield::Bitfield;
 use shoal_p2p::discovery::{Announce, DiscoveryError, Peers};
 use shoal_p2p::engine::{Blame, Config};
 use shoal_p2p::wire::{self, Decoder, Hello, Layout, Message, Unpaced};
-use shoal_p2p::{Discovery, NodeConfig, StaticDiscovery};
+use shoal_p2p::{Discovery, NodeConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    PATIENCE, agent, assert_holds, blob_bytes, origin_with, send, start, start_with,
+    PATIENCE, agent, assert_holds, blob_bytes, empty_list, origin_with, send, start, start_with,
 };
 
 /// A hostile peer's connection to `to`: dialled from `from` (any loopback address), with a
@@ -116,9 +116,9 @@ async fn peer_claiming_an_origins_id_and_sending_garbage_does_not_cut_the_agent_
     let shutdown = CancellationToken::new();
     let data = blob_bytes(4 << 20, 21);
     // The agent hears of the origin only once the hostile peer has done its worst.
-    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let origins = empty_list();
     let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let a = start(agent(), &discovery, &shutdown, false).await;
     let h = a.node.download(meta.clone()).await.unwrap();
     let at = a.node.local_addr();
@@ -194,9 +194,9 @@ async fn peer_claiming_an_origins_id_and_sending_garbage_does_not_cut_the_agent_
 async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
     let shutdown = CancellationToken::new();
     let data = blob_bytes(2 << 20, 22);
-    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let origins = empty_list();
     let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let a = start(agent(), &discovery, &shutdown, false).await;
     let h = a.node.download(meta.clone()).await.unwrap();
     let at = a.node.local_addr();
@@ -242,7 +242,7 @@ async fn idle_fake_origins_do_not_stop_the_agent_dialling_real_ones() {
 async fn connections_beyond_the_per_address_cap_are_refused_while_another_address_connects() {
     let shutdown = CancellationToken::new();
     let data = blob_bytes(1 << 20, 23);
-    let discovery = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let discovery = empty_list();
     let mut cfg = NodeConfig::origin();
     cfg.max_inbound_per_addr = 3;
     let (o, meta) = origin_with(&data, &discovery, &shutdown, cfg).await;
@@ -331,7 +331,7 @@ async fn dead_peers(n: usize) -> Vec<PeerInfo> {
 async fn known_peer_list_stays_bounded_and_takes_new_peers_when_full() {
     let shutdown = CancellationToken::new();
     let data = blob_bytes(1 << 20, 24);
-    let origins = StaticDiscovery::new(Vec::new(), Duration::from_secs(1));
+    let origins = empty_list();
     let (origin, meta) = origin_with(&data, &origins, &shutdown, NodeConfig::origin()).await;
     let listed = Listed::default();
     *listed.0.lock().unwrap() = dead_peers(8).await;

@@ -20,6 +20,11 @@ use crate::from_store::FromStore;
 /// How long a test waits for a condition before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A static discovery list that names nobody until a test adds nodes to it.
+pub fn empty_list() -> StaticDiscovery {
+    StaticDiscovery::new(Vec::new(), Duration::from_secs(1))
+}
+
 /// Bytes that do not compress and differ per seed.
 pub fn blob_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
