@@ -1,4 +1,4 @@
-//! The swarm simulator: thousands of [`Engine`]s, one per host, driven by a virtual clock
+//! The swarm simulator: thousands of [`Engine`](crate::engine::Engine)s, one per host, driven by a virtual clock
 //! over a modelled network. It is how behaviour at fleet scale is measured here.
 //!
 //! The model, chosen to be simple, deterministic and cheap per piece:
