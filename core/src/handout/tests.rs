@@ -116,7 +116,9 @@ proptest! {
     fn the_answer_follows_the_policy(c in case()) {
         let got = c.answer();
         // Never the caller, by id or by address, origins included.
-        prop_assert!(got.iter().all(|p| p.peer_id != c.caller.peer_id && p.addr != c.caller.addr));
+        prop_assert!(got
+            .iter()
+            .all(|p| p.peer_id != c.caller.peer_id && p.addr != c.caller.addr));
         // Never more than asked, nobody twice.
         prop_assert!(got.len() <= c.want);
         let distinct: HashSet<PeerId> = got.iter().map(|p| p.peer_id).collect();
@@ -140,7 +142,11 @@ proptest! {
         // As many of each as the policy allows: complete peers fill what they can; if they
         // leave room, the origins keep theirs; peers in progress take the rest.
         let complete = c.complete.iter().filter(|p| c.eligible(p)).count().min(c.want);
-        let origins = c.owners.iter().filter(|o| o.peer_id != c.caller.peer_id && o.addr != c.caller.addr).count();
+        let origins = c
+            .owners
+            .iter()
+            .filter(|o| o.peer_id != c.caller.peer_id && o.addr != c.caller.addr)
+            .count();
         let reserve = if complete < c.want { origins } else { 0 };
         let in_progress = c
             .in_progress

@@ -1,5 +1,6 @@
-//! The swarm simulator: thousands of [`Engine`](crate::engine::Engine)s, one per host, driven by a virtual clock
-//! over a modelled network. It is how behaviour at fleet scale is measured here.
+//! The swarm simulator: thousands of engines ([`crate::engine::Engine`]), one per host,
+//! driven by a virtual clock over a modelled network. It is how behaviour at fleet scale is
+//! measured here.
 //!
 //! The model, chosen to be simple, deterministic and cheap per piece:
 //! - Every host has an upload and a download capacity in bytes per second. An upload queue
