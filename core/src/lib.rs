@@ -9,6 +9,7 @@
 //! - [`store`]: the content-addressed blob store on disk.
 //! - [`ring`]: rendezvous placement of blobs and tags on origins.
 //! - [`peer`]: peer ids and the tracker's announce messages.
+//! - [`handout`]: the tracker's handout policy, which peers an announcing peer is told about.
 //! - [`origin_client`]: the client of the origins' HTTP API (`origin/API.md`).
 //! - [`error`]: the OCI error envelope and the HTTP error type of every server.
 //! - [`range`]: HTTP `Range` requests on blobs.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod digest;
 pub mod distribution;
 pub mod error;
+pub mod handout;
 pub mod lifecycle;
 pub mod metainfo;
 pub mod origin_client;

@@ -15,15 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::future::BoxFuture;
 use prometheus::Registry;
+use shoal_core::Metainfo;
 use shoal_core::store::BlobStore;
-use shoal_core::{Digest, Metainfo};
 use shoal_p2p::rate::RateLimiter;
 use shoal_p2p::wire::READ_CHUNK;
-use shoal_p2p::{MetainfoSource, Node, NodeConfig, StaticDiscovery};
+use shoal_p2p::{Node, NodeConfig, StaticDiscovery};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+#[path = "../tests/swarm/from_store.rs"]
+mod from_store;
+use from_store::FromStore;
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -112,23 +115,6 @@ async fn limiter_alone(cap: u64) {
         (achieved / cap as f64 - 1.0) * 100.0,
         (worst * READ_CHUNK) as f64 / allowed
     );
-}
-
-struct FromStore(BlobStore);
-
-impl MetainfoSource for FromStore {
-    fn metainfo(&self, digest: Digest) -> BoxFuture<'_, Option<Metainfo>> {
-        let store = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let f = store.open_blob_sync(&digest).ok()?;
-                Metainfo::compute_from_file(&f, digest).ok()
-            })
-            .await
-            .ok()
-            .flatten()
-        })
-    }
 }
 
 async fn end_to_end(which: &str, cap: u64, size: usize) -> anyhow::Result<()> {

@@ -147,7 +147,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::Encoder;
+    use shoal_core::testing::metrics_text;
 
     #[test]
     fn names_carry_the_prefix() {
@@ -155,11 +155,7 @@ mod tests {
         let m = Metrics::register(&r, "shoal_agent").unwrap();
         m.received(true, 10);
         m.received(false, 5);
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&r.gather(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = metrics_text(&r);
         assert!(text.contains("shoal_agent_peer_bytes_received_total{source=\"origin\"} 10"));
         assert!(text.contains("shoal_agent_peer_bytes_received_total{source=\"peer\"} 5"));
         assert!(text.contains("shoal_agent_downloads_in_flight 0"));
@@ -183,11 +179,7 @@ mod tests {
             ..a
         };
         m.engine_totals(&a, &b);
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&r.gather(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = metrics_text(&r);
         assert!(text.contains("shoal_agent_peer_request_timeouts_total 1"));
         assert!(text.contains("shoal_agent_peer_rejects_total{direction=\"sent\"} 2"));
         assert!(text.contains("shoal_agent_peer_rejects_total{direction=\"received\"} 3"));

@@ -1,5 +1,5 @@
-//! The peer table: which peers are in which swarm, and the handout policy that picks whom
-//! to tell a caller about.
+//! The peer table: which peers are in which swarm. Whom to tell a caller about is the
+//! handout policy of [`shoal_core::handout`], which the swarm simulator runs too.
 //!
 //! [`PeerStore`] is the seam: [`MemoryTable`] keeps everything in this process; a shared
 //! store (Redis) can implement the same trait so that several trackers behind one address
@@ -7,10 +7,8 @@
 //!
 //! The memory table is sharded by digest, so announces for different blobs rarely meet on a
 //! lock. Each swarm keeps its complete and in-progress peers in two dense vectors with an
-//! index by peer id, so an announce costs O(1) to record and O(handout size) to answer: it
-//! samples random positions instead of shuffling the swarm. Only when most of a sample is
-//! ineligible (entries expired but not yet swept) does it fall back to one pass over the
-//! class, O(swarm size).
+//! index by peer id, so an announce costs O(1) to record and O(handout size) to answer (the
+//! policy samples random positions of the two vectors instead of shuffling the swarm).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,11 +18,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use shoal_core::Digest;
+use shoal_core::handout::{self, Caller, Listed};
 use shoal_core::peer::{PeerId, PeerInfo};
 use tokio::time::Instant;
 
 use crate::config::TableConfig;
 use crate::error::TrackerError;
+
+pub use shoal_core::handout::Pick;
 
 /// One announce, as the table records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +40,14 @@ pub struct Announce {
     pub complete: bool,
 }
 
-/// What the caller wants back.
-#[derive(Debug, Clone, Copy)]
-pub struct Pick<'a> {
-    /// The most peers to return.
-    pub want: usize,
-    /// Slots to leave free for the origins when complete peers alone do not fill `want`:
-    /// a swarm of peers that are all still downloading needs a seed.
-    pub reserve: usize,
-    /// Peer ids never to return (the origins, which the handout lists on their own).
-    pub exclude: &'a [PeerId],
+impl Announce {
+    /// Who announces, as the handout policy sees it.
+    pub fn as_caller(&self) -> Caller {
+        Caller {
+            peer_id: self.peer_id,
+            addr: self.addr,
+        }
+    }
 }
 
 /// Whether the caller was written into the table.
@@ -108,9 +107,6 @@ pub trait PeerStore: Send + Sync + 'static {
 }
 
 const SHARDS: usize = 64;
-/// Extra positions sampled beyond the handout size, to cover the caller and a stale entry
-/// or two without a second pass.
-const SLACK: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -118,6 +114,16 @@ struct Entry {
     addr: SocketAddr,
     source: IpAddr,
     seen: Instant,
+}
+
+impl Listed for Entry {
+    fn peer_id(&self) -> &PeerId {
+        &self.id
+    }
+
+    fn addr(&self) -> &SocketAddr {
+        &self.addr
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -364,31 +370,12 @@ impl MemoryTable {
         };
 
         let ttl = self.ttl;
-        let eligible = |e: &Entry| {
-            e.id != a.peer_id
-                && e.addr != a.addr
-                && e.seen + ttl > now
-                && !pick.exclude.contains(&e.id)
+        let classes = handout::Swarm {
+            complete: &swarm.complete,
+            in_progress: &swarm.partial,
         };
-        let mut rng = rand::rng();
-        let mut peers = Vec::with_capacity(pick.want.min(swarm.len()));
-        sample_into(
-            &swarm.complete,
-            pick.want,
-            true,
-            &eligible,
-            &mut peers,
-            &mut rng,
-        );
-        let room =
-            pick.want
-                .saturating_sub(peers.len())
-                .saturating_sub(if peers.len() < pick.want {
-                    pick.reserve
-                } else {
-                    0
-                });
-        sample_into(&swarm.partial, room, false, &eligible, &mut peers, &mut rng);
+        let live = |e: &Entry| e.seen + ttl > now;
+        let peers = handout::from_swarm(classes, &a.as_caller(), pick, live, &mut rand::rng());
         Ok(Handout { peers, recorded })
     }
 
@@ -425,65 +412,6 @@ impl MemoryTable {
     pub fn entries_of(&self, source: &IpAddr) -> usize {
         self.source_shard(source).get(source).copied().unwrap_or(0)
     }
-}
-
-/// Appends up to `k` random eligible entries of `entries` to `out`, in random order.
-fn sample_into(
-    entries: &[Entry],
-    k: usize,
-    complete: bool,
-    eligible: &impl Fn(&Entry) -> bool,
-    out: &mut Vec<PeerInfo>,
-    rng: &mut impl rand::Rng,
-) {
-    if k == 0 || entries.is_empty() {
-        return;
-    }
-    let info = |e: &Entry| PeerInfo {
-        peer_id: e.id,
-        addr: e.addr,
-        complete,
-        origin: false,
-    };
-    let start = out.len();
-    let tries = (k + SLACK).min(entries.len());
-    for i in positions(rng, entries.len(), tries) {
-        if out.len() - start == k {
-            return;
-        }
-        if eligible(&entries[i]) {
-            out.push(info(&entries[i]));
-        }
-    }
-    if out.len() - start == k || tries == entries.len() {
-        return;
-    }
-    // Most of the sample was ineligible: entries expired since the last sweep, or many
-    // sharing the caller's address. One full pass finds whatever is left.
-    out.truncate(start);
-    let ok: Vec<usize> = (0..entries.len())
-        .filter(|&i| eligible(&entries[i]))
-        .collect();
-    for j in positions(rng, ok.len(), k.min(ok.len())) {
-        out.push(info(&entries[ok[j]]));
-    }
-}
-
-/// `k` distinct positions of `0..n` (`k <= n`) in random order: Floyd's algorithm, whose
-/// last-drawn-first fix-up makes the order a uniform shuffle too. O(k²) comparisons of small
-/// integers and nothing O(n); `rand::seq::index::sample` fills an O(n) scratch vector for
-/// classes of a few thousand, which showed in the benchmark.
-fn positions(rng: &mut impl rand::Rng, n: usize, k: usize) -> Vec<usize> {
-    use rand::RngExt as _;
-    let mut out: Vec<usize> = Vec::with_capacity(k);
-    for j in n.saturating_sub(k)..n {
-        let t = rng.random_range(..=j);
-        if let Some(pos) = out.iter().position(|&x| x == t) {
-            out[pos] = j;
-        }
-        out.push(t);
-    }
-    out
 }
 
 impl PeerStore for MemoryTable {

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use shoal_core::handout::{add_origins, origins_for};
 use shoal_core::peer::AnnounceRequest;
 use shoal_core::{ApiError, ErrorCode};
 
@@ -56,8 +57,7 @@ async fn announce(
     };
 
     let owners = s.origins.owners(&caller.digest);
-    let mut origins = owners.peers;
-    origins.retain(|o| o.peer_id != caller.peer_id && o.addr != caller.addr);
+    let origins = origins_for(&caller.as_caller(), owners.peers);
     let pick = Pick {
         want: s.handout_size,
         reserve: origins.len(),
@@ -76,8 +76,7 @@ async fn announce(
     s.metrics.announces.answered(handout.recorded).inc();
 
     let mut peers = handout.peers;
-    let room = s.handout_size.saturating_sub(peers.len());
-    peers.extend(origins.into_iter().take(room));
+    add_origins(&mut peers, origins, s.handout_size);
     s.metrics.handout_size.observe(peers.len() as f64);
     Ok((
         [(http::header::CONTENT_TYPE, "application/json")],

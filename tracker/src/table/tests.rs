@@ -429,29 +429,3 @@ fn the_fallback_pass_finds_the_few_live_peers() {
         HashSet::from([id(17), id(500), id(999)])
     );
 }
-
-#[test]
-fn positions_are_distinct_and_uniformly_ordered() {
-    let mut rng = rand::rng();
-    let mut counts = HashMap::new();
-    for _ in 0..12_000 {
-        let p = positions(&mut rng, 4, 2);
-        assert_eq!(p.len(), 2);
-        assert!(p[0] != p[1] && p[0] < 4 && p[1] < 4);
-        *counts.entry((p[0], p[1])).or_insert(0) += 1;
-    }
-    // 12 ordered pairs, about 1,000 each.
-    assert_eq!(counts.len(), 12);
-    assert!(
-        counts.values().all(|&c| (800..1200).contains(&c)),
-        "{counts:?}"
-    );
-    assert_eq!(
-        positions(&mut rng, 5, 5)
-            .into_iter()
-            .collect::<HashSet<_>>()
-            .len(),
-        5
-    );
-    assert!(positions(&mut rng, 0, 0).is_empty());
-}
