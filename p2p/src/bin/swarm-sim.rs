@@ -53,7 +53,7 @@ struct Args {
     /// Fraction of hosts that send corrupt pieces.
     #[arg(long, default_value_t = 0.0)]
     faulty_fraction: f64,
-    /// Peers per tracker handout.
+    /// Peers per tracker handout; 0: no tracker, hosts know only the origins.
     #[arg(long, default_value_t = 50)]
     handout: usize,
     #[arg(long, default_value_t = 1)]
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     cfg.slow_fraction = args.slow_fraction.clamp(0.0, 1.0);
     cfg.slow_factor = args.slow_factor.max(1.0);
     cfg.faulty_fraction = args.faulty_fraction.clamp(0.0, 1.0);
-    cfg.handout = args.handout.max(1);
+    cfg.handout = args.handout;
     cfg.seed = args.seed;
     cfg.time_limit = Duration::from_secs_f64(args.time_limit.max(0.0));
     cfg.streaming = args.stream;

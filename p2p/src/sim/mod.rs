@@ -18,7 +18,8 @@
 //! - The tracker answers each announce by its real handout policy
 //!   ([`shoal_core::handout`]): up to `handout` peers that announced before, complete ones
 //!   first, at random within each class, room kept for the origins while complete peers do
-//!   not fill the answer, origins last. Entries do not expire.
+//!   not fill the answer, origins last. Entries do not expire. With `handout` 0 there is no
+//!   tracker: every host knows only the origins (the one-server baseline).
 //! - Optional slow hosts (a fraction of hosts at `1 / slow_factor` of the speed, both ways)
 //!   and faulty ones (every piece they send is corrupt).
 //! - Optional readers (`streaming`): every downloader has a reader that takes the blob in
@@ -65,7 +66,7 @@ pub struct SimConfig {
     pub slow_fraction: f64,
     pub slow_factor: f64,
     pub faulty_fraction: f64,
-    /// Peers in one tracker handout.
+    /// Peers in one tracker handout; 0: no tracker, every host knows only the origins.
     pub handout: usize,
     pub seed: u64,
     /// Engine settings of the hosts and of the origins.

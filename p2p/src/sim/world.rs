@@ -348,13 +348,18 @@ impl<'a> Sim<'a> {
             Action::Announce { complete, .. } => {
                 let me = &mut self.hosts[h as usize].info;
                 me.complete = complete;
-                let peers = self.tracker.announce(
-                    me,
-                    complete,
-                    self.cfg.handout,
-                    &self.origins,
-                    &mut self.rng,
-                );
+                // No tracker: the origins are the only peers, as for an agent without one.
+                let peers = if self.cfg.handout == 0 {
+                    self.origins.clone()
+                } else {
+                    self.tracker.announce(
+                        me,
+                        complete,
+                        self.cfg.handout,
+                        &self.origins,
+                        &mut self.rng,
+                    )
+                };
                 // The tracker answers after a round trip.
                 self.seq += 1;
                 let at = self.now + 2 * self.latency;
