@@ -118,6 +118,10 @@ impl Cluster {
             .arg(&self.spec.log)
             // The logs are files, read with less and grep, not a terminal.
             .env("NO_COLOR", "1");
+        if self.spec.own_process_groups {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         // The config file is the whole of each part's configuration.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("SHOAL_") {

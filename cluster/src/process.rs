@@ -1,14 +1,12 @@
 //! Processes started in the background and stopped by their pid: the parts of a cluster, and
 //! any daemon a test or benchmark runs beside them.
 //!
-//! A [`Process`] is started in a process group of its own (a Ctrl-C at the terminal that
-//! started it does not reach it), with stdin closed and its output appended to a log file.
+//! A [`Process`] is started with stdin closed and its output appended to a log file.
 //! Dropping one stops it unless it was [detached](Process::detach). [`stop_pids`] stops any
 //! set of pids together: SIGTERM to each, then SIGKILL to those still running after a grace.
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -117,8 +115,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts a prepared command (its arguments and environment set by the caller) in a
-    /// process group of its own, its stdin closed and its stdout and stderr appended to `log`.
+    /// Starts a prepared command (its arguments, environment and process group set by the
+    /// caller), its stdin closed and its stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Process> {
         let out = open_log(log)?;
         let err = out
@@ -128,7 +126,6 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .process_group(0)
             .spawn()
             .map_err(|e| {
                 LaunchError::Check(format!(

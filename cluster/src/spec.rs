@@ -144,6 +144,10 @@ pub struct Spec {
     pub log: String,
     /// How long each group of processes may take to answer `/ready`.
     pub ready_timeout: Duration,
+    /// Each process in a process group of its own, so that a Ctrl-C at the terminal that
+    /// started the cluster does not reach it: for a cluster left running in the
+    /// background. Otherwise a Ctrl-C stops the processes with whatever started them.
+    pub own_process_groups: bool,
 }
 
 impl Spec {
@@ -166,6 +170,30 @@ impl Spec {
             ports: Ports::Fixed,
             log: "info".into(),
             ready_timeout: Duration::from_secs(60),
+            own_process_groups: true,
+        }
+    }
+
+    /// A cluster for a test or a benchmark on free ports: `origins` origins (each blob on up
+    /// to three), a tracker, the proxy without a login, and `agents` agents, no rate cap,
+    /// no backend; its processes stop with whatever started them.
+    pub fn on_free_ports(origins: usize, agents: usize) -> Spec {
+        Spec {
+            origins,
+            replicas: origins.min(3),
+            tracker: true,
+            announce_interval: None,
+            proxy: true,
+            proxy_login: false,
+            agents,
+            rate: Rate::unlimited(),
+            cache_size: ByteSize::gib(4),
+            stall_timeout: None,
+            backend: Backend::None,
+            ports: Ports::Free,
+            log: "info".into(),
+            ready_timeout: Duration::from_secs(60),
+            own_process_groups: false,
         }
     }
 
