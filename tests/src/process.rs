@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub use shoal_cluster::bins::which;
 pub use shoal_cluster::process::{Process, Signal, pid_running, signal, stat_fields, tail};
 
 /// Fails the test unless `program` is on the PATH, naming the Debian package that has it.
@@ -19,19 +20,6 @@ pub fn require(program: &str, package: &str) {
              {package} (tests/install-deps.sh does, and ./test.sh runs that first)"
         );
     }
-}
-
-/// Where `program` is on the PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// What a finished program printed, and how it ended.

@@ -59,13 +59,7 @@ impl Client {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(d.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
+    shoal_cluster::bins::which(program).is_some()
 }
 
 fn mib(bytes: f64) -> String {
@@ -375,7 +369,8 @@ async fn pull(client: Client, addr: &str, out: &Path, image: &DemoImage) -> Resu
             Ok(())
         }
         Client::Http => {
-            let registry = Registry::new(client_or(addr)?, &format!("http://{addr}"), None);
+            let client = shoal_cluster::registry::client().map_err(|e| format!("{addr}: {e}"))?;
+            let registry = Registry::new(client, &format!("http://{addr}"), None);
             let manifest = registry
                 .manifest(REPO, TAG, OCI_MANIFEST)
                 .await
@@ -395,8 +390,4 @@ async fn pull(client: Client, addr: &str, out: &Path, image: &DemoImage) -> Resu
             Ok(())
         }
     }
-}
-
-fn client_or(addr: &str) -> Result<reqwest::Client, String> {
-    client().map_err(|e| format!("{addr}: {e}"))
 }
