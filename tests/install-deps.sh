@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the programs and Python packages the tests drive, if they are missing. Safe to run
-# again: it installs nothing that is already there.
+# Installs the programs and Python packages the system tests drive (`./test.sh` runs them
+# with the `system-tests` features), if they are missing. Safe to run again: it installs
+# nothing that is already there.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -16,10 +17,8 @@ need podman podman
 need docker-registry docker-registry
 need ip iproute2
 need jq jq
-need curl curl
 need systemd-analyze systemd
 need gcc gcc
-need setsid util-linux
 # The chart test checks the generated metainfo key against its certificate.
 need openssl openssl
 # The end-to-end image holds a program linked with `gcc -static`, which needs libc.a.

@@ -14,7 +14,7 @@ Helm's cluster-aware render against a stand-in Kubernetes API on 127.0.0.1 (port
 answers discovery and Secret GETs: once holding the Secrets of the first render (an upgrade:
 the same values must come back) and once empty (a fresh install: new values).
 
-Prints one JSON document on stdout for the Rust tests (tests/tests/deploy.rs), which check
+Prints one JSON document on stdout for the Rust tests (tests/tests/deploy/), which check
 what crosses objects and run the real binaries:
 
     {"sets": {"<name>": {"release", "namespace", "objects": [...], "notes": "...",

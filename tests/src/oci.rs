@@ -5,12 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use shoal_cluster::image::{Kind, tar_padding, ustar_header};
+pub use shoal_cluster::image::{OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
 use shoal_core::Digest;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// One entry of a tar archive.
 pub enum Entry<'a> {
@@ -44,32 +41,15 @@ impl<'a> Entry<'a> {
 pub fn tar(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
-        let (path, mode, kind, data): (String, u32, u8, &[u8]) = match e {
-            Entry::Dir(p) => (format!("{}/", p.trim_end_matches('/')), 0o755, b'5', &[]),
-            Entry::File { path, mode, data } => ((*path).to_owned(), *mode, b'0', data),
+        let (path, mode, kind, data): (&str, u32, Kind, &[u8]) = match e {
+            Entry::Dir(p) => (p, 0o755, Kind::Dir, &[]),
+            Entry::File { path, mode, data } => (path, *mode, Kind::File, data),
         };
-        assert!(path.len() < 100, "tar name too long for ustar: {path}");
-        let mut h = [0u8; 512];
-        h[..path.len()].copy_from_slice(path.as_bytes());
-        let octal = |field: &mut [u8], v: u64| {
-            let s = format!("{:0width$o}\0", v, width = field.len() - 1);
-            field.copy_from_slice(s.as_bytes());
-        };
-        octal(&mut h[100..108], u64::from(mode));
-        octal(&mut h[108..116], 0);
-        octal(&mut h[116..124], 0);
-        octal(&mut h[124..136], data.len() as u64);
-        octal(&mut h[136..148], 1_700_000_000);
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        out.extend_from_slice(&h);
+        let header = ustar_header(path, mode, kind, data.len() as u64, 1_700_000_000)
+            .unwrap_or_else(|| panic!("tar name too long for ustar: {path}"));
+        out.extend_from_slice(&header);
         out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        out.resize(out.len() + tar_padding(data.len() as u64), 0);
     }
     out.resize(out.len() + 1024, 0);
     out

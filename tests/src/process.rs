@@ -1,13 +1,16 @@
 //! Programs the tests and benchmarks run: to completion within a deadline ([`Cmd`]), or in
-//! the background until they are done with them ([`Daemon`], stopped by its pid on drop or
-//! together with others by [`stop_all`]).
+//! the background until they are done with them ([`Daemon`], the cluster launcher's
+//! [`Process`], stopped by its pid on drop).
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+pub use shoal_cluster::bins::which;
+pub use shoal_cluster::process::{Process, Signal, pid_running, signal, stat_fields, tail};
 
 /// Fails the test unless `program` is on the PATH, naming the Debian package that has it.
 pub fn require(program: &str, package: &str) {
@@ -17,19 +20,6 @@ pub fn require(program: &str, package: &str) {
              {package} (tests/install-deps.sh does, and ./test.sh runs that first)"
         );
     }
-}
-
-/// Where `program` is on the PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// What a finished program printed, and how it ended.
@@ -204,55 +194,12 @@ fn read_all(f: &mut File) -> String {
     String::from_utf8_lossy(&s).into_owned()
 }
 
-/// The last `n` lines of a file, for failure messages.
-pub fn tail(path: &Path, n: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({} cannot be read: {e})", path.display()),
-    }
-}
-
-/// Sends `signal` (such as `TERM`) to `pid` with kill(1).
-pub fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Whether the process with this pid runs: it exists and is not a zombie (one that has
-/// exited but that its parent, perhaps init, has not reaped yet).
-pub fn pid_running(pid: u32) -> bool {
-    stat_fields(pid)
-        .and_then(|f| f.into_iter().next())
-        .is_some_and(|state| state != "Z" && state != "X")
-}
-
-/// The fields of `/proc/<pid>/stat` after the command name, from the state (field 3 of the
-/// line) on; `None` if there is no such process.
-pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces and parentheses itself.
-    let (_, rest) = stat.rsplit_once(") ")?;
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// A program running in the background with its output in a log file. Dropping it stops
-/// it: SIGTERM, then SIGKILL after a grace period. The pid stays ours until then, since the
+/// A program running in the background with its output in a log file: the launcher's
+/// [`Process`], failing the test where that returns an error. Dropping it stops it:
+/// SIGTERM, then SIGKILL after a grace period. The pid stays ours until then, since the
 /// child is only reaped here.
 #[derive(Debug)]
-pub struct Daemon {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    stopped: bool,
-}
+pub struct Daemon(Process);
 
 impl Daemon {
     /// Starts `program` with `args`, its stdout and stderr appended to `log`. Fails the test
@@ -266,55 +213,25 @@ impl Daemon {
     /// Starts a prepared command (its arguments and environment set by the caller), its
     /// stdin closed and its stdout and stderr appended to `log`. Fails the test if it cannot
     /// be started.
-    pub fn start(name: &str, mut command: Command, log: &Path) -> Daemon {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let err = file
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {name} ({}): {e}",
-                    command.get_program().to_string_lossy()
-                )
-            });
-        Daemon {
-            name: name.to_owned(),
-            child,
-            log: log.to_owned(),
-            stopped: false,
-        }
+    pub fn start(name: &str, command: Command, log: &Path) -> Daemon {
+        Daemon(Process::spawn(name, command, log).unwrap_or_else(|e| panic!("{e}")))
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.0.name()
     }
 
     /// How the daemon ended, if it has; it is reaped then.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.stopped = true;
-                Some(status)
-            }
-            _ => None,
-        }
+        self.0.exited()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     pub fn log(&self) -> &Path {
-        &self.log
+        self.0.log()
     }
 
     /// Waits until `ready()` holds. Fails the test, with the end of the daemon's log, if the
@@ -325,21 +242,20 @@ impl Daemon {
             if ready() {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.stopped = true;
+            if let Some(status) = self.0.exited() {
                 panic!(
                     "{} exited ({status}) before {what}; the end of its log ({}):\n{}",
-                    self.name,
-                    self.log.display(),
-                    tail(&self.log, 30)
+                    self.name(),
+                    self.log().display(),
+                    tail(self.log(), 30)
                 );
             }
             if Instant::now() >= deadline {
                 panic!(
                     "{} is running but not {what} after {timeout:?}; the end of its log ({}):\n{}",
-                    self.name,
-                    self.log.display(),
-                    tail(&self.log, 30)
+                    self.name(),
+                    self.log().display(),
+                    tail(self.log(), 30)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -348,46 +264,12 @@ impl Daemon {
 
     /// Stops the daemon: SIGTERM, then SIGKILL if it still runs after `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        if self.stopped {
-            return;
+        if self.0.stop(grace) {
+            eprintln!(
+                "{} did not stop within {grace:?} of SIGTERM: killed it",
+                self.name()
+            );
         }
-        self.stopped = true;
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(poll_interval());
-        }
-        eprintln!(
-            "{} did not stop within {grace:?} of SIGTERM: killing it",
-            self.name
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Stops several daemons together: SIGTERM to each first, so that their shutdowns overlap,
-/// then [`Daemon::stop`] on each.
-pub fn stop_all(daemons: &mut [&mut Daemon], grace: Duration) {
-    for d in daemons.iter_mut() {
-        if !d.stopped && d.exited().is_none() {
-            signal(d.pid(), "TERM");
-        }
-    }
-    for d in daemons.iter_mut() {
-        d.stop(grace);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(20));
     }
 }
 

@@ -26,6 +26,8 @@ pub enum BenchError {
     Timeout(String),
     #[error("{0}")]
     Check(String),
+    #[error(transparent)]
+    Launch(#[from] shoal_cluster::LaunchError),
 }
 
 impl BenchError {

@@ -1,49 +1,18 @@
 //! The HTTP a benchmark speaks: uploads and timed downloads checked against their digest.
-//! Scrapes of `/metrics` use the harness's [`crate::http`].
+//! Registry pushes, and scrapes of `/metrics`, are the cluster launcher's
+//! ([`shoal_cluster::registry`], [`shoal_cluster::http`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use shoal_cluster::registry::client;
+use shoal_cluster::registry::{Registry, expect, file_body};
 use shoal_core::Digest;
 use shoal_core::digest::Hasher;
 
 use super::blob::BlobFile;
 use super::{BenchError, Result};
-
-/// A client for loopback servers: no overall timeout (a capped download of a large blob
-/// takes minutes), a short one to connect.
-pub fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(4)
-        .build()
-        .map_err(BenchError::http("cannot build an HTTP client"))
-}
-
-/// An error for an answer other than `want`, with the start of its body.
-async fn expect(res: reqwest::Response, want: &[u16], what: &str) -> Result<reqwest::Response> {
-    let status = res.status().as_u16();
-    if want.contains(&status) {
-        return Ok(res);
-    }
-    let body = res.text().await.unwrap_or_default();
-    Err(BenchError::Status {
-        what: what.to_owned(),
-        status,
-        body: body.chars().take(500).collect(),
-    })
-}
-
-/// A file as a streamed request body.
-async fn file_body(blob: &BlobFile) -> Result<reqwest::Body> {
-    let f = tokio::fs::File::open(&blob.path)
-        .await
-        .map_err(BenchError::io("cannot open", &blob.path))?;
-    Ok(reqwest::Body::wrap_stream(
-        tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
-    ))
-}
 
 /// Uploads a blob through the origin API (`PUT /v1/blobs/<digest>`) with the write token.
 pub async fn upload_to_origin(
@@ -57,7 +26,7 @@ pub async fn upload_to_origin(
         .put(format!("{origin}/v1/blobs/{}", blob.digest))
         .bearer_auth(write_token)
         .header(reqwest::header::CONTENT_LENGTH, blob.length)
-        .body(file_body(blob).await?)
+        .body(file_body(&blob.path).await?)
         .send()
         .await
         .map_err(BenchError::http(what.clone()))?;
@@ -82,42 +51,17 @@ pub async fn origin_holds(
 }
 
 /// Pushes a blob to a registry with the distribution API's monolithic upload (`POST`
-/// `/v2/<name>/blobs/uploads/`, then `PUT <location>&digest=…` with the bytes).
+/// `/v2/<name>/blobs/uploads/`, then `PUT <location>&digest=…` with the bytes), without a
+/// login.
 pub async fn push_blob(
     client: &reqwest::Client,
     registry: &str,
     name: &str,
     blob: &BlobFile,
 ) -> Result<()> {
-    let what = format!("pushing {} to {registry}", blob.digest);
-    let res = client
-        .post(format!("{registry}/v2/{name}/blobs/uploads/"))
-        .send()
-        .await
-        .map_err(BenchError::http(what.clone()))?;
-    let res = expect(res, &[202], &what).await?;
-    let location = res
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .ok_or_else(|| BenchError::Check(format!("{what}: no Location")))?
-        .to_owned();
-    let mut url = if location.starts_with('/') {
-        format!("{registry}{location}")
-    } else {
-        location
-    };
-    url.push(if url.contains('?') { '&' } else { '?' });
-    url.push_str(&format!("digest={}", blob.digest));
-    let res = client
-        .put(url)
-        .header(reqwest::header::CONTENT_LENGTH, blob.length)
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(file_body(blob).await?)
-        .send()
-        .await
-        .map_err(BenchError::http(what.clone()))?;
-    expect(res, &[201], &what).await?;
+    Registry::new(client.clone(), registry, None)
+        .push_blob(name, &blob.path, &blob.digest, blob.length)
+        .await?;
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! What the benchmark programs (`swarm-bench`, `registry-bench`) share. Benchmarks print
-//! figures; nothing here asserts a time. Processes, `/ready` and `/metrics` go through the
-//! harness's [`crate::process`] and [`crate::http`].
+//! figures; nothing here asserts a time. The cluster they measure (origins, a tracker, a
+//! proxy and agents of the release binaries on free 127.0.0.1 ports) is the cluster
+//! launcher's ([`shoal_cluster::Cluster`]), and so are `/ready` and `/metrics`.
 //!
-//! - [`cluster`]: origins, a tracker, a proxy and agents of the release binaries on free
-//!   127.0.0.1 ports, each with its own config file, data directory and log, started in
-//!   order, waited on until ready, and stopped together by pid.
 //! - [`http`]: blob uploads to an origin or a registry, and timed downloads through a
 //!   registry API with the body checked against its digest.
 //! - [`blob`]: random blobs written to disk with their digest.
@@ -14,7 +12,6 @@
 //! - [`error`]: the benchmarks' error type.
 
 pub mod blob;
-pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod stats;

@@ -144,11 +144,12 @@ pub struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    pub fn take<'a>(members: impl Iterator<Item = &'a super::cluster::Member>) -> CpuSnapshot {
+    /// Of the processes given as (role, pid), and this one.
+    pub fn take<'a>(processes: impl IntoIterator<Item = (&'a str, u32)>) -> CpuSnapshot {
         let mut by_role = BTreeMap::new();
-        for m in members {
-            if let Some(s) = cpu_seconds(Some(m.pid())) {
-                *by_role.entry(m.role.to_owned()).or_insert(0.0) += s;
+        for (role, pid) in processes {
+            if let Some(s) = cpu_seconds(Some(pid)) {
+                *by_role.entry(role.to_owned()).or_insert(0.0) += s;
             }
         }
         if let Some(s) = cpu_seconds(None) {

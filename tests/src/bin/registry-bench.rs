@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
+use shoal_cluster::spec::free_ports;
+use shoal_cluster::{Bins, Cluster, Spec};
 use shoal_core::units::ByteSize;
 use shoal_tests::bench::blob::{BlobFile, fresh_seed, random_blob};
-use shoal_tests::bench::cluster::{Bins, Cluster, Member, Spec, free_ports};
 use shoal_tests::bench::http::{self, Fetch};
 use shoal_tests::bench::stats::percentile;
 use shoal_tests::bench::sys::{Machine, load_average, memory};
@@ -90,9 +91,15 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The reference registry, running.
+struct Reference {
+    addr: String,
+    daemon: Daemon,
+}
+
 /// Starts the reference registry with its own config, storage in `dir`, on a free port,
 /// and waits until it answers `GET /v2/`.
-fn start_registry(bin: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Member> {
+fn start_registry(bin: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<Reference> {
     std::fs::create_dir_all(dir.join("storage"))?;
     let port = free_ports(1)?[0];
     let config = dir.join("config.yml");
@@ -106,17 +113,16 @@ fn start_registry(bin: &std::path::Path, dir: &std::path::Path) -> anyhow::Resul
     )?;
     let mut c = Command::new(bin);
     c.arg("serve").arg(&config);
-    let mut m = Member {
+    let mut r = Reference {
         addr: format!("127.0.0.1:{port}"),
-        role: "registry",
         daemon: Daemon::start("registry", c, &dir.join("registry.log")),
     };
-    let addr = m.addr.clone();
-    m.daemon
+    let addr = r.addr.clone();
+    r.daemon
         .wait_until("answering /v2/", Duration::from_secs(30), || {
-            shoal_tests::http::get(&addr, "/v2/").is_ok_and(|(status, _)| status == 200)
+            shoal_cluster::http::get(&addr, "/v2/").is_ok_and(|(status, _)| status == 200)
         });
-    Ok(m)
+    Ok(r)
 }
 
 /// A one-layer image in an OCI layout at `dir`, tagged `v1`: a tar of one file of `size`
@@ -157,7 +163,7 @@ async fn timed_push(
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let machine = Machine::read();
-    let bins = Bins::find(args.bin_dir.clone())?;
+    let bins = Bins::find(args.bin_dir.clone(), true)?;
     anyhow::ensure!(
         args.registry_bin.is_file(),
         "no reference registry at {} (tests/install-deps.sh installs docker-registry)",
@@ -170,36 +176,31 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         args.size, args.memory_size
     );
     println!("machine: {machine}");
-    println!("binaries: {}", bins.dir.display());
+    println!("binaries: {}", bins.dir().display());
     println!("work directory: {}", work.path().display());
 
     let client = http::client()?;
     let spec = Spec {
-        origins: 1,
-        replicas: 1,
-        tracker: true,
-        proxy: true,
-        agents: 2,
-        rate: None,
-        cache_size: (size + args.memory_size.bytes()).saturating_mul(2),
-        stall_timeout_s: 120,
-        log: "info".into(),
+        cache_size: ByteSize((size + args.memory_size.bytes()).saturating_mul(2)),
+        stall_timeout: Some(Duration::from_secs(120)),
+        ..Spec::on_free_ports(1, 2)
     };
     let mut cluster =
-        tokio::task::block_in_place(|| Cluster::start(&bins, &work.path().join("shoal"), &spec))?;
-    let reg = tokio::task::block_in_place(|| {
+        tokio::task::block_in_place(|| Cluster::start(&bins, &work.path().join("shoal"), spec))?;
+    let mut reg = tokio::task::block_in_place(|| {
         start_registry(&args.registry_bin, &work.path().join("registry"))
     })?;
-    let registry = reg.url();
-    cluster.others.push(reg);
-    let origin = cluster.origins[0].url();
-    let agent = cluster.agents[0].url();
-    let agent2 = cluster.agents[1].url();
-    let agent2_pid = cluster.agents[1].pid();
+    let registry = format!("http://{}", reg.addr);
+    let write_token = cluster.credentials().write_token.clone();
+    let origin = cluster.origins()[0].url();
+    let agent = cluster.agents()[0].url();
+    let agent2 = cluster.agents()[1].url();
+    let agent2_pid = cluster
+        .pid("agent-2")
+        .context("the cluster has no second agent")?;
     let proxy = cluster
-        .proxy
-        .as_ref()
-        .map(Member::url)
+        .proxy()
+        .map(|p| p.url())
         .context("the cluster has no proxy")?;
 
     println!("\nwriting the test data");
@@ -228,8 +229,8 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         load_average()
     );
 
-    http::upload_to_origin(&client, &origin, &cluster.write_token, &blob).await?;
-    http::upload_to_origin(&client, &origin, &cluster.write_token, &big).await?;
+    http::upload_to_origin(&client, &origin, &write_token, &blob).await?;
+    http::upload_to_origin(&client, &origin, &write_token, &big).await?;
     http::push_blob(&client, &registry, "bench/blob", &blob).await?;
 
     // 2. A layer the agent does not have.
@@ -287,11 +288,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     ] {
         println!("   {who:<15} {m:.3}s ({:.0} MiB/s)", mib_per_s(size, m));
     }
-    let registry_hwm = cluster
-        .others
-        .first()
-        .and_then(|r| memory(r.pid()))
-        .map(|m| m.0);
+    let registry_hwm = memory(reg.daemon.pid()).map(|m| m.0);
 
     // 4. The second agent's memory while it downloads and serves the big blob.
     let before = memory(agent2_pid).context("cannot read the agent's memory")?;
@@ -341,7 +338,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         mib_per_s(layer, to_registry),
         load_average()
     );
-    tokio::task::block_in_place(|| cluster.stop());
+    tokio::task::block_in_place(|| {
+        cluster.stop();
+        reg.daemon.stop(Duration::from_secs(10));
+    });
 
     if args.json {
         let r = |v: &[f64]| v.iter().map(|x| round(*x)).collect::<Vec<_>>();
@@ -367,7 +367,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "skopeo_registry_s": round(to_registry),
             "load_average_1m": load_average(),
             "machine": machine.to_json(),
-            "bin_dir": bins.dir.display().to_string(),
+            "bin_dir": bins.dir().display().to_string(),
         });
         println!("{out}");
     }

@@ -30,14 +30,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
+use shoal_cluster::{Bins, Cluster, Member, Rate, Spec};
+use shoal_core::telemetry::scrape::metric_sum;
 use shoal_core::units::{ByteRate, ByteSize};
 use shoal_tests::bench::blob::{BlobFile, fresh_seed, random_blob};
-use shoal_tests::bench::cluster::{Bins, Cluster, Member, Spec};
 use shoal_tests::bench::http::{self, Fetch};
 use shoal_tests::bench::stats::{bound_s, percentile, time_to_share};
 use shoal_tests::bench::sys::{CpuSnapshot, Machine, load_average, memory};
 use shoal_tests::bench::workdir::WorkDir;
-use shoal_tests::http::metric_sum;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -165,7 +165,7 @@ fn main() -> ExitCode {
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
     let machine = Machine::read();
-    let bins = Bins::find(args.bin_dir.clone())?;
+    let bins = Bins::find(args.bin_dir.clone(), true)?;
     let mut work = WorkDir::new(args.dir.clone(), "swarm-bench", args.keep)?;
     let n = args.agents;
     let f = args.size.bytes();
@@ -175,7 +175,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         args.size, args.rate
     );
     println!("machine: {machine}");
-    println!("binaries: {}", bins.dir.display());
+    println!("binaries: {}", bins.dir().display());
     println!("work directory: {}", work.path().display());
 
     let blob = random_blob(&work.path().join("blob.bin"), f, fresh_seed())?;
@@ -183,16 +183,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let limit = Duration::from_secs_f64(args.timeout.unwrap_or(3.0 * one_server_s + 120.0));
 
     let swarm_spec = Spec {
-        origins: args.origins,
         replicas: args.origins,
-        tracker: true,
         proxy: false,
-        agents: n,
-        rate: Some(r as u64),
-        cache_size: f.saturating_mul(2).max(1 << 30),
+        rate: Rate::per_second(r as u64),
+        cache_size: ByteSize(f.saturating_mul(2).max(1 << 30)),
         // A starved pull is a figure here, not a failure: it may wait as long as the run.
-        stall_timeout_s: limit.as_secs().max(120),
+        stall_timeout: Some(Duration::from_secs(limit.as_secs().max(120))),
         log: args.log.clone(),
+        ..Spec::on_free_ports(args.origins, n)
     };
     println!(
         "\n== swarm: {} origins, a tracker, {n} agents",
@@ -287,7 +285,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "swarm": swarm.json(),
             "baseline": baseline.as_ref().map(Run::json),
             "machine": machine.to_json(),
-            "bin_dir": bins.dir.display().to_string(),
+            "bin_dir": bins.dir().display().to_string(),
         });
         println!("{out}");
     }
@@ -366,16 +364,20 @@ async fn run(
 ) -> anyhow::Result<Run> {
     let client = http::client()?;
     let started = Instant::now();
-    let mut cluster = tokio::task::block_in_place(|| Cluster::start(bins, dir, spec))?;
-    let origins: Vec<String> = cluster.origins.iter().map(Member::url).collect();
-    http::upload_to_origin(&client, &origins[0], &cluster.write_token, blob).await?;
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(bins, dir, spec.clone()))?;
+    let origins: Vec<String> = cluster.origins().into_iter().map(Member::url).collect();
+    let (write_token, read_token) = (
+        cluster.credentials().write_token.clone(),
+        cluster.credentials().read_token.clone(),
+    );
+    http::upload_to_origin(&client, &origins[0], &write_token, blob).await?;
     // Every owner must hold the blob before the clock starts: the bound counts them all.
     let want = spec.replicas.min(spec.origins);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let mut holding = 0;
         for o in &origins {
-            if http::origin_holds(&client, o, &cluster.read_token, &blob.digest).await {
+            if http::origin_holds(&client, o, &read_token, &blob.digest).await {
                 holding += 1;
             }
         }
@@ -391,11 +393,15 @@ async fn run(
     }
     let setup_s = started.elapsed().as_secs_f64();
 
-    let agents: Vec<String> = cluster.agents.iter().map(Member::url).collect();
+    let agents: Vec<String> = cluster.agents().into_iter().map(Member::url).collect();
     let before = scrape(&cluster)?;
-    let cpu_before = CpuSnapshot::take(cluster.members());
+    let cpu_before = CpuSnapshot::take(roles(&cluster));
     let path = format!("/v2/bench/blobs/{}", blob.digest);
-    let addrs: Vec<String> = cluster.agents.iter().map(|a| a.addr.clone()).collect();
+    let addrs: Vec<String> = cluster
+        .agents()
+        .into_iter()
+        .map(|a| a.addr.clone())
+        .collect();
     let every = Duration::from_secs_f64(sample_every.max(0.05));
     let done = AtomicBool::new(false);
     let served = Arc::new(AtomicU64::new(0));
@@ -425,7 +431,7 @@ async fn run(
             timeline
         }
     );
-    let cpu_after = CpuSnapshot::take(cluster.members());
+    let cpu_after = CpuSnapshot::take(roles(&cluster));
     let load = load_average();
     let fetches = match fetched {
         Ok(f) => f,
@@ -436,10 +442,10 @@ async fn run(
     };
     let after = scrape(&cluster)?;
     let mut procs: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    for m in cluster.members() {
-        let e = procs.entry(m.role.to_owned()).or_default();
+    for (role, pid) in roles(&cluster) {
+        let e = procs.entry(role.to_owned()).or_default();
         e.0 += 1;
-        e.1 = e.1.max(memory(m.pid()).map_or(0, |(hwm, _)| hwm));
+        e.1 = e.1.max(memory(pid).map_or(0, |(hwm, _)| hwm));
     }
     tokio::task::block_in_place(|| cluster.stop());
     let (cpu, busy) = cpu_before.since(&cpu_after);
@@ -473,14 +479,21 @@ async fn run(
     })
 }
 
+/// Every process of the cluster as (role, pid).
+fn roles(cluster: &Cluster) -> Vec<(&'static str, u32)> {
+    cluster
+        .processes()
+        .map(|(m, pid)| (m.role.as_str(), pid))
+        .collect()
+}
+
 /// Piece bytes the agents at `addrs` have received in all, from peers and origins; an agent
 /// that does not answer counts as 0.
 async fn agent_bytes(addrs: Vec<String>) -> f64 {
     tokio::task::spawn_blocking(move || {
         addrs
             .iter()
-            .filter_map(|a| shoal_tests::http::get(a, "/metrics").ok())
-            .map(|(_, body)| metric_sum(&body, "shoal_agent_peer_bytes_received_total", &[]))
+            .map(|a| shoal_cluster::figures::sum_at(a, shoal_cluster::figures::AGENT_RECEIVED, &[]))
             .sum()
     })
     .await
@@ -489,15 +502,14 @@ async fn agent_bytes(addrs: Vec<String>) -> f64 {
 
 /// `/metrics` of every origin, and of every agent.
 fn scrape(cluster: &Cluster) -> anyhow::Result<[Vec<String>; 2]> {
-    let get = |members: &[Member]| {
+    let get = |members: Vec<&Member>| {
         members
             .iter()
-            .map(|m| match shoal_tests::http::get(&m.addr, "/metrics") {
-                Ok((200, body)) => Ok(body),
-                Ok((status, _)) => anyhow::bail!("{}/metrics answered {status}", m.addr),
-                Err(e) => anyhow::bail!("scraping {}/metrics: {e}", m.addr),
+            .map(|m| {
+                shoal_cluster::http::metrics(&m.addr)
+                    .map_err(|e| anyhow::anyhow!("scraping {}/metrics: {e}", m.addr))
             })
             .collect::<anyhow::Result<Vec<String>>>()
     };
-    tokio::task::block_in_place(|| Ok([get(&cluster.origins)?, get(&cluster.agents)?]))
+    tokio::task::block_in_place(|| Ok([get(cluster.origins())?, get(cluster.agents())?]))
 }

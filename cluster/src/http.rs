@@ -1,13 +1,16 @@
-//! A blocking HTTP/1.0 client over loopback, enough for `/ready`, `/metrics` and a
-//! request that must be refused.
+//! A blocking HTTP/1.0 client over loopback, enough for `/ready`, `/metrics` and a request
+//! that must be refused. Blob transfers go through [`crate::registry`].
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// How long [`get`] and [`request`] wait to connect, and for each read and write.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `GET http://{addr}{path}`: the status and the body, or why it could not be had.
 pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    request(addr, "GET", path, &[], b"")
+    request_within(addr, "GET", path, &[], b"", TIMEOUT)
 }
 
 /// `method http://{addr}{path}` with `headers` and `body`: the status and the body.
@@ -18,7 +21,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(10);
+    request_within(addr, method, path, headers, body, TIMEOUT)
+}
+
+/// [`request`] with its own timeout.
+pub fn request_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let sock: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| format!("{addr} is not an address: {e}"))?;
@@ -52,35 +66,15 @@ pub fn request(
     Ok((status, body.to_owned()))
 }
 
-/// The sum of every sample in Prometheus text `metrics` whose name is `name` and whose
-/// labels contain each of `labels` (such as `source="peer"`); 0 when there is none.
-pub fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = match series.find('{') {
-                Some(i) => (&series[..i], &series[i..]),
-                None => (series, ""),
-            };
-            (n == name && labels.iter().all(|want| rest.contains(want)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
+/// Whether `addr` answers `GET /ready` with 200 within `timeout`.
+pub fn ready(addr: &str, timeout: Duration) -> bool {
+    request_within(addr, "GET", "/ready", &[], b"", timeout).is_ok_and(|(status, _)| status == 200)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_the_samples_that_match() {
-        let text = "# HELP x\nx_total{source=\"peer\"} 10\nx_total{source=\"origin\"} 5\n\
-                    x_total_other 7\nx_total 1e3\n";
-        assert_eq!(metric_sum(text, "x_total", &["source=\"peer\""]), 10.0);
-        assert_eq!(metric_sum(text, "x_total", &[]), 1015.0);
-        assert_eq!(metric_sum(text, "missing", &[]), 0.0);
+/// `addr`'s `/metrics` text.
+pub fn metrics(addr: &str) -> Result<String, String> {
+    match get(addr, "/metrics")? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("{addr}/metrics answered {status}: {body}")),
     }
 }
