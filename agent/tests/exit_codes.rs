@@ -2,29 +2,22 @@
 //! blame, found by `--check-config` and by a start alike; 1 when something else fails.
 #![allow(clippy::unwrap_used)] // test helpers fail the test on any error
 
-use std::process::{Command, Output};
+use std::process::Output;
+use std::sync::LazyLock;
 
 use shoal_core::config::EX_CONFIG;
+use shoal_core::signature::KeyPairPem;
+use shoal_core::testing::{assert_config_refused, run_binary, stderr_text as stderr};
 use shoal_core::units::{ByteRate, ByteSize};
 
-/// `openssl pkey -pubout`.
-const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
-    MCowBQYDK2VwAyEAODXC35grld8jyBNVc/6piT4VmERxcpfi/0Epu9+O3FA=\n\
-    -----END PUBLIC KEY-----\n";
+/// The origins' metainfo public key of this run.
+static PUBLIC: LazyLock<String> = LazyLock::new(|| KeyPairPem::generate().unwrap().public_pem);
 
 /// The binary with no config from the environment but `env`, its tracker and origins on a
 /// port nothing answers.
 fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-agent"));
-    c.args(["--tracker", "", "--origins", "http://127.0.0.1:9"])
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied());
-    c.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let args = [&["--tracker", "", "--origins", "http://127.0.0.1:9"], args].concat();
+    run_binary(env!("CARGO_BIN_EXE_shoal-agent"), &args, env)
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.
@@ -47,19 +40,7 @@ fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
         .concat(),
         env,
     );
-    for (what, out) in [("--check-config", checked), ("a start", started)] {
-        assert_eq!(
-            out.status.code(),
-            Some(EX_CONFIG),
-            "{what} {args:?}: {}",
-            stderr(&out)
-        );
-        assert!(
-            stderr(&out).contains(needle),
-            "{what}: {needle} missing from {}",
-            stderr(&out)
-        );
-    }
+    assert_config_refused(args, checked, started, needle);
 }
 
 #[test]
@@ -74,7 +55,7 @@ fn missing_or_unparsable_metainfo_keys_exit_64_at_the_check_and_at_the_start() {
 
 #[test]
 fn bad_values_unreadable_files_and_bad_flags_exit_64() {
-    let keys = [("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC)];
+    let keys = [("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC.as_str())];
     refused(&["--set", "cache.max_size=0"], &keys, "cache.max_size");
     refused(
         &["--set", "credentials.read_token=short"],
@@ -115,7 +96,7 @@ fn typed_flags_win_over_the_environment_and_set() {
             "10MiB/s",
         ],
         &[
-            ("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC),
+            ("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC.as_str()),
             ("SHOAL_AGENT_CACHE__MAX_SIZE", "1GiB"),
             ("SHOAL_AGENT_PEER__EGRESS", "1MiB/s"),
         ],
@@ -143,7 +124,7 @@ fn a_port_in_use_is_no_config_problem_and_exits_1() {
             "--cache-dir",
             dir.path().to_str().unwrap(),
         ],
-        &[("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC)],
+        &[("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC.as_str())],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -6,6 +6,7 @@
 //! same feature name; this module holds what they all need.
 
 use std::future::Future;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -47,6 +48,46 @@ pub fn wait_until_blocking(what: &str, timeout: Duration, mut condition: impl Fn
             "timed out after {timeout:?} waiting until {what}"
         );
         std::thread::sleep(POLL);
+    }
+}
+
+/// A fresh random token of 64 hex characters, as `openssl rand -hex 32` makes one: test
+/// credentials are made when the test runs.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the binary `bin` with `args` and no environment but `env`, so that nothing from the
+/// shell that runs the tests reaches its config.
+pub fn run_binary(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin}: {e}"))
+}
+
+/// What a finished program wrote to stderr.
+pub fn stderr_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that a part's `--check-config` and its start were both refused for its config
+/// (exit 64, `EX_CONFIG`), each naming `needle`.
+pub fn assert_config_refused(args: &[&str], checked: Output, started: Output, needle: &str) {
+    for (what, out) in [("--check-config", checked), ("a start", started)] {
+        let stderr = stderr_text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(crate::config::EX_CONFIG),
+            "{what} {args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "{what}: {needle} missing from {stderr}"
+        );
     }
 }
 

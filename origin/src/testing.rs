@@ -41,11 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BackendKind, Config, Secret};
 use crate::{Error, Listeners, Origin};
 
-/// A fresh random token of 64 hex characters, as `openssl rand -hex 32` makes one.
-pub fn random_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use shoal_core::testing::random_token;
 
 /// A config for tests: short timers so that failures are noticed within a fraction of a
 /// second, no backend, data in `data_dir`, a fresh random write token and no read token.

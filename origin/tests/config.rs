@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::LazyLock;
 
 use shoal_core::config::{EX_CONFIG, Sources};
 use shoal_origin::config::{Config, ENV_PREFIX};
@@ -23,11 +24,13 @@ fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-/// `openssl genpkey -algorithm ed25519`.
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
-    MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
-    -----END PRIVATE KEY-----\n";
+/// The write token and the metainfo key of this run.
+static TOKEN: LazyLock<String> = LazyLock::new(shoal_core::testing::random_token);
+static KEY: LazyLock<String> = LazyLock::new(|| {
+    shoal_core::signature::KeyPairPem::generate()
+        .unwrap()
+        .private_pem
+});
 
 #[test]
 fn the_example_config_loads_and_shows_every_key_at_its_default() {
@@ -35,13 +38,19 @@ fn the_example_config_loads_and_shows_every_key_at_its_default() {
     // advises.
     let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
         .load_with_env(vec![
-            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(), TOKEN.into()),
-            ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), KEY.into()),
+            (
+                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+                TOKEN.as_str().into(),
+            ),
+            (
+                "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(),
+                KEY.as_str().into(),
+            ),
         ])
         .unwrap();
     let mut want = Config::default();
-    want.credentials.write_token = shoal_origin::config::Secret::new(TOKEN);
-    want.credentials.metainfo_key = shoal_origin::config::Secret::new(KEY);
+    want.credentials.write_token = shoal_origin::config::Secret::new(TOKEN.as_str());
+    want.credentials.metainfo_key = shoal_origin::config::Secret::new(KEY.as_str());
     assert_eq!(loaded, want);
 
     let text = std::fs::read_to_string(example()).unwrap();
@@ -124,8 +133,8 @@ fn check_config_prints_the_merged_config() {
             "http://b:2",
         ])
         .env("SHOAL_ORIGIN_REPAIR__INTERVAL", "30m")
-        .env("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN)
-        .env("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY)
+        .env("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str())
+        .env("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY.as_str())
         .output()
         .unwrap();
     assert!(
@@ -134,7 +143,10 @@ fn check_config_prints_the_merged_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(!text.contains(TOKEN), "the token was printed:\n{text}");
+    assert!(
+        !text.contains(TOKEN.as_str()),
+        "the token was printed:\n{text}"
+    );
     let printed: Config = toml::from_str(&text).unwrap();
     assert_eq!(printed.listen.to_string(), "127.0.0.1:1234");
     assert_eq!(printed.cluster.members, ["http://a:1", "http://b:2"]);

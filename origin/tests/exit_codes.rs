@@ -2,25 +2,20 @@
 //! blame, found by `--check-config` and by a start alike; 1 when something else fails.
 #![allow(clippy::unwrap_used)] // test helpers fail the test on any error
 
-use std::process::{Command, Output};
+use std::process::Output;
+use std::sync::LazyLock;
 
 use shoal_core::config::EX_CONFIG;
+use shoal_core::signature::KeyPairPem;
+use shoal_core::testing::{assert_config_refused, random_token, run_binary, stderr_text as stderr};
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-/// `openssl genpkey -algorithm ed25519`.
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
-    MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
-    -----END PRIVATE KEY-----\n";
+/// The write token and the metainfo key of this run.
+static TOKEN: LazyLock<String> = LazyLock::new(random_token);
+static KEY: LazyLock<String> = LazyLock::new(|| KeyPairPem::generate().unwrap().private_pem);
 
 /// The binary with no config from the environment but `env`.
 fn origin(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-origin"));
-    c.args(args).env_clear().envs(env.iter().copied());
-    c.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    run_binary(env!("CARGO_BIN_EXE_shoal-origin"), args, env)
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.
@@ -43,31 +38,19 @@ fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
         .concat(),
         env,
     );
-    for (what, out) in [("--check-config", checked), ("a start", started)] {
-        assert_eq!(
-            out.status.code(),
-            Some(EX_CONFIG),
-            "{what} {args:?}: {}",
-            stderr(&out)
-        );
-        assert!(
-            stderr(&out).contains(needle),
-            "{what}: {needle} missing from {}",
-            stderr(&out)
-        );
-    }
+    assert_config_refused(args, checked, started, needle);
 }
 
 #[test]
 fn missing_credentials_exit_64_at_the_check_and_at_the_start() {
     refused(
         &[],
-        &[("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY)],
+        &[("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY.as_str())],
         "credentials.write_token",
     );
     refused(
         &[],
-        &[("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN)],
+        &[("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str())],
         "credentials.metainfo_key is empty",
     );
 }
@@ -77,7 +60,7 @@ fn a_metainfo_key_that_does_not_parse_exits_64() {
     refused(
         &[],
         &[
-            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN),
+            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str()),
             ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", "not a key"),
         ],
         "credentials.metainfo_key cannot sign",

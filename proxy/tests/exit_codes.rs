@@ -2,23 +2,16 @@
 //! blame, found by `--check-config` and by a start alike; 1 when something else fails.
 #![allow(clippy::unwrap_used)] // test helpers fail the test on any error
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use shoal_core::config::EX_CONFIG;
+use shoal_core::testing::{assert_config_refused, run_binary, stderr_text as stderr};
 
 /// The binary with no config from the environment but `env`, its origins on a port nothing
 /// answers.
 fn proxy(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-proxy"));
-    c.args(["--origins", "http://127.0.0.1:9"])
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied());
-    c.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let args = [&["--origins", "http://127.0.0.1:9"], args].concat();
+    run_binary(env!("CARGO_BIN_EXE_shoal-proxy"), &args, env)
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.
@@ -30,19 +23,7 @@ fn refused(args: &[&str], needle: &str) {
         &[args, &["--listen", "127.0.0.1:0", "--set", &spool]].concat(),
         &[],
     );
-    for (what, out) in [("--check-config", checked), ("a start", started)] {
-        assert_eq!(
-            out.status.code(),
-            Some(EX_CONFIG),
-            "{what} {args:?}: {}",
-            stderr(&out)
-        );
-        assert!(
-            stderr(&out).contains(needle),
-            "{what}: {needle} missing from {}",
-            stderr(&out)
-        );
-    }
+    assert_config_refused(args, checked, started, needle);
 }
 
 #[test]

@@ -2,41 +2,26 @@
 //! blame, found by `--check-config` and by a start alike; 1 when something else fails.
 #![allow(clippy::unwrap_used)] // test helpers fail the test on any error
 
-use std::process::{Command, Output};
+use std::process::Output;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use shoal_core::config::EX_CONFIG;
+use shoal_core::testing::{assert_config_refused, random_token, run_binary, stderr_text as stderr};
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// The read token of this run.
+static TOKEN: LazyLock<String> = LazyLock::new(random_token);
 
 /// The binary with no config from the environment but `env`.
 fn tracker(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal-tracker"));
-    c.args(args).env_clear().envs(env.iter().copied());
-    c.output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    run_binary(env!("CARGO_BIN_EXE_shoal-tracker"), args, env)
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.
 fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
     let checked = tracker(&[args, &["--check-config"]].concat(), env);
     let started = tracker(&[args, &["--listen", "127.0.0.1:0"]].concat(), env);
-    for (what, out) in [("--check-config", checked), ("a start", started)] {
-        assert_eq!(
-            out.status.code(),
-            Some(EX_CONFIG),
-            "{what} {args:?}: {}",
-            stderr(&out)
-        );
-        assert!(
-            stderr(&out).contains(needle),
-            "{what}: {needle} missing from {}",
-            stderr(&out)
-        );
-    }
+    assert_config_refused(args, checked, started, needle);
 }
 
 #[test]
@@ -50,7 +35,7 @@ fn a_missing_read_token_exits_64_at_the_check_and_at_the_start() {
 
 #[test]
 fn bad_values_unreadable_files_and_bad_flags_exit_64() {
-    let token = [("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN)];
+    let token = [("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str())];
     refused(
         &["--origins", "http://127.0.0.1:9", "--handout-size", "0"],
         &token,
@@ -90,7 +75,7 @@ fn typed_flags_win_over_the_environment_and_set() {
             "--trust-announced-addr",
         ],
         &[
-            ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN),
+            ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str()),
             ("SHOAL_TRACKER_ORIGINS", "[\"http://c:3\"]"),
             ("SHOAL_TRACKER_ANNOUNCE_INTERVAL", "4s"),
         ],
@@ -109,7 +94,7 @@ fn a_port_in_use_is_no_config_problem_and_exits_1() {
     let addr = busy.local_addr().unwrap().to_string();
     let out = tracker(
         &["--origins", "http://127.0.0.1:9", "--listen", &addr],
-        &[("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN)],
+        &[("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str())],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
