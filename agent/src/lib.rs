@@ -207,6 +207,7 @@ impl Agent {
             app,
             grace,
             limits.clone(),
+            None,
         );
         if let (Some(ops), Some(ops_addr)) = (listeners.ops, ops_addr) {
             let app = shoal_core::telemetry::ops_router(registry, ready.clone());
@@ -216,6 +217,7 @@ impl Agent {
                 app,
                 grace,
                 limits.clone(),
+                None,
             );
         }
         {

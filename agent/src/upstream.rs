@@ -110,7 +110,7 @@ fn tracker_client(read_token: Option<&str>) -> Result<reqwest::Client, AgentErro
         v.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, v);
     }
-    reqwest::Client::builder()
+    shoal_core::tls::plain_client_builder()
         .timeout(TRACKER_TIMEOUT)
         .connect_timeout(Duration::from_secs(3))
         .default_headers(headers)

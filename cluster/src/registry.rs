@@ -20,7 +20,7 @@ pub struct Registry {
 /// A client for loopback servers: no overall timeout (a capped download of a large blob
 /// takes minutes), a short one to connect.
 pub fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    shoal_core::tls::plain_client_builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4)
         .build()

@@ -17,6 +17,8 @@
 //!   and typed flags set on a part's config.
 //! - [`lifecycle`]: the one shape of a part (`start`, `wait`) and the `main` every binary
 //!   shares; [`tasks`]: tracked tasks that end on shutdown, and the one periodic loop.
+//! - [`tls`]: the `[tls]` table, HTTPS between parts, and the peer protocol's mutual TLS with
+//!   peer ids bound to certificates.
 //! - [`telemetry`]: logging, `/health` `/ready` `/metrics`, serving and shutdown.
 #![forbid(unsafe_code)]
 
@@ -40,6 +42,7 @@ pub mod tasks;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tls;
 pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestMismatch};

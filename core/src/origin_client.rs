@@ -185,7 +185,7 @@ impl OriginClient {
         if origins.is_empty() {
             return Err(OriginError::Unavailable("no origins configured".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = crate::tls::plain_client_builder()
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;

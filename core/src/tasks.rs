@@ -128,7 +128,7 @@ impl Running {
         &self.tasks
     }
 
-    /// Serves `app` on `listener` ([`crate::telemetry::serve`]) until shutdown, then drains
+    /// Serves `app` on `listener` ([`crate::telemetry::serve`]), HTTPS with `tls`, until shutdown, then drains
     /// requests in flight for up to `grace`.
     pub fn serve(
         &mut self,
@@ -137,10 +137,11 @@ impl Running {
         app: Router,
         grace: Duration,
         limits: ServerConfig,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) {
         let shutdown = self.tasks.shutdown.clone();
         self.servers.push(tokio::spawn(
-            crate::telemetry::serve(listener, app, shutdown, grace, limits).instrument(span),
+            crate::telemetry::serve(listener, app, shutdown, grace, limits, tls).instrument(span),
         ));
     }
 

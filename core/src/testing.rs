@@ -105,6 +105,93 @@ pub fn registry_sum(registry: &Registry, name: &str, labels: &[&str]) -> f64 {
     metric_sum(&metrics_text(registry), name, labels)
 }
 
+/// A throwaway CA in a temporary directory, and certificates from it for the parts a test
+/// starts: what `[tls]` tables point at in tests that run over TLS.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca: crate::tls::issue::Ca,
+    ca_path: std::path::PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let ca = crate::tls::issue::Ca::new("shoal test CA").unwrap_or_else(|e| panic!("CA: {e}"));
+        let ca_path = ca
+            .write_cert(dir.path())
+            .unwrap_or_else(|e| panic!("CA file: {e}"));
+        TestPki { dir, ca, ca_path }
+    }
+
+    /// The CA's certificate file.
+    pub fn ca_path(&self) -> &std::path::Path {
+        &self.ca_path
+    }
+
+    /// A `[tls]` table for a part known as `names` (DNS names or IPs; for a peer, one of
+    /// them `<x>.agent.shoal` or `<x>.origin.shoal`), valid as `validity` says; the files
+    /// are `<stem>.crt` and `<stem>.key`.
+    pub fn issue(
+        &self,
+        stem: &str,
+        names: &[&str],
+        validity: crate::tls::issue::Validity,
+    ) -> crate::tls::TlsConfig {
+        let (cert, key) = self
+            .ca
+            .issue(names, validity)
+            .and_then(|i| {
+                i.write(self.dir.path(), stem)
+                    .map_err(|e| panic!("write: {e}"))
+            })
+            .unwrap_or_else(|e| panic!("issue: {e}"));
+        crate::tls::TlsConfig::files(cert, key, &self.ca_path)
+    }
+
+    /// A certificate for the agent `name` on 127.0.0.1, valid for a day.
+    pub fn agent(&self, name: &str) -> crate::tls::TlsConfig {
+        let peer = crate::tls::issue::agent_name(name);
+        self.issue(
+            name,
+            &[&peer, "127.0.0.1", "localhost"],
+            crate::tls::issue::Validity::days(1),
+        )
+    }
+
+    /// A certificate for the origin `name` on 127.0.0.1 (its HTTPS and its peer port).
+    pub fn origin(&self, name: &str) -> crate::tls::TlsConfig {
+        let peer = crate::tls::issue::origin_name(name);
+        self.issue(
+            name,
+            &[&peer, "127.0.0.1", "localhost"],
+            crate::tls::issue::Validity::days(1),
+        )
+    }
+
+    /// A certificate for a server that is no peer (a tracker, a proxy) on 127.0.0.1.
+    pub fn server(&self, name: &str) -> crate::tls::TlsConfig {
+        self.issue(
+            name,
+            &[name, "127.0.0.1", "localhost"],
+            crate::tls::issue::Validity::days(1),
+        )
+    }
+
+    /// A table that trusts this CA and presents nothing (a client only).
+    pub fn client(&self) -> crate::tls::TlsConfig {
+        crate::tls::TlsConfig {
+            ca: Some(self.ca_path.clone()),
+            ..crate::tls::TlsConfig::default()
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,7 +83,7 @@ fn rate(size: usize, t: Duration) -> String {
 async fn upload(base: &str, seed: u64, digest: &Digest, size: usize) -> Duration {
     let start = Instant::now();
     let body = futures::stream::iter(chunks(seed, size).map(Ok::<_, std::io::Error>));
-    let res = reqwest::Client::new()
+    let res = shoal_core::tls::client()
         .put(format!("{base}/v1/blobs/{digest}"))
         .header("content-length", size)
         .body(reqwest::Body::wrap_stream(body))
@@ -101,7 +101,9 @@ async fn upload(base: &str, seed: u64, digest: &Digest, size: usize) -> Duration
 
 async fn download(base: &str, digest: &Digest, size: usize) -> Duration {
     let start = Instant::now();
-    let res = reqwest::get(format!("{base}/v1/blobs/{digest}"))
+    let res = shoal_core::tls::client()
+        .get(format!("{base}/v1/blobs/{digest}"))
+        .send()
         .await
         .unwrap();
     let mut stream = res.bytes_stream();

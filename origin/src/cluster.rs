@@ -82,7 +82,7 @@ impl Cluster {
         } else {
             (Source::Static, config.static_members(), advertise)
         };
-        let health = reqwest::Client::builder()
+        let health = shoal_core::tls::plain_client_builder()
             .connect_timeout(config.cluster.health_timeout)
             .timeout(config.cluster.health_timeout)
             .build()?;

@@ -168,7 +168,7 @@ impl Origin {
             Cluster::new(&config, peer_id, format!("http://{addr}"), metrics.clone())
                 .map_err(Error::Client)?,
         );
-        let http = reqwest::Client::builder()
+        let http = shoal_core::tls::plain_client_builder()
             .connect_timeout(config.cluster.connect_timeout)
             .tcp_nodelay(true)
             .build()
@@ -215,6 +215,7 @@ impl Origin {
             app,
             state.config.shutdown_grace,
             state.config.server.clone(),
+            None,
         );
         {
             let st = state.clone();

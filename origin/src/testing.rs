@@ -358,7 +358,7 @@ impl TestCluster {
         if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        reqwest::Client::builder()
+        shoal_core::tls::plain_client_builder()
             .default_headers(headers)
             .build()
             .unwrap_or_else(|e| panic!("HTTP client: {e}"))

@@ -115,7 +115,9 @@ const MAX_ERROR_BODY: usize = 512;
 impl TrackerDiscovery {
     /// A client of the tracker at `base` (`http://tracker:7070`), with a request timeout.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, DiscoveryError> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let client = shoal_core::tls::plain_client_builder()
+            .timeout(timeout)
+            .build()?;
         Ok(TrackerDiscovery {
             client,
             url: format!("{}/v1/announce", base.trim_end_matches('/')),

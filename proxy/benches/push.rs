@@ -193,7 +193,7 @@ fn main() {
             left -= n as u64;
         }
         let digest = h.finalize();
-        let http = reqwest::Client::new();
+        let http = shoal_core::tls::client();
         println!(
             "pushing {} through a proxy process to {} origins",
             ByteSize(size),

@@ -75,6 +75,7 @@ impl Proxy {
             app,
             grace,
             limits,
+            None,
         );
         running.tasks().unready_on_shutdown(ready.clone());
         tracing::info!(%addr, "proxy serving");

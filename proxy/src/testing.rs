@@ -103,7 +103,7 @@ impl TestProxy {
             shutdown,
             task,
         };
-        let http = reqwest::Client::new();
+        let http = shoal_core::tls::client();
         let ready = proxy.url("/ready");
         wait_until("the proxy is ready", Duration::from_secs(10), || {
             let answer = http.get(&ready).send();

@@ -21,7 +21,7 @@ struct Client {
 impl Client {
     fn new(c: &TestProxy, user: Option<&str>) -> Self {
         Client {
-            http: reqwest::Client::new(),
+            http: shoal_core::tls::client(),
             base: c.url(""),
             auth: user.map(|u| {
                 let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:secret"));
@@ -290,7 +290,11 @@ async fn every_spec_error_code_from_the_request_that_causes_it() {
         .send(Method::PUT, "/v2/app/manifests/v1", &oci, good.clone())
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let res = reqwest::get(c.url("/v2/app/manifests/v1")).await.unwrap();
+    let res = shoal_core::tls::client()
+        .get(c.url("/v2/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.bytes().await.unwrap().as_ref(), good.as_slice());
     let (status, headers, _) = w
         .send(Method::HEAD, "/v2/app/manifests/v1", &[], vec![])
@@ -412,14 +416,21 @@ async fn two_thousand_idle_connections_do_not_starve_the_proxy() {
         shoal_origin::testing::idle_connections_possible(2000),
     )
     .await;
-    let res = tokio::time::timeout(Duration::from_secs(1), reqwest::get(c.url("/v2/")))
-        .await
-        .expect("a real request is answered within a second")
-        .unwrap();
+    let res = tokio::time::timeout(
+        Duration::from_secs(1),
+        shoal_core::tls::client().get(c.url("/v2/")).send(),
+    )
+    .await
+    .expect("a real request is answered within a second")
+    .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     // Those that never sent a header are gone once the header timeout has passed.
     all_closed(idle, header_timeout + Duration::from_secs(5)).await;
-    let res = reqwest::get(c.url("/v2/")).await.unwrap();
+    let res = shoal_core::tls::client()
+        .get(c.url("/v2/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -512,7 +523,7 @@ async fn an_oversized_manifest_client_reads_its_413() {
     let c = TestProxy::start().await;
     let big = vec![b' '; 5 << 20];
     let url = c.url("/v2/app/manifests/latest");
-    let http = reqwest::Client::new();
+    let http = shoal_core::tls::client();
     // Declared up front, and streamed without a length.
     let declared = http
         .put(&url)

@@ -185,7 +185,9 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
     assert_eq!(c.spool_files(), 0);
 
     // The SBOM is listed as a referrer of the artifact's manifest, by its artifact type.
-    let manifest = reqwest::get(c.url("/v2/ml/model/manifests/v1"))
+    let manifest = shoal_core::tls::client()
+        .get(c.url("/v2/ml/model/manifests/v1"))
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -193,20 +195,23 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
         .unwrap();
     let subject = shoal_core::Digest::sha256_of(&manifest);
     assert!(printed.contains(&format!("subject {subject}")), "{printed}");
-    let sbom_manifest = reqwest::get(c.url("/v2/ml/model/manifests/v1-sbom"))
+    let sbom_manifest = shoal_core::tls::client()
+        .get(c.url("/v2/ml/model/manifests/v1-sbom"))
+        .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
     for query in ["", "?artifactType=application/vnd.example.sbom"] {
-        let index: serde_json::Value =
-            reqwest::get(c.url(&format!("/v2/ml/model/referrers/{subject}{query}")))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let index: serde_json::Value = shoal_core::tls::client()
+            .get(c.url(&format!("/v2/ml/model/referrers/{subject}{query}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let listed = index["manifests"].as_array().unwrap();
         assert_eq!(listed.len(), 1, "{index}");
         assert_eq!(
@@ -215,14 +220,16 @@ async fn oras_pushes_an_artifact_in_chunks_with_content_range_and_a_referrer() {
         );
         assert_eq!(listed[0]["artifactType"], "application/vnd.example.sbom");
     }
-    let none: serde_json::Value = reqwest::get(c.url(&format!(
-        "/v2/ml/model/referrers/{subject}?artifactType=application/vnd.example.sig"
-    )))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let none: serde_json::Value = shoal_core::tls::client()
+        .get(c.url(&format!(
+            "/v2/ml/model/referrers/{subject}?artifactType=application/vnd.example.sig"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(none["manifests"], serde_json::json!([]));
 }
 

@@ -322,7 +322,7 @@ fn main() {
         .unwrap();
     client.block_on(async {
         // Wait until the origins are known, so every answer lists them.
-        let http = reqwest::Client::new();
+        let http = shoal_core::tls::client();
         while !matches!(http.get(format!("http://{addr}/ready")).send().await, Ok(r) if r.status().is_success())
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

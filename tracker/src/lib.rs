@@ -261,6 +261,7 @@ impl Tracker {
             app.router(),
             app.grace,
             app.server.clone(),
+            None,
         );
         tracing::info!(%addr, origins = app.state.origins.members().len(), "tracker serving");
         Ok(Tracker { app, running, addr })

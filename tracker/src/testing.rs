@@ -71,7 +71,7 @@ impl TestTracker {
         let registry = Registry::new();
         let stop = CancellationToken::new();
         let mut task = tokio::spawn(crate::run(config, listener, registry.clone(), stop.clone()));
-        let http = reqwest::Client::new();
+        let http = shoal_core::tls::client();
         let ready = format!("{url}/ready");
         let became_ready = wait_until("the tracker is ready", START, || {
             let answer = http.get(&ready).send();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A client that neither retries nor follows redirects, with a generous timeout.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    shoal_core::tls::plain_client_builder()
         .timeout(Duration::from_secs(120))
         .redirect(reqwest::redirect::Policy::none())
         .build()

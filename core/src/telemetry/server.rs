@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::units::{ByteSize, duration};
@@ -82,12 +83,16 @@ pub enum BodyError {
 /// is held to `limits`. Handlers can extract the caller's address with
 /// `ConnectInfo<SocketAddr>`. Responses go out without Nagle's delay: registry and tracker
 /// answers are small and callers keep their connections.
+///
+/// With `tls`, every connection is HTTPS: its handshake must finish within the header-read
+/// timeout, and one that fails is logged and closed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
     grace: Duration,
     limits: ServerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     let conns = Arc::new(Connections::new(limits.max_connections));
@@ -130,8 +135,27 @@ pub async fn serve(
             limits: limits.clone(),
             in_flight: slot.in_flight.clone(),
         };
-        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let builder = builder.clone();
+        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshake_timeout = limits.header_timeout;
         tasks.spawn(async move {
+            let io = match tls {
+                None => Either::Left(tcp),
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => Either::Right(s),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -471,8 +495,11 @@ mod tests {
             token.clone(),
             Duration::from_secs(5),
             ServerConfig::default(),
+            None,
         ));
-        let body = reqwest::get(format!("http://{addr}/health"))
+        let body = crate::tls::client()
+            .get(format!("http://{addr}/health"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -481,7 +508,13 @@ mod tests {
         assert_eq!(body, "ok\n");
         token.cancel();
         server.await.unwrap().unwrap();
-        assert!(reqwest::get(format!("http://{addr}/health")).await.is_err());
+        assert!(
+            crate::tls::client()
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .is_err()
+        );
     }
 
     /// Serves a router with one echoing route under `limits`; returns its address.
@@ -505,6 +538,7 @@ mod tests {
             token.clone(),
             Duration::from_secs(1),
             limits,
+            None,
         ));
         (addr, token)
     }
@@ -543,7 +577,9 @@ mod tests {
         );
         assert!(started.elapsed() >= Duration::from_millis(300));
         // A request that comes in time is answered.
-        let body = reqwest::get(format!("http://{addr}/health"))
+        let body = crate::tls::client()
+            .get(format!("http://{addr}/health"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -566,7 +602,9 @@ mod tests {
         }
         let res = tokio::time::timeout(
             Duration::from_secs(1),
-            reqwest::get(format!("http://{addr}/health")),
+            crate::tls::client()
+                .get(format!("http://{addr}/health"))
+                .send(),
         )
         .await
         .expect("answered within a second")
@@ -601,7 +639,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         assert!(answer.contains("SIZE_INVALID"), "{answer}");
         // A body without a length is cut off at the cap.
-        let client = reqwest::Client::new();
+        let client = crate::tls::client();
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             vec![Ok(vec![b'a'; 800]), Ok(vec![b'a'; 800])];
         let res = client

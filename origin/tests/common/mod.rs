@@ -37,7 +37,7 @@ pub fn blob_owned_by(
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    shoal_core::tls::client()
 }
 
 /// PUT a blob's bytes (with the credential `http` presents) to one origin.

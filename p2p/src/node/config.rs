@@ -52,6 +52,10 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Prefix of the metric names (`shoal_agent`, `shoal_origin`).
     pub metrics_prefix: String,
+    /// The peer protocol over mutual TLS (`shoal_core::tls`): the node presents its
+    /// certificate, and every peer must present one from the cluster's CA naming the id
+    /// it claims. `None`: plaintext, peers unauthenticated (`tls.plaintext = true`).
+    pub tls: Option<shoal_core::tls::Tls>,
 }
 
 impl NodeConfig {
@@ -73,6 +77,7 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: crate::wire::DEFAULT_IDLE_TIMEOUT,
             metrics_prefix: "shoal_agent".into(),
+            tls: None,
         }
     }
 

@@ -150,7 +150,7 @@ pub fn client_from(source: Option<std::net::IpAddr>, token: Option<&str>) -> req
             format!("Bearer {t}").parse().unwrap(),
         );
     }
-    reqwest::Client::builder()
+    shoal_core::tls::plain_client_builder()
         .local_address(source)
         .default_headers(headers)
         .build()
