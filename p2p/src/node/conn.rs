@@ -148,8 +148,7 @@ async fn handshake_out(
             }
         }
     };
-    let (stream, verified, theirs, first) = match timeout(cfg.handshake_timeout, exchange).await
-    {
+    let (stream, verified, theirs, first) = match timeout(cfg.handshake_timeout, exchange).await {
         Ok(r) => r?,
         Err(_) => {
             tracing::debug!(addr = %peer.addr, "handshake timed out");
