@@ -163,7 +163,7 @@ pub struct ClusterBuilder {
     shared_backend: bool,
     configure: Option<Configure>,
     /// Each origin's `[tls]` and what clients trust, when the cluster runs over TLS.
-    tls: Option<(Vec<TlsConfig>, Tls)>,
+    tls: Option<(Vec<TlsConfig>, TlsConfig)>,
 }
 
 impl ClusterBuilder {
@@ -174,7 +174,7 @@ impl ClusterBuilder {
         let configs = (0..self.n)
             .map(|i| pki.origin(&format!("origin-{i}")))
             .collect();
-        self.tls = Some((configs, client_tls(pki)));
+        self.tls = Some((configs, pki.client()));
         self
     }
 
@@ -254,7 +254,14 @@ impl ClusterBuilder {
             nodes,
             write_token,
             read_token,
-            client_tls: self.tls.map(|(_, t)| t),
+            client_tls: self.tls.map(|(_, c)| {
+                let tls = match Tls::from_config(&c) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => panic!("the test CA's client table is plaintext"),
+                    Err(e) => panic!("the test CA's client table: {e}"),
+                };
+                (c, tls)
+            }),
         };
         cluster.wait_converged().await;
         cluster
@@ -277,7 +284,7 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     write_token: String,
     read_token: String,
-    client_tls: Option<Tls>,
+    client_tls: Option<(TlsConfig, Tls)>,
 }
 
 impl TestCluster {
@@ -293,7 +300,16 @@ impl TestCluster {
 
     /// What a client of these origins trusts: `None` when they run in plaintext.
     pub fn client_tls(&self) -> Option<&Tls> {
-        self.client_tls.as_ref()
+        self.client_tls.as_ref().map(|(_, t)| t)
+    }
+
+    /// The `[tls]` table of a client of these origins: the test CA and no certificate, or
+    /// plaintext.
+    pub fn client_tls_config(&self) -> TlsConfig {
+        match &self.client_tls {
+            Some((c, _)) => c.clone(),
+            None => TlsConfig::plaintext(),
+        }
     }
 
     fn node(&self, i: usize) -> &Node {
