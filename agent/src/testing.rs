@@ -78,7 +78,12 @@ pub fn agent_tls_config(
 /// A tracker for `origins` that places blobs on `replicas` of them, with one-second announce
 /// intervals and origin lookups, once it has found every origin up.
 pub async fn tracker_for(origins: &TestCluster, replicas: usize) -> TestTracker {
-    start_tracker(test_config(origins.urls(), origins.read_token()), origins, replicas).await
+    start_tracker(
+        test_config(origins.urls(), origins.read_token()),
+        origins,
+        replicas,
+    )
+    .await
 }
 
 /// [`tracker_for`] over TLS, with a certificate from `pki` (the origins' CA): HTTPS to

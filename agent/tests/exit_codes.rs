@@ -22,7 +22,10 @@ fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// [`agent`], in plaintext or with TLS left to `env` (`https://` origins).
 fn agent_in(plaintext: bool, args: &[&str], env: &[(&str, &str)]) -> Output {
     let (origins, tls) = match plaintext {
-        true => ("http://127.0.0.1:9", &[("SHOAL_AGENT_TLS__PLAINTEXT", "true")][..]),
+        true => (
+            "http://127.0.0.1:9",
+            &[("SHOAL_AGENT_TLS__PLAINTEXT", "true")][..],
+        ),
         false => ("https://127.0.0.1:9", &[][..]),
     };
     let args = [&["--tracker", "", "--origins", origins], args].concat();

@@ -57,7 +57,10 @@ async fn agents_pull_from_origins_a_tracker_and_each_other_over_tls() {
         PeerIdentity::id_of("node-a.agent.shoal"),
         "an agent's peer id is its certificate's"
     );
-    assert!(pull(&first, &digest).await == blob, "the first pull differs");
+    assert!(
+        pull(&first, &digest).await == blob,
+        "the first pull differs"
+    );
     assert!(
         first.metric(
             "shoal_agent_peer_bytes_received_total",
@@ -74,7 +77,10 @@ async fn agents_pull_from_origins_a_tracker_and_each_other_over_tls() {
         "node-b",
     ))
     .await;
-    assert!(pull(&second, &digest).await == blob, "the second pull differs");
+    assert!(
+        pull(&second, &digest).await == blob,
+        "the second pull differs"
+    );
     let from_peer = second.metric(
         "shoal_agent_peer_bytes_received_total",
         &["source=\"peer\""],
@@ -84,7 +90,10 @@ async fn agents_pull_from_origins_a_tracker_and_each_other_over_tls() {
         from_peer / MIB as f64,
         blob.len() / MIB
     );
-    assert!(from_peer > 0.0, "the second agent got nothing from its peer");
+    assert!(
+        from_peer > 0.0,
+        "the second agent got nothing from its peer"
+    );
 
     second.stop().await;
     first.stop().await;

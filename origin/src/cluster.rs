@@ -266,7 +266,8 @@ impl Cluster {
     async fn resolve(&self, name: &str) {
         match tokio::net::lookup_host(name).await {
             Ok(addrs) => {
-                let members: Vec<String> = addrs.map(|a| format!("{}://{a}", self.scheme)).collect();
+                let members: Vec<String> =
+                    addrs.map(|a| format!("{}://{a}", self.scheme)).collect();
                 if members.is_empty() {
                     tracing::warn!(
                         name,

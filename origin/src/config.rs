@@ -604,15 +604,25 @@ mod tests {
         let (_, me) = with(origin.clone(), "").peer_tls().unwrap().unwrap();
         assert!(me.origin && me.name == "o0.origin.shoal", "{me:?}");
         assert_eq!(
-            with(origin.clone(), &me.id.to_string()).peer_tls().unwrap().unwrap().1,
+            with(origin.clone(), &me.id.to_string())
+                .peer_tls()
+                .unwrap()
+                .unwrap()
+                .1,
             me
         );
         let e = with(origin, &PeerId([9; 20]).to_string())
             .peer_tls()
             .unwrap_err();
-        assert!(e.contains("peer.id") && e.contains("o0.origin.shoal"), "{e}");
+        assert!(
+            e.contains("peer.id") && e.contains("o0.origin.shoal"),
+            "{e}"
+        );
         let e = with(pki.agent("a0"), "").peer_tls().unwrap_err();
-        assert!(e.contains("not an origin") && e.contains(".origin.shoal"), "{e}");
+        assert!(
+            e.contains("not an origin") && e.contains(".origin.shoal"),
+            "{e}"
+        );
         let e = with(pki.server("tracker"), "").peer_tls().unwrap_err();
         assert!(e.contains("names no peer"), "{e}");
         let mut p = Vec::new();

@@ -174,15 +174,13 @@ impl Origin {
             (p, _) => p,
         };
         let addr = listeners.http.local_addr()?;
-        let cluster = Arc::new(
-            Cluster::new(
-                &config,
-                peer_id,
-                format!("{scheme}://{addr}"),
-                metrics.clone(),
-                tls.as_ref(),
-            )?,
-        );
+        let cluster = Arc::new(Cluster::new(
+            &config,
+            peer_id,
+            format!("{scheme}://{addr}"),
+            metrics.clone(),
+            tls.as_ref(),
+        )?);
         let http = shoal_core::tls::client_builder(tls.as_ref())
             .map_err(|e| Error::Tls(e.to_string()))?
             .connect_timeout(config.cluster.connect_timeout)

@@ -67,7 +67,7 @@ async fn the_client_reads_ranges_and_stats_through_any_origin() {
     let only0 = OriginClient::new(
         &[cluster.url(0).to_owned()],
         Some(cluster.write_token().to_owned()),
-            cluster.client_tls(),
+        cluster.client_tls(),
     )
     .unwrap();
     assert_eq!(

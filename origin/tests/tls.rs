@@ -46,7 +46,9 @@ async fn origins_replicate_and_serve_over_https() {
 async fn a_client_that_trusts_another_ca_is_refused() {
     let pki = TestPki::new();
     let cluster = TestCluster::builder(1).replicas(1).tls(&pki).start().await;
-    let digest = cluster.push(b"only for those who trust the cluster's CA").await;
+    let digest = cluster
+        .push(b"only for those who trust the cluster's CA")
+        .await;
 
     let stranger = TestPki::new();
     let theirs = client_tls(&stranger);

@@ -11,7 +11,13 @@ async fn the_proxy_serves_https_and_stores_through_origins_over_tls() {
     let pki = TestPki::new();
     let proxy = TestProxy::start_tls(&pki).await;
     assert!(proxy.url("/v2/").starts_with("https://"));
-    assert!(proxy.origins.urls().iter().all(|u| u.starts_with("https://")));
+    assert!(
+        proxy
+            .origins
+            .urls()
+            .iter()
+            .all(|u| u.starts_with("https://"))
+    );
     let http = proxy.http();
     let res = http.get(proxy.url("/v2/")).send().await.unwrap();
     assert_eq!(res.status(), 200);

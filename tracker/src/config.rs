@@ -298,10 +298,7 @@ mod tests {
         let token = "0123456789abcdef0123456789abcdef";
         let loaded: Config = Sources::new(Some(example_path()), ENV_PREFIX)
             .load_with_env(vec![
-                (
-                    "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(),
-                    token.into(),
-                ),
+                ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(), token.into()),
                 ("SHOAL_TRACKER_TLS__CERT".into(), path(&tls.cert)),
                 ("SHOAL_TRACKER_TLS__KEY".into(), path(&tls.key)),
                 ("SHOAL_TRACKER_TLS__CA".into(), path(&tls.ca)),
