@@ -228,6 +228,7 @@ fn every_example_config_passes_the_binarys_check_config() {
     let keys = shoal_core::signature::KeyPairPem::generate().unwrap();
     let token = || shoal_cluster::credentials::random_hex(32).unwrap();
     let (write_token, read_token) = (token(), token());
+    let ca = super::tls::TestCa::new("example CA");
     for entry in fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
@@ -241,9 +242,23 @@ fn every_example_config_passes_the_binarys_check_config() {
             let Some(bin) = bins.get(part.as_str()) else {
                 continue;
             };
+            // The examples read their certificates from /etc/shoal/tls/: a test CA's stand
+            // there, each naming what the part's certificate must (an origin's or an
+            // agent's peer name).
+            let tls = tempfile::tempdir().unwrap();
+            let names = vec![format!("example.{part}.shoal"), "localhost".to_owned()];
+            let (cert, key) = ca.issue(&names);
+            fs::write(tls.path().join("tls.crt"), cert).unwrap();
+            fs::write(tls.path().join("tls.key"), key).unwrap();
+            fs::write(tls.path().join("ca.crt"), &ca.cert).unwrap();
+            let text = fs::read_to_string(&path)
+                .unwrap()
+                .replace("/etc/shoal/tls/", &format!("{}/", tls.path().display()));
+            let config = tls.path().join(format!("{part}.toml"));
+            fs::write(&config, text).unwrap();
             let args = vec![
                 "--config".to_owned(),
-                path.display().to_string(),
+                config.display().to_string(),
                 "--check-config".to_owned(),
             ];
             // The examples leave the tokens and the metainfo keys to the environment, as they

@@ -390,26 +390,26 @@ pub fn https_status(
     })
     .unwrap()
     .unwrap();
-    let client = shoal_core::tls::client_builder(Some(&tls))
-        .unwrap()
-        .resolve(host, addr.parse().unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
     let port = port_of(addr);
-    let mut req = client.request(
-        method.parse().unwrap(),
-        format!("https://{host}:{port}{path}"),
-    );
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
+    let url = format!("https://{host}:{port}{path}");
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(req.send())
-        .unwrap_or_else(|e| panic!("{method} https://{host}:{port}{path}: {e:?}"))
+        .block_on(async {
+            let client = shoal_core::tls::client_builder(Some(&tls))
+                .unwrap()
+                .resolve(host, addr.parse().unwrap())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut req = client.request(method.parse().unwrap(), &url);
+            if let Some(a) = authorization {
+                req = req.header("authorization", a);
+            }
+            req.send().await
+        })
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"))
         .status()
         .as_u16()
 }
