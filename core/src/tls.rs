@@ -10,6 +10,9 @@
 //!   origin.
 //! - Certificates and keys are read again when their files change ([`ReloadingKey`]), so a
 //!   renewed certificate (cert-manager rotates them) is used without a restart.
+//! - An agent may instead make its own peer certificate at start ([`self_issue`]) from an
+//!   agents-only CA it holds: agents run one per node from one pod template, and a shared
+//!   certificate would give them all the same peer id.
 //!
 //! `tls.plaintext = true` is the explicit switch for a network only Shoal's parts can reach;
 //! without it a part that has no certificate does not start.
@@ -36,6 +39,8 @@ use crate::peer::PeerId;
 
 #[cfg(any(test, feature = "issue"))]
 pub mod issue;
+#[cfg(any(test, feature = "issue"))]
+pub mod self_issue;
 
 /// The name suffix of an agent's peer certificate.
 pub const AGENT_SUFFIX: &str = ".agent.shoal";
@@ -62,6 +67,15 @@ pub struct TlsConfig {
     /// of these that names an origin is refused. For agents that make their own
     /// certificates from an issuer they hold, which must not let them pass for an origin.
     pub agent_ca: Option<PathBuf>,
+    /// Instead of `cert`/`key`: an agent's name (a host name, such as its node's), for a
+    /// peer certificate the agent makes itself at start, naming `<name>.agent.shoal` only,
+    /// signed by `issuer_cert`/`issuer_key`.
+    pub name: Option<String>,
+    /// PEM certificate of the agents-only CA that signs the certificate this part makes
+    /// (peers list it in `agent_ca`); presented after the certificate.
+    pub issuer_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8) of `issuer_cert`.
+    pub issuer_key: Option<PathBuf>,
 }
 
 /// What a part needs of its `[tls]` table.
@@ -93,8 +107,30 @@ impl TlsConfig {
             cert: Some(cert.into()),
             key: Some(key.into()),
             ca: Some(ca.into()),
-            agent_ca: None,
+            ..TlsConfig::default()
         }
+    }
+
+    /// A config for the agent `name` that makes its own certificate from `issuer_cert` and
+    /// `issuer_key`, trusting `ca`.
+    pub fn self_issued(
+        name: &str,
+        issuer_cert: impl Into<PathBuf>,
+        issuer_key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
+        TlsConfig {
+            name: Some(name.to_owned()),
+            issuer_cert: Some(issuer_cert.into()),
+            issuer_key: Some(issuer_key.into()),
+            ca: Some(ca.into()),
+            ..TlsConfig::default()
+        }
+    }
+
+    /// Whether the table asks this part to make its own certificate.
+    fn mints(&self) -> bool {
+        self.name.is_some() || self.issuer_cert.is_some() || self.issuer_key.is_some()
     }
 
     /// Whether TLS is on.
@@ -110,28 +146,41 @@ impl TlsConfig {
                 || self.key.is_some()
                 || self.ca.is_some()
                 || self.agent_ca.is_some()
+                || self.mints()
             {
                 problems.push(
-                    "tls.plaintext = true and tls.cert, tls.key, tls.ca or tls.agent_ca are set: \
-                     choose one"
+                    "tls.plaintext = true and tls.cert, tls.key, tls.ca, tls.agent_ca or \
+                     tls.name/tls.issuer_cert/tls.issuer_key are set: choose one"
                         .into(),
                 );
             }
             return;
         }
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                if let Err(e) = load_certified_key(cert, key) {
-                    problems.push(format!("tls.cert/tls.key: {e}"));
-                }
+        if self.mints() {
+            if self.cert.is_some() || self.key.is_some() {
+                problems.push(
+                    "tls.cert/tls.key and tls.name/tls.issuer_cert/tls.issuer_key are both set: \
+                     choose one"
+                        .into(),
+                );
+            } else {
+                self.validate_minting(problems);
             }
-            (None, None) if needs.cert => problems.push(
-                "tls.cert and tls.key are not set: set them (PEM files), or set tls.plaintext = \
-                 true for a network that only Shoal's parts can reach"
-                    .into(),
-            ),
-            (None, None) => {}
-            _ => problems.push("tls.cert and tls.key are set together or not at all".into()),
+        } else {
+            match (&self.cert, &self.key) {
+                (Some(cert), Some(key)) => {
+                    if let Err(e) = load_certified_key(cert, key) {
+                        problems.push(format!("tls.cert/tls.key: {e}"));
+                    }
+                }
+                (None, None) if needs.cert => problems.push(
+                    "tls.cert and tls.key are not set: set them (PEM files), or set \
+                     tls.plaintext = true for a network that only Shoal's parts can reach"
+                        .into(),
+                ),
+                (None, None) => {}
+                _ => problems.push("tls.cert and tls.key are set together or not at all".into()),
+            }
         }
         match &self.ca {
             Some(ca) => {
@@ -151,6 +200,50 @@ impl TlsConfig {
         {
             problems.push(format!("tls.agent_ca: {e}"));
         }
+    }
+
+    /// The name, and a certificate made once from the issuer's files (which proves that the
+    /// key is PKCS#8 and signs for the certificate).
+    fn validate_minting(&self, problems: &mut Vec<String>) {
+        let (Some(name), Some(cert), Some(key)) = (&self.name, &self.issuer_cert, &self.issuer_key)
+        else {
+            problems.push(
+                "tls.name, tls.issuer_cert and tls.issuer_key are set together or not at all"
+                    .into(),
+            );
+            return;
+        };
+        if let Err(e) = agent_peer_name(name) {
+            problems.push(e);
+            return;
+        }
+        if let Err(e) = Presented::minted(name, cert, key) {
+            problems.push(format!("tls.issuer_cert/tls.issuer_key: {e}"));
+        }
+    }
+}
+
+/// The name in the certificate an agent called `name` makes itself: `<name>.agent.shoal`,
+/// lowercased. `name` is a host name, such as a Kubernetes node's (labels of letters, digits
+/// and hyphens joined by dots); whatever it holds, the suffix makes it an agent's.
+pub fn agent_peer_name(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    let full = format!("{lower}{AGENT_SUFFIX}");
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if full.len() <= 253 && lower.split('.').all(label) {
+        Ok(full)
+    } else {
+        Err(format!(
+            "tls.name {name:?} is not a host name (labels of at most 63 letters, digits and \
+             hyphens, joined by dots)"
+        ))
     }
 }
 
@@ -172,6 +265,8 @@ pub enum TlsError {
     Missing(&'static str),
     #[error("{0}")]
     Identity(#[from] IdentityError),
+    #[error("cannot make this part's certificate: {0}")]
+    SelfIssue(String),
 }
 
 /// The crypto provider of every TLS connection Shoal makes or takes: ring, which already
@@ -330,10 +425,62 @@ impl ResolvesClientCert for ReloadingKey {
     }
 }
 
+/// What a part presents: a certificate from files, or one it makes itself.
+#[derive(Debug)]
+enum Presented {
+    Files(ReloadingKey),
+    #[cfg(any(test, feature = "issue"))]
+    Minted(self_issue::SelfIssued),
+}
+
+impl Presented {
+    #[cfg(any(test, feature = "issue"))]
+    fn minted(name: &str, issuer_cert: &Path, issuer_key: &Path) -> Result<Self, TlsError> {
+        Ok(Presented::Minted(self_issue::SelfIssued::open(
+            name,
+            issuer_cert,
+            issuer_key,
+        )?))
+    }
+
+    #[cfg(not(any(test, feature = "issue")))]
+    fn minted(_name: &str, _issuer_cert: &Path, _issuer_key: &Path) -> Result<Self, TlsError> {
+        Err(TlsError::SelfIssue(
+            "this part is built without the means to make certificates: give it tls.cert and \
+             tls.key"
+                .into(),
+        ))
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        match self {
+            Presented::Files(k) => k.current(),
+            #[cfg(any(test, feature = "issue"))]
+            Presented::Minted(m) => m.current(),
+        }
+    }
+}
+
+impl ResolvesServerCert for Presented {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl ResolvesClientCert for Presented {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A part's TLS, built from its `[tls]` table: what it presents and whom it trusts.
 #[derive(Debug, Clone)]
 pub struct Tls {
-    key: Option<Arc<ReloadingKey>>,
+    key: Option<Arc<Presented>>,
     /// `tls.ca`: servers, and peers of any kind.
     roots: Option<Arc<RootCertStore>>,
     /// `tls.ca` and `tls.agent_ca`: what a peer's chain may lead to.
@@ -347,8 +494,11 @@ impl Tls {
             return Ok(None);
         }
         let key = match (&config.cert, &config.key) {
-            (Some(c), Some(k)) => Some(Arc::new(ReloadingKey::open(c, k)?)),
-            _ => None,
+            (Some(c), Some(k)) => Some(Arc::new(Presented::Files(ReloadingKey::open(c, k)?))),
+            _ => match (&config.name, &config.issuer_cert, &config.issuer_key) {
+                (Some(name), Some(c), Some(k)) => Some(Arc::new(Presented::minted(name, c, k)?)),
+                _ => None,
+            },
         };
         let roots = match &config.ca {
             Some(ca) => Some(Arc::new(load_roots(ca)?)),
@@ -369,7 +519,7 @@ impl Tls {
         }))
     }
 
-    fn key(&self) -> Result<Arc<ReloadingKey>, TlsError> {
+    fn key(&self) -> Result<Arc<Presented>, TlsError> {
         self.key
             .clone()
             .ok_or(TlsError::Missing("tls.cert and tls.key"))

@@ -31,6 +31,7 @@ skips: a missing package is a failure.
 from __future__ import annotations
 
 import base64
+import re
 import http.server
 import json
 import pathlib
@@ -42,7 +43,11 @@ RELEASE = "shoal"
 NAMESPACE = "shoal-system"
 # Kinds that come from CRDs: kubernetes-validate has no schema for them, so they are checked
 # here by hand (check_custom) instead.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+}
 
 # Values the chart must refuse, each with the reason a user would make the mistake.
 MUST_REFUSE = {
@@ -60,6 +65,11 @@ MUST_REFUSE = {
     "insecure in origin.config": {"origin": {"config": {"insecure": True}}},
     "insecure in agent.config": {"agent": {"config": {"insecure": True}}},
     "node CIDR without a prefix length": {"networkPolicy": {"nodeCIDRs": ["10.0.0.1"]}},
+    "tls in origin.config": {"origin": {"config": {"tls": {"plaintext": True}}}},
+    "tls in agent.config": {"agent": {"config": {"tls": {"name": "node-1"}}}},
+    "cert-manager without an issuer": {"tls": {"certManager": {"enabled": True}}},
+    "cert-manager issuer of an unknown kind": {
+        "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "x", "kind": "Vault"}}}},
 }
 
 
@@ -88,8 +98,20 @@ except Exception as e:  # noqa: BLE001
 
 
 def check_custom(obj: dict, where: str, problems: list[str]) -> None:
-    """The ServiceMonitor fields the Prometheus Operator needs, with their types."""
+    """The fields of the CRD kinds the chart renders that their operators need, with their
+    types (kubernetes-validate has no schema for them)."""
+    kind = obj.get("kind")
     spec = obj.get("spec") or {}
+    if kind == "ServiceMonitor":
+        check_service_monitor(spec, where, problems)
+    elif kind == "Certificate":
+        check_certificate(spec, where, problems)
+    elif kind == "Issuer":
+        if spec != {"selfSigned": {}}:
+            problems.append(f"{where}: the chart's only Issuer is a selfSigned one: {spec}")
+
+
+def check_service_monitor(spec: dict, where: str, problems: list[str]) -> None:
     labels = ((spec.get("selector") or {}).get("matchLabels")) or {}
     if not labels or not all(isinstance(v, str) for v in labels.values()):
         problems.append(f"{where}: spec.selector.matchLabels must be a non-empty string map")
@@ -98,11 +120,63 @@ def check_custom(obj: dict, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: spec.endpoints must be a non-empty list")
         return
     for ep in endpoints:
-        unknown = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        unknown = set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme", "tlsConfig"}
         if unknown:
             problems.append(f"{where}: unexpected endpoint fields {sorted(unknown)}")
         if not isinstance(ep.get("port"), str):
             problems.append(f"{where}: endpoint port must be a port name")
+        if ep.get("scheme", "http") not in ("http", "https"):
+            problems.append(f"{where}: endpoint scheme {ep.get('scheme')!r}")
+        tls = ep.get("tlsConfig")
+        if tls is not None:
+            secret = ((tls.get("ca") or {}).get("secret")) or {}
+            if (set(tls) - {"serverName", "ca"} or not isinstance(tls.get("serverName"), str)
+                    or set(secret) != {"name", "key"}
+                    or not all(isinstance(v, str) for v in secret.values())):
+                problems.append(f"{where}: tlsConfig must be serverName and ca.secret.{{name,key}}: {tls}")
+
+
+CERTIFICATE_FIELDS = {"secretName", "commonName", "dnsNames", "duration", "renewBefore",
+                      "privateKey", "usages", "issuerRef", "isCA"}
+# cert-manager's KeyUsage enumeration (the names the chart uses among them).
+USAGES = {"signing", "digital signature", "content commitment", "key encipherment",
+          "key agreement", "data encipherment", "cert sign", "crl sign", "encipher only",
+          "decipher only", "any", "server auth", "client auth", "code signing",
+          "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user",
+          "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc"}
+
+
+def check_certificate(spec: dict, where: str, problems: list[str]) -> None:
+    unknown = set(spec) - CERTIFICATE_FIELDS
+    if unknown:
+        problems.append(f"{where}: unexpected Certificate fields {sorted(unknown)}")
+    if not isinstance(spec.get("secretName"), str) or not spec.get("secretName"):
+        problems.append(f"{where}: spec.secretName must be a name")
+    ref = spec.get("issuerRef") or {}
+    if (not isinstance(ref.get("name"), str) or not ref.get("name")
+            or ref.get("kind") not in ("Issuer", "ClusterIssuer") or set(ref) - {"name", "kind", "group"}):
+        problems.append(f"{where}: spec.issuerRef must name an Issuer or ClusterIssuer: {ref}")
+    names = spec.get("dnsNames", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        problems.append(f"{where}: spec.dnsNames must be a list of names")
+    if not spec.get("isCA") and not names:
+        problems.append(f"{where}: a certificate that is no CA must name something")
+    if not isinstance(spec.get("isCA", False), bool):
+        problems.append(f"{where}: spec.isCA must be a boolean")
+    for k in ("duration", "renewBefore"):
+        v = spec.get(k)
+        if v is not None and not (isinstance(v, str) and re.fullmatch(r"([0-9]+(\.[0-9]+)?(h|m|s))+", v)):
+            problems.append(f"{where}: spec.{k} {v!r} is not a Go duration")
+    usages = spec.get("usages", [])
+    if not isinstance(usages, list) or set(usages) - USAGES:
+        problems.append(f"{where}: unknown usages {usages}")
+    key = spec.get("privateKey") or {}
+    if (set(key) - {"algorithm", "size", "encoding", "rotationPolicy"}
+            or key.get("algorithm", "RSA") not in ("RSA", "ECDSA", "Ed25519")
+            or key.get("encoding", "PKCS1") not in ("PKCS1", "PKCS8")
+            or key.get("rotationPolicy", "Never") not in ("Never", "Always")
+            or not isinstance(key.get("size", 256), int)):
+        problems.append(f"{where}: spec.privateKey {key}")
 
 
 class FakeApiServer:

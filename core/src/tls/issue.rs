@@ -39,7 +39,7 @@ impl Validity {
     }
 }
 
-fn time(t: SystemTime) -> time::OffsetDateTime {
+pub(super) fn time(t: SystemTime) -> time::OffsetDateTime {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)

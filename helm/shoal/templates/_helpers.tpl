@@ -100,13 +100,13 @@ hashing these exact strings.
 {{- $sts := include "shoal.component" (list . "origin") -}}
 {{- $domain := include "shoal.origin.domain" . -}}
 {{- range $i := until (int .Values.origin.replicas) -}}
-{{- $members = append $members (printf "http://%s-%d.%s:%d" $sts $i $domain (int $.Values.origin.port)) -}}
+{{- $members = append $members (printf "%s://%s-%d.%s:%d" (include "shoal.scheme" $) $sts $i $domain (int $.Values.origin.port)) -}}
 {{- end -}}
 {{- toJson $members -}}
 {{- end -}}
 
 {{- define "shoal.tracker.url" -}}
-{{- printf "http://%s.%s.svc.%s:%d" (include "shoal.component" (list . "tracker")) .Release.Namespace .Values.clusterDomain (int .Values.tracker.port) -}}
+{{- printf "%s://%s.%s.svc.%s:%d" (include "shoal.scheme" .) (include "shoal.component" (list . "tracker")) .Release.Namespace .Values.clusterDomain (int .Values.tracker.port) -}}
 {{- end -}}
 
 {{/* Whether agents announce the node's IP, and so whether the tracker must trust it. */}}
@@ -216,17 +216,25 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Liveness on /health, readiness on /ready. Call with (list "http") or (list "http" "127.0.0.1"). */}}
+{{/*
+Liveness on /health, readiness on /ready. Call with (list "http"), (list "http" "127.0.0.1")
+or, for a port that serves HTTPS, (list "http" "" "HTTPS") (the kubelet does not verify it).
+*/}}
 {{- define "shoal.probes" -}}
 {{- $port := index . 0 -}}
 {{- $host := "" -}}
+{{- $scheme := "" -}}
 {{- if gt (len .) 1 }}{{ $host = index . 1 }}{{ end -}}
+{{- if gt (len .) 2 }}{{ $scheme = index . 2 }}{{ end -}}
 livenessProbe:
   httpGet:
     path: /health
     port: {{ $port }}
     {{- with $host }}
     host: {{ . }}
+    {{- end }}
+    {{- with $scheme }}
+    scheme: {{ . }}
     {{- end }}
   periodSeconds: 10
   timeoutSeconds: 3
@@ -238,6 +246,9 @@ readinessProbe:
     {{- with $host }}
     host: {{ . }}
     {{- end }}
+    {{- with $scheme }}
+    scheme: {{ . }}
+    {{- end }}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2
@@ -247,6 +258,9 @@ startupProbe:
     port: {{ $port }}
     {{- with $host }}
     host: {{ . }}
+    {{- end }}
+    {{- with $scheme }}
+    scheme: {{ . }}
     {{- end }}
   periodSeconds: 2
   failureThreshold: 60

@@ -57,6 +57,10 @@ fn every_value_set_renders_what_it_asks_for_and_bad_values_are_refused() {
         "insecure in origin.config",
         "insecure in agent.config",
         "node CIDR without a prefix length",
+        "tls in origin.config",
+        "tls in agent.config",
+        "cert-manager without an issuer",
+        "cert-manager issuer of an unknown kind",
     ] {
         assert!(r.refused.contains_key(case), "{case} was not refused");
     }
@@ -91,9 +95,12 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
 
         // The member list: every pod of the StatefulSet by its DNS name, in every config.
         let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+        let scheme = s.scheme();
         let members: Vec<String> = (0..replicas)
             .map(|i| {
-                format!("http://{sts_name}-{i}.{headless_name}.{ns}.svc.cluster.local:{http_port}")
+                format!(
+                    "{scheme}://{sts_name}-{i}.{headless_name}.{ns}.svc.cluster.local:{http_port}"
+                )
             })
             .collect();
         let origin = s.config("origin");
@@ -181,7 +188,7 @@ fn every_part_is_given_the_addresses_of_the_rendered_services_and_pods() {
         let tracker_w = s.workload("tracker").unwrap();
         let tracker_svc = s.service_selecting(tracker_w)[0];
         let expected = format!(
-            "http://{}.{ns}.svc.cluster.local:{}",
+            "{scheme}://{}.{ns}.svc.cluster.local:{}",
             tracker_svc["metadata"]["name"].as_str().unwrap(),
             tracker_svc["spec"]["ports"][0]["port"]
         );

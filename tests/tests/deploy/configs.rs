@@ -41,6 +41,7 @@ fn every_rendered_config_passes_the_binarys_check_config() {
     let bins = binaries();
     let mut checked = 0;
     for s in &rendered().sets {
+        let issued = super::tls::Issued::new();
         for w in s.workloads() {
             let pod_name = match w["kind"].as_str() {
                 Some("StatefulSet") => format!("{}-0", w["metadata"]["name"].as_str().unwrap()),
@@ -70,47 +71,10 @@ fn every_rendered_config_passes_the_binarys_check_config() {
                     .kind("ConfigMap")
                     .find(|o| o["metadata"]["name"] == volume["configMap"]["name"])
                     .unwrap();
-                // And the files of its Secret volumes (the proxy's htpasswd), each under a
+                // And the files of its Secret volumes (the proxy's htpasswd, TLS), each under a
                 // directory of its own that stands for the mount path.
-                let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-                for m in c["volumeMounts"].as_array().unwrap() {
-                    // A mount with no volume here is a claim template's (the origins' data).
-                    let secret = pod_spec(w)["volumes"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|v| v["name"] == m["name"])
-                        .and_then(|v| Some((v, v["secret"]["secretName"].as_str()?)));
-                    let Some((volume, secret)) = secret else {
-                        continue;
-                    };
-                    let at = dir.path().join(format!("mount-{}", mounts.len()));
-                    fs::create_dir(&at).unwrap();
-                    let rendered = s.kind("Secret").any(|o| o["metadata"]["name"] == secret);
-                    for item in volume["secret"]["items"].as_array().unwrap() {
-                        let key = item["key"].as_str().unwrap();
-                        let value = if rendered {
-                            s.secret_value(secret, key)
-                        } else {
-                            // A Secret made beforehand and named in values: an htpasswd line
-                            // of this run's own stands in for it.
-                            assert_eq!(
-                                part, "proxy",
-                                "[{}] Secret {secret} is not rendered",
-                                s.name
-                            );
-                            let password = shoal_cluster::credentials::random_hex(16).unwrap();
-                            format!("shoal:{}\n", bcrypt::hash(password, 4).unwrap())
-                        };
-                        fs::write(at.join(item["path"].as_str().unwrap()), value).unwrap();
-                    }
-                    mounts.push((m["mountPath"].as_str().unwrap().to_owned(), at));
-                }
-                let in_pod = |text: &str| {
-                    mounts.iter().fold(text.to_owned(), |t, (path, at)| {
-                        t.replace(&format!("{path}/"), &format!("{}/", at.display()))
-                    })
-                };
+                let files = super::tls::PodFiles::write(s, w, c, dir.path(), &issued);
+                let in_pod = |text: &str| files.in_pod(text);
                 for (key, text) in cm["data"].as_object().unwrap() {
                     fs::write(dir.path().join(key), in_pod(text.as_str().unwrap())).unwrap();
                 }
@@ -127,7 +91,11 @@ fn every_rendered_config_passes_the_binarys_check_config() {
                     })
                     .collect();
                 args.push("--check-config".into());
-                let out = run(bin, &args, &pod_env(s, c, &pod_name));
+                let env: Vec<(String, String)> = pod_env(s, c, &pod_name)
+                    .into_iter()
+                    .map(|(k, v)| (k, in_pod(&v)))
+                    .collect();
+                let out = run(bin, &args, &env);
                 assert_eq!(
                     out.code,
                     Some(0),
@@ -260,6 +228,7 @@ fn every_example_config_passes_the_binarys_check_config() {
     let keys = shoal_core::signature::KeyPairPem::generate().unwrap();
     let token = || shoal_cluster::credentials::random_hex(32).unwrap();
     let (write_token, read_token) = (token(), token());
+    let ca = super::tls::TestCa::new("example CA");
     for entry in fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
@@ -273,9 +242,23 @@ fn every_example_config_passes_the_binarys_check_config() {
             let Some(bin) = bins.get(part.as_str()) else {
                 continue;
             };
+            // The examples read their certificates from /etc/shoal/tls/: a test CA's stand
+            // there, each naming what the part's certificate must (an origin's or an
+            // agent's peer name).
+            let tls = tempfile::tempdir().unwrap();
+            let names = vec![format!("example.{part}.shoal"), "localhost".to_owned()];
+            let (cert, key) = ca.issue(&names);
+            fs::write(tls.path().join("tls.crt"), cert).unwrap();
+            fs::write(tls.path().join("tls.key"), key).unwrap();
+            fs::write(tls.path().join("ca.crt"), &ca.cert).unwrap();
+            let text = fs::read_to_string(&path)
+                .unwrap()
+                .replace("/etc/shoal/tls/", &format!("{}/", tls.path().display()));
+            let config = tls.path().join(format!("{part}.toml"));
+            fs::write(&config, text).unwrap();
             let args = vec![
                 "--config".to_owned(),
-                path.display().to_string(),
+                config.display().to_string(),
                 "--check-config".to_owned(),
             ];
             // The examples leave the tokens and the metainfo keys to the environment, as they

@@ -157,6 +157,16 @@ fn the_generated_secrets_survive_an_upgrade_and_a_new_install_gets_new_ones() {
             let name = &first["metadata"]["name"];
             let upgrade = by_name(&s.upgrade_secrets, name);
             let fresh = by_name(&s.fresh_secrets, name);
+            if first["type"] == "kubernetes.io/tls" && !kept(first) {
+                // A certificate issued again at every render, from the kept CA (the tls
+                // tests check that).
+                assert_eq!(
+                    upgrade["__decoded"]["ca.crt"], first["__decoded"]["ca.crt"],
+                    "[{}] an upgrade changed the CA of {name}",
+                    s.name
+                );
+                continue;
+            }
             assert_eq!(
                 upgrade["data"], first["data"],
                 "[{}] an upgrade changed Secret {name}",
@@ -364,26 +374,44 @@ pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {out}")
 }
 
-/// The status of one request with an empty body over loopback.
-pub fn status_of(addr: &str, method: &str, path: &str, authorization: Option<&str>) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n{auth}\r\n"
-    )
+/// The status of one request with an empty body over HTTPS to `addr`, as `host`, trusting
+/// the CA in `ca`.
+pub fn https_status(
+    addr: &str,
+    host: &str,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> u16 {
+    let tls = shoal_core::tls::Tls::from_config(&shoal_core::tls::TlsConfig {
+        ca: Some(ca.to_owned()),
+        ..Default::default()
+    })
+    .unwrap()
     .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: no status in {text:?}"))
+    let port = port_of(addr);
+    let url = format!("https://{host}:{port}{path}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = shoal_core::tls::client_builder(Some(&tls))
+                .unwrap()
+                .resolve(host, addr.parse().unwrap())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut req = client.request(method.parse().unwrap(), &url);
+            if let Some(a) = authorization {
+                req = req.header("authorization", a);
+            }
+            req.send().await
+        })
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"))
+        .status()
+        .as_u16()
 }
 
 #[test]
@@ -435,20 +463,21 @@ fn the_proxy_refuses_a_push_without_the_generated_login_and_takes_it() {
         s.notes
     );
 
-    // The real proxy, with the rendered config, env and Secret.
+    // The real proxy, with the rendered config, env and Secrets: over HTTPS, trusting the
+    // generated CA and dialling the name the proxy's Service has.
     let Some(bin) = binaries().get("proxy") else {
         say_unchecked("the proxy's login");
         return;
     };
+    assert!(s.tls());
     let tmp = tempfile::tempdir().unwrap();
+    let files = super::tls::PodFiles::write(s, w, c, tmp.path(), &super::tls::Issued::new());
     let cm = s.component("ConfigMap", "proxy").unwrap();
     fs::write(
         tmp.path().join("proxy.toml"),
-        cm["data"]["proxy.toml"].as_str().unwrap(),
+        files.in_pod(cm["data"]["proxy.toml"].as_str().unwrap()),
     )
     .unwrap();
-    let htpasswd_path = tmp.path().join(key);
-    fs::write(&htpasswd_path, &htpasswd).unwrap();
     let spool = tmp.path().join("spool");
     fs::create_dir(&spool).unwrap();
     let mut args: Vec<String> = c["args"]
@@ -467,10 +496,13 @@ fn the_proxy_refuses_a_push_without_the_generated_login_and_takes_it() {
         "--listen".to_owned(),
         "127.0.0.1:0".to_owned(),
         "--set".to_owned(),
-        format!("auth.htpasswd={}", htpasswd_path.display()),
-        "--set".to_owned(),
         format!("uploads.spool_dir={}", spool.display()),
     ]);
+    let ca = files.in_pod(
+        lookup(&s.config("proxy"), "tls.ca")
+            .and_then(|v| v.as_str())
+            .unwrap(),
+    );
     let mut cmd = Command::new(bin);
     cmd.args(&args)
         .env_clear()
@@ -489,6 +521,14 @@ fn the_proxy_refuses_a_push_without_the_generated_login_and_takes_it() {
         }
         !addr.is_empty()
     });
+    let host = format!(
+        "{}.{}.svc",
+        w["metadata"]["name"].as_str().unwrap(),
+        s.namespace
+    );
+    let status_of = |addr: &str, method: &str, path: &str, auth: Option<&str>| {
+        https_status(addr, &host, Path::new(&ca), method, path, auth)
+    };
     let push = "/v2/app/blobs/uploads/";
     assert_eq!(
         status_of(&addr, "POST", push, None),

@@ -9,9 +9,13 @@
 //!   (generated once and kept across upgrades, which chart.py checks through Helm's own
 //!   `lookup` against a stand-in API server), the NetworkPolicy lets in Shoal's pods and
 //!   the nodes, and the proxy's push login is on.
+//! - [`tls`]: TLS on by default and plaintext when the values say so; every file a part's
+//!   `[tls]` names is in its pod; the generated certificates name what the parts dial and
+//!   come from CAs an upgrade keeps; cert-manager is asked for the same.
 //! - [`configs`]: every rendered config is accepted by the real binary's `--check-config`,
-//!   run with the pod's own arguments and environment, its Secrets resolved; so is each of
-//!   `deploy/config/*.toml`.
+//!   run with the pod's own arguments and environment, its Secrets resolved (certificates
+//!   cert-manager would issue made by a test CA, with the names the Certificates ask for);
+//!   so is each of `deploy/config/*.toml`.
 //! - [`dockerfile`]: `deploy/Dockerfile` names binaries and stages that exist and needs no
 //!   shell at run time.
 //! - [`systemd`]: `deploy/systemd/*.service` run the binaries with their example configs,
@@ -38,12 +42,13 @@ mod credentials;
 mod dockerfile;
 mod render;
 mod systemd;
+mod tls;
 
 use render::*;
 use systemd::{lookup, seconds, which};
 
 const PARTS: [&str; 4] = ["origin", "tracker", "agent", "proxy"];
-const VALUE_SETS: [&str; 7] = [
+const VALUE_SETS: [&str; 9] = [
     "default",
     "auth",
     "ingress",
@@ -51,6 +56,8 @@ const VALUE_SETS: [&str; 7] = [
     "restore",
     "no-agent",
     "no-containerd",
+    "tls-off",
+    "cert-manager",
 ];
 const BIN_DIR: &str = "/usr/local/bin";
 

@@ -147,6 +147,16 @@ impl Set {
             .to_owned()
     }
 
+    /// Whether the parts speak TLS to each other.
+    pub fn tls(&self) -> bool {
+        self.values["tls"]["enabled"] != false
+    }
+
+    /// The scheme of the URLs between parts.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls() { "https" } else { "http" }
+    }
+
     pub fn service_selecting(&self, workload: &Value) -> Vec<&Value> {
         let labels = &workload["spec"]["template"]["metadata"]["labels"];
         self.kind("Service")
@@ -234,6 +244,7 @@ pub fn pod_env(s: &Set, c: &Value, pod_name: &str) -> Vec<(String, String)> {
             match path {
                 "metadata.name" => pod_name.to_owned(),
                 "status.hostIP" | "status.podIP" => "10.20.30.40".to_owned(),
+                "spec.nodeName" => "node-1".to_owned(),
                 other => panic!("{name}: unexpected fieldRef {other}"),
             }
         } else if let Some(secret) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
