@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use shoal_cluster::http::Target;
 use shoal_cluster::spec::local::{
     AGENT_HTTP_BASE, AGENT_PEER_BASE, DEFAULT_AGENTS, MAX_AGENTS, ORIGIN_ADDRS, PROXY_PORT, TRACKER,
 };
-use shoal_cluster::http::Target;
 use shoal_cluster::tls::Pki;
 use shoal_cluster::{Bins, Cluster, ClusterDir, LaunchError, PROXY_USER, Plan, Rate, Spec};
 
@@ -61,7 +61,9 @@ pub fn up(ctx: &Ctx, args: &[String]) -> Outcome {
         }
     };
     if proxy_tls && !tls {
-        return fail("--proxy-tls serves the proxy over HTTPS in a cluster that runs over TLS: add --tls");
+        return fail(
+            "--proxy-tls serves the proxy over HTTPS in a cluster that runs over TLS: add --tls",
+        );
     }
     start(
         ctx,
@@ -140,11 +142,7 @@ fn start(ctx: &Ctx, shape: Shape) -> Outcome {
         ORIGIN_ADDRS.len(),
         if agents == 1 { "" } else { "s" },
         dir.path().display(),
-        if shape.tls {
-            ", over TLS"
-        } else {
-            ""
-        }
+        if shape.tls { ", over TLS" } else { "" }
     ));
     if let Err(e) = cluster.start_all(interrupt.flag()) {
         let exit = match e {
@@ -244,7 +242,11 @@ fn print_endpoints(ctx: &Ctx, shape: &Shape) {
 
 /// How to ask the process `name` of a local cluster whether it can serve: its address, over
 /// HTTPS when it serves that.
-fn local_target(name: &str, state: Option<&shoal_cluster::dir::State>, pki: Option<&Pki>) -> Target {
+fn local_target(
+    name: &str,
+    state: Option<&shoal_cluster::dir::State>,
+    pki: Option<&Pki>,
+) -> Target {
     let addr = local_addr(name);
     let https = state.is_some_and(|s| {
         (s.tls && (name.starts_with("origin-") || name == "tracker"))
