@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::auth::{Secret, check_token};
 use shoal_core::config::Validate;
+use shoal_core::origin_client::{base_url, scheme_problem};
 use shoal_core::telemetry::ServerConfig;
+use shoal_core::tls::{AGENT_SUFFIX, Needs, PeerIdentity, Tls, TlsConfig};
 use shoal_core::units::{ByteRate, ByteSize, duration};
 
 /// The environment prefix of the agent's config keys.
@@ -20,10 +22,11 @@ pub const NO_METAINFO_KEYS: &str = "no key configured: add the origins' public k
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// The registry API for local clients (docker, containerd, podman).
+    /// The registry API for local clients (docker, containerd, podman). It stays plain HTTP
+    /// whatever `tls` says: its clients are on this host and reach it on loopback.
     pub listen: SocketAddr,
     /// The tracker's base URL; empty: no tracker (metainfo from the origins, and the origins
-    /// as the only peers).
+    /// as the only peers). `https://` with TLS on, `http://` in plaintext.
     pub tracker: String,
     /// The origins' base URLs, as in the origins' own member list.
     pub origins: Vec<String>,
@@ -42,6 +45,9 @@ pub struct Config {
     pub swarm: SwarmConfig,
     /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
     pub server: ServerConfig,
+    /// The origins and the tracker verified against `ca`, and the peer protocol over
+    /// mutual TLS: the certificate names this agent `<name>.agent.shoal`.
+    pub tls: TlsConfig,
 }
 
 /// The cluster's credentials as an agent holds them (`shoal_core::auth`).
@@ -107,8 +113,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            tracker: "http://127.0.0.1:7070".into(),
-            origins: vec!["http://127.0.0.1:9000".into()],
+            tracker: "https://127.0.0.1:7070".into(),
+            origins: vec!["https://127.0.0.1:9000".into()],
             ops_listen: String::new(),
             shutdown_grace: Duration::from_secs(10),
             insecure: false,
@@ -117,6 +123,7 @@ impl Default for Config {
             peer: PeerConfig::default(),
             swarm: SwarmConfig::default(),
             server: ServerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -163,7 +170,26 @@ impl Config {
     /// The tracker's base URL, if one is configured.
     pub fn tracker_url(&self) -> Option<String> {
         let t = self.tracker.trim();
-        (!t.is_empty()).then(|| shoal_core::origin_client::base_url(t))
+        (!t.is_empty()).then(|| base_url(t, self.tls.enabled()))
+    }
+
+    /// This agent's TLS and the peer identity its certificate gives it; `None` in
+    /// plaintext. Refused: a certificate that does not name an agent.
+    pub fn peer_tls(&self) -> Result<Option<(Tls, PeerIdentity)>, String> {
+        let Some(tls) = Tls::from_config(&self.tls).map_err(|e| format!("tls: {e}"))? else {
+            return Ok(None);
+        };
+        let me = tls.identity().map_err(|e| {
+            format!("tls.cert: {e}: an agent's certificate names it <name>{AGENT_SUFFIX}")
+        })?;
+        if me.origin {
+            return Err(format!(
+                "tls.cert names the origin {:?}: an agent's certificate names it \
+                 <name>{AGENT_SUFFIX}",
+                me.name
+            ));
+        }
+        Ok(Some((tls, me)))
     }
 
     /// The extra address for `/health`, `/ready`, `/metrics`, if one is set.
@@ -172,8 +198,8 @@ impl Config {
     }
 }
 
-fn is_base_url(s: &str) -> bool {
-    reqwest::Url::parse(&shoal_core::origin_client::base_url(s))
+fn is_base_url(s: &str, tls: bool) -> bool {
+    reqwest::Url::parse(&base_url(s, tls))
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .and_then(|u| u.host_str().map(str::to_owned))
@@ -183,6 +209,20 @@ fn is_base_url(s: &str) -> bool {
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.server.validate("server", problems);
+        let before = problems.len();
+        self.tls.validate(
+            Needs {
+                cert: true,
+                ca: true,
+            },
+            problems,
+        );
+        if problems.len() == before
+            && let Err(e) = self.peer_tls()
+        {
+            problems.push(e);
+        }
+        let tls = self.tls.enabled();
         if self.origins.is_empty() {
             problems.push("`origins`: at least one origin base URL is needed".into());
         }
@@ -190,17 +230,23 @@ impl Validate for Config {
         for (i, o) in self.origins.iter().enumerate() {
             if o.trim().is_empty() {
                 problems.push(format!("`origins[{i}]` is empty"));
-            } else if !is_base_url(o) {
+            } else if !is_base_url(o, tls) {
                 problems.push(format!("`origins[{i}]` = {o:?} is not a base URL"));
-            } else if !seen.insert(shoal_core::origin_client::base_url(o)) {
+            } else if !seen.insert(base_url(o, tls)) {
                 problems.push(format!("`origins`: {o:?} is listed twice"));
+            } else {
+                problems.extend(scheme_problem(&format!("`origins[{i}]`"), o, tls));
             }
         }
-        if !self.tracker.trim().is_empty() && !is_base_url(&self.tracker) {
-            problems.push(format!(
-                "`tracker` = {:?} is not a base URL (leave it empty for no tracker)",
-                self.tracker
-            ));
+        if !self.tracker.trim().is_empty() {
+            if !is_base_url(&self.tracker, tls) {
+                problems.push(format!(
+                    "`tracker` = {:?} is not a base URL (leave it empty for no tracker)",
+                    self.tracker
+                ));
+            } else {
+                problems.extend(scheme_problem("`tracker`", &self.tracker, tls));
+            }
         }
         if self.peer.max_unwritten.bytes() == 0 {
             problems.push("`peer.max_unwritten` must be more than 0".into());
@@ -278,23 +324,49 @@ mod tests {
         )]
     }
 
+    fn plaintext() -> (String, String) {
+        ("SHOAL_AGENT_TLS__PLAINTEXT".into(), "true".into())
+    }
+
     #[test]
     fn the_example_config_loads_and_shows_every_default() {
-        // The example leaves the origins' key to the deployment, which the checks want.
+        // The example leaves the origins' key to the deployment, which the checks want. Its
+        // certificate files are where a deployment mounts them: the test points at files of
+        // its own instead, and at nothing else.
+        let text = std::fs::read_to_string(example()).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        let in_file: TlsConfig = table["tls"].clone().try_into().unwrap();
+        assert_eq!(
+            in_file,
+            TlsConfig::files(
+                "/etc/shoal/tls/tls.crt",
+                "/etc/shoal/tls/tls.key",
+                "/etc/shoal/tls/ca.crt"
+            )
+        );
+        let pki = shoal_core::testing::TestPki::new();
+        let tls = pki.agent("node-1");
+        let path = |p: &Option<PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_owned();
+        let mut env = with_keys();
+        env.extend([
+            ("SHOAL_AGENT_TLS__CERT".into(), path(&tls.cert)),
+            ("SHOAL_AGENT_TLS__KEY".into(), path(&tls.key)),
+            ("SHOAL_AGENT_TLS__CA".into(), path(&tls.ca)),
+        ]);
         let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-            .load_with_env(with_keys())
+            .load_with_env(env)
             .unwrap();
         let mut want = Config::default();
         want.credentials.metainfo_keys = PUBLIC.into();
+        want.tls = tls;
         assert_eq!(loaded, want, "the example must show the defaults");
         let without: Result<Config, _> =
             Sources::new(Some(example()), ENV_PREFIX).load_with_env(vec![]);
         assert!(format!("{without:?}").contains("credentials.metainfo_keys"));
 
         // Every key the config knows is written in the example, and nothing else.
-        let text = std::fs::read_to_string(example()).unwrap();
-        let example: toml::Table = text.parse().unwrap();
-        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let example = table;
+        let defaults = toml::Table::try_from(want).unwrap();
         fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
             for (k, v) in t {
                 match v {
@@ -328,6 +400,8 @@ egress = "100MiB/s"
 ingress = "0"
 [swarm]
 seed_idle = "10m"
+[tls]
+plaintext = true
 "#;
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();
@@ -362,7 +436,10 @@ seed_idle = "10m"
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             f.path(),
-            format!("[credentials]\nmetainfo_keys = \"\"\"\n{public}\"\"\"\n"),
+            format!(
+                "tracker = \"\"\norigins = [\"http://o:9000\"]\n\
+                 [credentials]\nmetainfo_keys = \"\"\"\n{public}\"\"\"\n[tls]\nplaintext = true\n"
+            ),
         )
         .unwrap();
         let c: Config = Sources::new(Some(f.path().into()), ENV_PREFIX)
@@ -370,10 +447,15 @@ seed_idle = "10m"
             .unwrap();
         assert_eq!(c.credentials.metainfo_keys, public);
         let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![(
-                "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
-                public.into(),
-            )])
+            .load_with_env(vec![
+                (
+                    "SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS".into(),
+                    public.into(),
+                ),
+                plaintext(),
+                ("SHOAL_AGENT_TRACKER".into(), "".into()),
+                ("SHOAL_AGENT_ORIGINS".into(), r#"["o:9000"]"#.into()),
+            ])
             .unwrap();
         assert_eq!(c.credentials.metainfo_keys, public);
         let err = Sources::new(None, ENV_PREFIX)
@@ -406,6 +488,7 @@ seed_idle = "10m"
                     "SHOAL_AGENT_CREDENTIALS__READ_TOKEN".into(),
                     "password".into(),
                 ),
+                plaintext(),
             ])
             .unwrap_err();
         let all = err.problems.join("\n");
@@ -422,6 +505,11 @@ seed_idle = "10m"
         }
         let mut env = with_keys();
         env.push(("SHOAL_AGENT_TRACKER".into(), "".into()));
+        env.push(plaintext());
+        env.push((
+            "SHOAL_AGENT_ORIGINS".into(),
+            r#"["http://127.0.0.1:9000"]"#.into(),
+        ));
         let c: Config = Sources::new(None, ENV_PREFIX).load_with_env(env).unwrap();
         assert_eq!(c.tracker_url(), None);
     }

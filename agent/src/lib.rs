@@ -130,6 +130,7 @@ impl Agent {
         registry: Registry,
         shutdown: CancellationToken,
     ) -> Result<Agent, AgentError> {
+        let tls = config.peer_tls().map_err(AgentError::Config)?;
         let addr = listeners.http.local_addr()?;
         let ops_addr = listeners.ops.as_ref().map(|l| l.local_addr()).transpose()?;
         let metrics = Metrics::register(&registry)?;
@@ -139,15 +140,17 @@ impl Agent {
             metrics.clone(),
         )
         .await?;
+        let peer_tls = tls.as_ref().map(|(t, _)| t);
         let origins = Arc::new(OriginClient::new(
             &config.origins,
             config.credentials.read_token.get().map(str::to_owned),
+            peer_tls,
         )?);
         let tracker = config.tracker_url();
         let read_token = config.credentials.read_token.get().map(str::to_owned);
         let discovery: Arc<dyn Discovery> = match &tracker {
             Some(url) => Arc::new(TrackerThenOrigins::new(
-                TrackerDiscovery::new(url, TRACKER_TIMEOUT)
+                TrackerDiscovery::new(url, TRACKER_TIMEOUT, peer_tls)
                     .map_err(|e| AgentError::Config(format!("tracker: {e}")))?
                     .with_token(read_token.clone()),
                 OriginDiscovery::new(Arc::clone(&origins)),
@@ -159,9 +162,14 @@ impl Agent {
             tracker.clone(),
             metainfo_trust(&config)?,
             read_token,
+            peer_tls,
         )?;
 
         let mut node_cfg = NodeConfig::agent();
+        if let Some((tls, me)) = &tls {
+            node_cfg.peer_id = me.id;
+            node_cfg.tls = Some(tls.clone());
+        }
         node_cfg.engine.seed_idle = Some(config.swarm.seed_idle);
         node_cfg.egress_rate = config.peer.egress.per_second();
         node_cfg.ingress_rate = config.peer.ingress.per_second();
@@ -246,6 +254,7 @@ impl Agent {
             peer_addr = %state.node.local_addr(),
             peer_id = %state.node.peer_id(),
             tracker = tracker.as_deref().unwrap_or("(none: origins only)"),
+            tls = tls.is_some(),
             origins = state.upstream.origins().origins().len(),
             "agent started"
         );

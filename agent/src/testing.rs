@@ -14,6 +14,11 @@
 //! # }
 //! ```
 //!
+//! Everything runs in plaintext unless asked: origins built with
+//! `TestCluster::builder(n).tls(&pki)` run over TLS, [`tls_tracker_for`] starts a tracker
+//! over TLS for them, and [`agent_tls_config`] gives an agent a certificate of its own from
+//! the same CA.
+//!
 //! Helpers here panic with a message when the test itself is wrong or a part fails to start:
 //! that is a test failure, not an input to handle.
 
@@ -23,9 +28,10 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shoal_core::auth::Secret;
-use shoal_core::testing::registry_sum;
+use shoal_core::testing::{TestPki, registry_sum};
+use shoal_core::tls::TlsConfig;
 use shoal_origin::testing::{TestCluster, metainfo_keys};
-use shoal_tracker::testing::{TestTracker, test_config};
+use shoal_tracker::testing::{TestTracker, test_config, tls_config};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +39,8 @@ use crate::{Agent, Config, Listeners};
 
 /// An agent config for tests: on port 0 of 127.0.0.1, its cache in `dir`, reading from
 /// `origins` with their read token and trusting their metainfo key, announcing to `tracker`
-/// (none: the origins are its only peers), quick to give up on stalls.
+/// (none: the origins are its only peers), quick to give up on stalls; in plaintext (see
+/// [`agent_tls_config`] for TLS).
 pub fn agent_config(dir: &Path, origins: &TestCluster, tracker: Option<&TestTracker>) -> Config {
     let mut c = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -47,13 +54,50 @@ pub fn agent_config(dir: &Path, origins: &TestCluster, tracker: Option<&TestTrac
     c.cache.dir = dir.to_owned();
     c.credentials.metainfo_keys = metainfo_keys().public_pem.clone();
     c.swarm.stall_timeout = Duration::from_secs(30);
+    c.tls = TlsConfig::plaintext();
     c
+}
+
+/// [`agent_config`] over TLS: a certificate from `pki` naming the agent
+/// `<name>.agent.shoal`, the origins (built with `.tls(pki)`) and the tracker (from
+/// [`tls_tracker_for`]) verified against its CA, the peer protocol over mutual TLS.
+/// `pki` must outlive the agent.
+pub fn agent_tls_config(
+    dir: &Path,
+    origins: &TestCluster,
+    tracker: Option<&TestTracker>,
+    pki: &TestPki,
+    name: &str,
+) -> Config {
+    Config {
+        tls: pki.agent(name),
+        ..agent_config(dir, origins, tracker)
+    }
 }
 
 /// A tracker for `origins` that places blobs on `replicas` of them, with one-second announce
 /// intervals and origin lookups, once it has found every origin up.
 pub async fn tracker_for(origins: &TestCluster, replicas: usize) -> TestTracker {
-    let mut config = test_config(origins.urls(), origins.read_token());
+    start_tracker(
+        test_config(origins.urls(), origins.read_token()),
+        origins,
+        replicas,
+    )
+    .await
+}
+
+/// [`tracker_for`] over TLS, with a certificate from `pki` (the origins' CA): HTTPS to
+/// agents and to the origins.
+pub async fn tls_tracker_for(origins: &TestCluster, replicas: usize, pki: &TestPki) -> TestTracker {
+    let config = tls_config(origins.urls(), origins.read_token(), pki);
+    start_tracker(config, origins, replicas).await
+}
+
+async fn start_tracker(
+    mut config: shoal_tracker::Config,
+    origins: &TestCluster,
+    replicas: usize,
+) -> TestTracker {
     config.replicas = replicas;
     config.announce_interval = Duration::from_secs(1);
     config.origin_refresh = Duration::from_secs(1);

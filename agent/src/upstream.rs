@@ -31,16 +31,18 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `read_token` is presented to the tracker on every request.
+    /// `read_token` is presented to the tracker on every request; the tracker is verified
+    /// against `tls.ca` when `tls` is given.
     pub fn new(
         origins: Arc<OriginClient>,
         tracker: Option<String>,
         trust: MetainfoTrust,
         read_token: Option<String>,
+        tls: Option<&shoal_core::tls::Tls>,
     ) -> Result<Self, AgentError> {
         let tracker = match tracker {
             Some(base) => Some((
-                tracker_client(read_token.as_deref())?,
+                tracker_client(read_token.as_deref(), tls)?,
                 base.trim_end_matches('/').to_owned(),
             )),
             None => None,
@@ -101,7 +103,10 @@ impl Upstream {
 }
 
 /// The HTTP client for the tracker: its time limits, and the read token on every request.
-fn tracker_client(read_token: Option<&str>) -> Result<reqwest::Client, AgentError> {
+fn tracker_client(
+    read_token: Option<&str>,
+    tls: Option<&shoal_core::tls::Tls>,
+) -> Result<reqwest::Client, AgentError> {
     let mut headers = http::HeaderMap::new();
     if let Some(t) = read_token.filter(|t| !t.is_empty()) {
         let mut v = http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
@@ -110,7 +115,8 @@ fn tracker_client(read_token: Option<&str>) -> Result<reqwest::Client, AgentErro
         v.set_sensitive(true);
         headers.insert(http::header::AUTHORIZATION, v);
     }
-    shoal_core::tls::plain_client_builder()
+    shoal_core::tls::client_builder(tls)
+        .map_err(|e| AgentError::Config(format!("tls: {e}")))?
         .timeout(TRACKER_TIMEOUT)
         .connect_timeout(Duration::from_secs(3))
         .default_headers(headers)

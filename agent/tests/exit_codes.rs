@@ -13,17 +13,38 @@ use shoal_core::units::{ByteRate, ByteSize};
 /// The origins' metainfo public key of this run.
 static PUBLIC: LazyLock<String> = LazyLock::new(|| KeyPairPem::generate().unwrap().public_pem);
 
-/// The binary with no config from the environment but `env`, its tracker and origins on a
-/// port nothing answers.
+/// The binary in plaintext with no config from the environment but `env`, its tracker and
+/// origins on a port nothing answers.
 fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let args = [&["--tracker", "", "--origins", "http://127.0.0.1:9"], args].concat();
-    run_binary(env!("CARGO_BIN_EXE_shoal-agent"), &args, env)
+    agent_in(true, args, env)
+}
+
+/// [`agent`], in plaintext or with TLS left to `env` (`https://` origins).
+fn agent_in(plaintext: bool, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let (origins, tls) = match plaintext {
+        true => (
+            "http://127.0.0.1:9",
+            &[("SHOAL_AGENT_TLS__PLAINTEXT", "true")][..],
+        ),
+        false => ("https://127.0.0.1:9", &[][..]),
+    };
+    let args = [&["--tracker", "", "--origins", origins], args].concat();
+    run_binary(
+        env!("CARGO_BIN_EXE_shoal-agent"),
+        &args,
+        &[env, tls].concat(),
+    )
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.
 fn refused(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    refused_in(true, args, env, needle);
+}
+
+fn refused_in(plaintext: bool, args: &[&str], env: &[(&str, &str)], needle: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().to_str().unwrap();
+    let agent = |args: &[&str], env: &[(&str, &str)]| agent_in(plaintext, args, env);
     let checked = agent(&[args, &["--check-config"]].concat(), env);
     let started = agent(
         &[
@@ -50,6 +71,43 @@ fn missing_or_unparsable_metainfo_keys_exit_64_at_the_check_and_at_the_start() {
         &[],
         &[("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", "not a key")],
         "credentials.metainfo_keys",
+    );
+}
+
+#[test]
+fn an_agent_without_tls_or_plaintext_or_with_an_origin_certificate_exits_64() {
+    let keys = ("SHOAL_AGENT_CREDENTIALS__METAINFO_KEYS", PUBLIC.as_str());
+    refused_in(
+        false,
+        &[],
+        &[keys],
+        "tls.cert and tls.key are not set: set them (PEM files), or set tls.plaintext = true",
+    );
+    let pki = shoal_core::testing::TestPki::new();
+    let origin = pki.origin("o0");
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_owned();
+    let (cert, key, ca) = (path(&origin.cert), path(&origin.key), path(&origin.ca));
+    let files = [
+        keys,
+        ("SHOAL_AGENT_TLS__CERT", cert.as_str()),
+        ("SHOAL_AGENT_TLS__KEY", key.as_str()),
+        ("SHOAL_AGENT_TLS__CA", ca.as_str()),
+    ];
+    refused_in(false, &[], &files, "tls.cert names the origin");
+    // A certificate of its own, but the origins spelled http:// while TLS is on.
+    let agent = pki.agent("a0");
+    let (cert, key) = (path(&agent.cert), path(&agent.key));
+    let files = [
+        keys,
+        ("SHOAL_AGENT_TLS__CERT", cert.as_str()),
+        ("SHOAL_AGENT_TLS__KEY", key.as_str()),
+        ("SHOAL_AGENT_TLS__CA", ca.as_str()),
+    ];
+    refused_in(
+        false,
+        &["--origins", "http://127.0.0.1:9"],
+        &files,
+        "is http:// but TLS is on",
     );
 }
 

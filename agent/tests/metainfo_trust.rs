@@ -376,6 +376,7 @@ async fn unsigned_metainfo_is_refused_unless_insecure() {
             tracker: String::new(),
             origins: cluster.urls(),
             shutdown_grace: Duration::from_secs(2),
+            tls: shoal_core::tls::TlsConfig::plaintext(),
             ..shoal_agent::Config::default()
         };
         c.peer.listen = "127.0.0.1:0".parse().unwrap();

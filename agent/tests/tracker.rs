@@ -249,6 +249,7 @@ async fn an_agent_whose_tracker_is_down_still_pulls_from_the_origins_and_keeps_a
         origins: origins.urls(),
         replicas: 1,
         insecure: true,
+        tls: shoal_core::tls::TlsConfig::plaintext(),
         ..shoal_tracker::Config::default()
     };
     let tracker = TestTracker::start_on(tracker_config, listener).await;

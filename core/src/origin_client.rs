@@ -42,6 +42,8 @@ pub enum OriginError {
     Protocol(String),
     #[error("origin request failed: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl OriginError {
@@ -150,6 +152,8 @@ pub struct OriginClient {
     http: reqwest::Client,
     ring: Ring<String>,
     token: Option<String>,
+    /// Whether bare `host:port` addresses mean `https://`.
+    tls: bool,
     down: Mutex<HashMap<String, Instant>>,
 }
 
@@ -168,31 +172,57 @@ pub fn referrers_key(name: &RepoName, subject: &Digest) -> Vec<u8> {
     format!("{name}@{subject}").into_bytes()
 }
 
-/// Normalises an origin address to a base URL: adds `http://` if no scheme is given and
-/// drops a trailing `/`.
-pub fn base_url(addr: &str) -> String {
+/// Normalises an origin address to a base URL: adds the scheme if none is given (`https://`
+/// when `tls` is on, `http://` otherwise) and drops a trailing `/`.
+pub fn base_url(addr: &str, tls: bool) -> String {
     let a = addr.trim().trim_end_matches('/');
     if a.contains("://") {
         a.to_owned()
+    } else if tls {
+        format!("https://{a}")
     } else {
         format!("http://{a}")
     }
 }
 
+/// Why the URL of another part (`what`, as the config names it) does not fit the TLS mode:
+/// `http://` with TLS on, `https://` in plaintext. A bare `host:port` always fits (it takes
+/// the mode's scheme, [`base_url`]).
+pub fn scheme_problem(what: &str, url: &str, tls: bool) -> Option<String> {
+    let scheme = url.trim().split_once("://")?.0.to_ascii_lowercase();
+    match (scheme.as_str(), tls) {
+        ("http", true) => Some(format!(
+            "{what} {url:?} is http:// but TLS is on: write https://, or set tls.plaintext = true \
+             for a network that only Shoal's parts can reach"
+        )),
+        ("https", false) => Some(format!(
+            "{what} {url:?} is https:// but tls.plaintext = true: write http://, or turn TLS on \
+             (tls.cert, tls.key, tls.ca)"
+        )),
+        _ => None,
+    }
+}
+
 impl OriginClient {
-    /// A client of the origins at `origins` (base URLs or `host:port`).
-    pub fn new(origins: &[String], token: Option<String>) -> Result<Self, OriginError> {
+    /// A client of the origins at `origins` (base URLs or `host:port`), over HTTPS verified
+    /// against `tls.ca` when `tls` is given, plain HTTP otherwise.
+    pub fn new(
+        origins: &[String],
+        token: Option<String>,
+        tls: Option<&crate::tls::Tls>,
+    ) -> Result<Self, OriginError> {
         if origins.is_empty() {
             return Err(OriginError::Unavailable("no origins configured".into()));
         }
-        let http = crate::tls::plain_client_builder()
+        let http = crate::tls::client_builder(tls)?
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
         Ok(OriginClient {
             http,
-            ring: Ring::new(origins.iter().map(|o| base_url(o)).collect()),
+            ring: Ring::new(origins.iter().map(|o| base_url(o, tls.is_some())).collect()),
             token,
+            tls: tls.is_some(),
             down: Mutex::new(HashMap::new()),
         })
     }
@@ -268,7 +298,7 @@ impl OriginClient {
     pub async fn info(&self, origin: &str) -> Result<OriginInfo, OriginError> {
         let res = self
             .http
-            .get(format!("{}/v1/info", base_url(origin)))
+            .get(format!("{}/v1/info", base_url(origin, self.tls)))
             .send()
             .await?;
         json(res).await
@@ -602,4 +632,23 @@ async fn json<T: serde::de::DeserializeOwned>(res: reqwest::Response) -> Result<
     let res = check(res).await?;
     let bytes = res.bytes().await?;
     serde_json::from_slice(&bytes).map_err(|e| OriginError::Protocol(format!("bad JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_takes_the_scheme_of_the_tls_mode_and_a_wrong_scheme_is_named() {
+        assert_eq!(base_url("o:9000/", true), "https://o:9000");
+        assert_eq!(base_url("o:9000", false), "http://o:9000");
+        assert_eq!(base_url("http://o:9000", true), "http://o:9000");
+        assert!(scheme_problem("m", "o:9000", true).is_none());
+        assert!(scheme_problem("m", "https://o:9000", true).is_none());
+        assert!(scheme_problem("m", "http://o:9000", false).is_none());
+        let p = scheme_problem("origins[0]", "http://o:9000", true).unwrap_or_default();
+        assert!(p.contains("origins[0]") && p.contains("https://"), "{p}");
+        let p = scheme_problem("origins[0]", "HTTPS://o:9000", false).unwrap_or_default();
+        assert!(p.contains("tls.plaintext = true"), "{p}");
+    }
 }

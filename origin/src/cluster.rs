@@ -18,7 +18,10 @@ use shoal_core::ring::Ring;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use shoal_core::tls::{Tls, client_builder};
+
 use crate::config::Config;
+use crate::error::Error;
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -57,19 +60,24 @@ pub struct Cluster {
     view: RwLock<View>,
     changed: watch::Sender<u64>,
     health: reqwest::Client,
+    /// `https://` or `http://`: the scheme of members found in DNS.
+    scheme: &'static str,
     config: crate::config::ClusterConfig,
     metrics: Metrics,
 }
 
 impl Cluster {
     /// `listen_url` names this origin when it is configured alone (no members, no DNS).
+    /// Health checks go over HTTPS verified against `tls.ca` when `tls` is given.
     pub fn new(
         config: &Config,
         peer_id: PeerId,
         listen_url: String,
         metrics: Metrics,
-    ) -> Result<Self, reqwest::Error> {
-        let advertise = (!config.advertise_url.is_empty()).then(|| base_url(&config.advertise_url));
+        tls: Option<&Tls>,
+    ) -> Result<Self, Error> {
+        let advertise = (!config.advertise_url.is_empty())
+            .then(|| base_url(&config.advertise_url, tls.is_some()));
         let (source, members, me) = if !config.cluster.dns.is_empty() {
             (
                 Source::Dns(config.cluster.dns.clone()),
@@ -82,10 +90,12 @@ impl Cluster {
         } else {
             (Source::Static, config.static_members(), advertise)
         };
-        let health = shoal_core::tls::plain_client_builder()
+        let health = client_builder(tls)
+            .map_err(|e| Error::Tls(e.to_string()))?
             .connect_timeout(config.cluster.health_timeout)
             .timeout(config.cluster.health_timeout)
-            .build()?;
+            .build()
+            .map_err(Error::Client)?;
         let mut view = View {
             me,
             members,
@@ -102,6 +112,7 @@ impl Cluster {
             view: RwLock::new(view),
             changed: watch::channel(0).0,
             health,
+            scheme: if tls.is_some() { "https" } else { "http" },
             config: config.cluster.clone(),
             metrics,
         })
@@ -255,7 +266,8 @@ impl Cluster {
     async fn resolve(&self, name: &str) {
         match tokio::net::lookup_host(name).await {
             Ok(addrs) => {
-                let members: Vec<String> = addrs.map(|a| format!("http://{a}")).collect();
+                let members: Vec<String> =
+                    addrs.map(|a| format!("{}://{a}", self.scheme)).collect();
                 if members.is_empty() {
                     tracing::warn!(
                         name,
@@ -369,6 +381,7 @@ mod tests {
             PeerId([7; 20]),
             "http://127.0.0.1:1".into(),
             metrics,
+            None,
         )
         .unwrap()
     }

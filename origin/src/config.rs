@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
-use shoal_core::origin_client::base_url;
+use shoal_core::origin_client::{base_url, scheme_problem};
 use shoal_core::peer::PeerId;
 use shoal_core::telemetry::ServerConfig;
+use shoal_core::tls::{Needs, ORIGIN_SUFFIX, PeerIdentity, Tls, TlsConfig};
 use shoal_core::units::{ByteRate, ByteSize, duration};
 
 /// The environment prefix of the origin's config keys.
@@ -47,6 +48,9 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
     pub server: ServerConfig,
+    /// HTTPS for the API and to the other origins, and the peer protocol over mutual TLS:
+    /// the certificate names this origin `<name>.origin.shoal` (and its HTTPS host names).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             repair: RepairConfig::default(),
             backend: BackendConfig::default(),
             server: ServerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -92,7 +97,8 @@ pub struct Credentials {
 pub struct PeerConfig {
     /// The peer protocol: where swarms fetch pieces from this origin.
     pub listen: SocketAddr,
-    /// The peer id (40 hex characters). Empty: a random one at each start.
+    /// The peer id (40 hex characters). Empty: a random one at each start, or with TLS on
+    /// the id of the name the certificate carries (set, it must be that one).
     pub id: String,
     /// The peer port announced to others. 0: the port `peer.listen` is bound to.
     pub port: u16,
@@ -125,8 +131,8 @@ impl Default for PeerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClusterConfig {
-    /// Every origin's base URL (`http://origin-0.shoal:9000`), this one included, the same
-    /// list on every origin. Empty with `dns` empty: a cluster of this origin alone.
+    /// Every origin's base URL (`https://origin-0.shoal:9000`; `http://` with
+    /// `tls.plaintext = true`), this one included, the same list on every origin. Empty with `dns` empty: a cluster of this origin alone.
     pub members: Vec<String>,
     /// Instead of `members`: `host:port`, where the host resolves to every origin's address.
     pub dns: String,
@@ -245,7 +251,13 @@ impl Config {
 
     /// The static member list, normalised to base URLs.
     pub fn static_members(&self) -> Vec<String> {
-        let mut m: Vec<String> = self.cluster.members.iter().map(|m| base_url(m)).collect();
+        let tls = self.tls.enabled();
+        let mut m: Vec<String> = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| base_url(m, tls))
+            .collect();
         m.sort();
         m.dedup();
         m
@@ -274,19 +286,50 @@ fn valid_authority(a: &str) -> bool {
     !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
-fn check_url(what: &str, url: &str, problems: &mut Vec<String>) {
-    let ok = match base_url(url).split_once("://") {
-        Some(("http", rest)) => valid_authority(rest),
+fn check_url(what: &str, url: &str, tls: bool, problems: &mut Vec<String>) {
+    let ok = match base_url(url, tls).split_once("://") {
+        Some(("http" | "https", rest)) => valid_authority(rest),
         _ => false,
     };
     if !ok {
         problems.push(format!(
-            "{what} {url:?} is not a base URL such as http://origin-0:9000"
+            "{what} {url:?} is not a base URL such as https://origin-0:9000"
         ));
+    } else {
+        problems.extend(scheme_problem(what, url, tls));
     }
 }
 
 impl Config {
+    /// This origin's TLS and the peer identity its certificate gives it; `None` in
+    /// plaintext. Refused: a certificate that does not name an origin, or a `peer.id` that
+    /// is not the certificate's.
+    pub fn peer_tls(&self) -> Result<Option<(Tls, PeerIdentity)>, String> {
+        let Some(tls) = Tls::from_config(&self.tls).map_err(|e| format!("tls: {e}"))? else {
+            return Ok(None);
+        };
+        let me = tls.identity().map_err(|e| {
+            format!("tls.cert: {e}: an origin's certificate names it <name>{ORIGIN_SUFFIX}")
+        })?;
+        if !me.origin {
+            return Err(format!(
+                "tls.cert names the peer {:?}, not an origin: an origin's certificate names it \
+                 <name>{ORIGIN_SUFFIX}",
+                me.name
+            ));
+        }
+        if let Some(id) = self.peer_id()
+            && id != me.id
+        {
+            return Err(format!(
+                "peer.id {id} is not the id of {:?}, the name in tls.cert ({}): leave peer.id \
+                 empty with TLS on",
+                me.name, me.id
+            ));
+        }
+        Ok(Some((tls, me)))
+    }
+
     /// Why this config must not serve: no write token and no `insecure = true`.
     pub fn credentials_problem(&self) -> Option<String> {
         (self.credentials.write_token.is_empty() && !self.insecure).then(|| {
@@ -308,6 +351,19 @@ impl Validate for Config {
             problems.push("peer.max_inbound_per_addr must be at least 1".into());
         }
         self.server.validate("server", problems);
+        let before = problems.len();
+        self.tls.validate(
+            Needs {
+                cert: true,
+                ca: true,
+            },
+            problems,
+        );
+        if problems.len() == before
+            && let Err(e) = self.peer_tls()
+        {
+            problems.push(e);
+        }
         problems.extend(self.credentials_problem());
         let creds = &self.credentials;
         shoal_core::auth::check_token("credentials.write_token", &creds.write_token, problems);
@@ -324,11 +380,12 @@ impl Validate for Config {
         if !self.peer.id.is_empty() && self.peer_id().is_none() {
             problems.push("peer.id must be 40 lowercase hex characters, or empty".into());
         }
+        let tls = self.tls.enabled();
         if !self.advertise_url.is_empty() {
-            check_url("advertise_url", &self.advertise_url, problems);
+            check_url("advertise_url", &self.advertise_url, tls, problems);
         }
         for m in &self.cluster.members {
-            check_url("cluster.members entry", m, problems);
+            check_url("cluster.members entry", m, tls, problems);
         }
         let c = &self.cluster;
         if !c.members.is_empty() && !c.dns.is_empty() {
@@ -344,7 +401,7 @@ impl Validate for Config {
             }
         }
         if !c.members.is_empty() && !self.advertise_url.is_empty() {
-            let me = base_url(&self.advertise_url);
+            let me = base_url(&self.advertise_url, tls);
             if !self.static_members().contains(&me) {
                 problems.push(format!(
                     "advertise_url {me:?} is not in cluster.members; write it exactly as the member list does"
@@ -399,17 +456,23 @@ mod tests {
         MC4CAQAwBQYDK2VwBCIEIDKntVjQaHAIhZle5+UJ7EocExEj6qmu4kjDCzQB+VQU\n\
         -----END PRIVATE KEY-----\n";
 
+    fn plaintext() -> (String, String) {
+        ("SHOAL_ORIGIN_TLS__PLAINTEXT".into(), "true".into())
+    }
+
     #[test]
-    fn defaults_are_valid_with_a_write_token_and_a_metainfo_key() {
+    fn defaults_are_valid_with_a_write_token_a_metainfo_key_and_plaintext() {
         let c: Config = Sources::new(None, ENV_PREFIX)
             .load_with_env(vec![
                 ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(), TOKEN.into()),
                 ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), KEY.into()),
+                plaintext(),
             ])
             .unwrap();
         let mut want = Config::default();
         want.credentials.write_token = Secret::new(TOKEN);
         want.credentials.metainfo_key = Secret::new(KEY);
+        want.tls = TlsConfig::plaintext();
         assert_eq!(c, want);
         assert_eq!(
             c.backend_path(),
@@ -456,7 +519,10 @@ mod tests {
             err.problems
         );
         let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![("SHOAL_ORIGIN_INSECURE".into(), "true".into())])
+            .load_with_env(vec![
+                ("SHOAL_ORIGIN_INSECURE".into(), "true".into()),
+                plaintext(),
+            ])
             .unwrap();
         assert!(c.insecure && c.credentials.write_token.is_empty());
         let err = Sources::new(None, ENV_PREFIX)
@@ -477,31 +543,91 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_checked() {
-        for ok in [
-            "http://a:1",
-            "a:9000",
-            "origin-0",
-            "http://[::1]:9000",
-            "10.0.0.5:9000/",
+    fn urls_are_checked_and_their_scheme_follows_the_tls_mode() {
+        for (ok, tls) in [
+            ("http://a:1", false),
+            ("https://a:1", true),
+            ("a:9000", false),
+            ("a:9000", true),
+            ("origin-0", true),
+            ("http://[::1]:9000", false),
+            ("10.0.0.5:9000/", false),
         ] {
             let mut p = Vec::new();
-            check_url("m", ok, &mut p);
+            check_url("m", ok, tls, &mut p);
             assert!(p.is_empty(), "{ok}: {p:?}");
         }
-        for bad in [
-            "not a url",
-            "https://a:1",
-            "http://a:99999",
-            "http://a/b",
-            "http://",
-            "http://u@a:1",
-            "[::1",
+        for (bad, tls) in [
+            ("not a url", false),
+            ("https://a:1", false),
+            ("http://a:1", true),
+            ("ftp://a:1", true),
+            ("http://a:99999", false),
+            ("http://a/b", false),
+            ("http://", false),
+            ("http://u@a:1", false),
+            ("[::1", false),
         ] {
             let mut p = Vec::new();
-            check_url("m", bad, &mut p);
-            assert_eq!(p.len(), 1, "{bad}");
+            check_url("m", bad, tls, &mut p);
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
         }
+    }
+
+    #[test]
+    fn without_tls_or_plaintext_the_origin_is_refused() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![
+                ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(), TOKEN.into()),
+                ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(), KEY.into()),
+            ])
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("tls.cert and tls.key are not set") && all.contains("tls.ca is not set"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn the_certificate_must_name_an_origin_and_fix_the_peer_id() {
+        let pki = shoal_core::testing::TestPki::new();
+        let with = |tls: TlsConfig, id: &str| Config {
+            tls,
+            peer: PeerConfig {
+                id: id.into(),
+                ..PeerConfig::default()
+            },
+            ..Config::default()
+        };
+        let origin = pki.origin("o0");
+        let (_, me) = with(origin.clone(), "").peer_tls().unwrap().unwrap();
+        assert!(me.origin && me.name == "o0.origin.shoal", "{me:?}");
+        assert_eq!(
+            with(origin.clone(), &me.id.to_string())
+                .peer_tls()
+                .unwrap()
+                .unwrap()
+                .1,
+            me
+        );
+        let e = with(origin, &PeerId([9; 20]).to_string())
+            .peer_tls()
+            .unwrap_err();
+        assert!(
+            e.contains("peer.id") && e.contains("o0.origin.shoal"),
+            "{e}"
+        );
+        let e = with(pki.agent("a0"), "").peer_tls().unwrap_err();
+        assert!(
+            e.contains("not an origin") && e.contains(".origin.shoal"),
+            "{e}"
+        );
+        let e = with(pki.server("tracker"), "").peer_tls().unwrap_err();
+        assert!(e.contains("names no peer"), "{e}");
+        let mut p = Vec::new();
+        with(pki.agent("a1"), "").validate(&mut p);
+        assert!(p.iter().any(|p| p.contains("not an origin")), "{p:?}");
     }
 
     #[test]
@@ -514,6 +640,7 @@ mod tests {
                     "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
                     "0123456789abcdef0123456789abcdef".into(),
                 ),
+                plaintext(),
             ])
         };
         let c = load(openssl).unwrap();
@@ -558,6 +685,7 @@ mod tests {
                 write_token: Secret("hunter2".into()),
                 ..Default::default()
             },
+            tls: TlsConfig::plaintext(),
             ..Default::default()
         };
         assert_eq!(c.static_members(), vec!["http://a:1", "http://b:2"]);

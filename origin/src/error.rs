@@ -39,6 +39,9 @@ pub enum Error {
     /// The config would serve writes to anyone ([`crate::Config::credentials_problem`]).
     #[error("refusing to start: {0}")]
     Insecure(String),
+    /// The `[tls]` table cannot be used (`crate::Config::peer_tls`).
+    #[error("refusing to start: {0}")]
+    Tls(String),
     /// A tag or referrer copy whose version no origin of this cluster could have written.
     #[error("version {0} is negative or too far ahead of this origin's clock")]
     ImplausibleVersion(i64),
@@ -65,7 +68,7 @@ impl Error {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Error::Insecure(_) | Error::MetainfoKey(_) | Error::NoMetainfoKey
+            Error::Insecure(_) | Error::Tls(_) | Error::MetainfoKey(_) | Error::NoMetainfoKey
         )
     }
 

@@ -142,6 +142,17 @@ impl Origin {
         if let Some(problem) = config.credentials_problem() {
             return Err(Error::Insecure(problem));
         }
+        let tls = config.peer_tls().map_err(Error::Tls)?;
+        let peer_id = match &tls {
+            Some((_, me)) => me.id,
+            None => config.peer_id().unwrap_or_else(PeerId::random),
+        };
+        let tls = tls.map(|(tls, _)| tls);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let https = match &tls {
+            Some(t) => Some(t.http_server().map_err(|e| Error::Tls(e.to_string()))?),
+            None => None,
+        };
         // A second origin on the directory would wipe the first one's uploads in progress.
         let lock = shoal_core::store::lock_dir(&config.data_dir)?.ok_or_else(|| {
             Error::Io(std::io::Error::other(format!(
@@ -157,18 +168,21 @@ impl Origin {
             BackendKind::None => Arc::new(NoBackend),
             BackendKind::Filesystem => Arc::new(FsBackend::open(config.backend_path()).await?),
         };
-        let peer_id = config.peer_id().unwrap_or_else(PeerId::random);
         let peer_port = match (config.peer.port, &listeners.peer) {
             (0, Some(l)) => l.local_addr()?.port(),
             (0, None) => config.peer.listen.port(),
             (p, _) => p,
         };
         let addr = listeners.http.local_addr()?;
-        let cluster = Arc::new(
-            Cluster::new(&config, peer_id, format!("http://{addr}"), metrics.clone())
-                .map_err(Error::Client)?,
-        );
-        let http = shoal_core::tls::plain_client_builder()
+        let cluster = Arc::new(Cluster::new(
+            &config,
+            peer_id,
+            format!("{scheme}://{addr}"),
+            metrics.clone(),
+            tls.as_ref(),
+        )?);
+        let http = shoal_core::tls::client_builder(tls.as_ref())
+            .map_err(|e| Error::Tls(e.to_string()))?
             .connect_timeout(config.cluster.connect_timeout)
             .tcp_nodelay(true)
             .build()
@@ -187,6 +201,7 @@ impl Origin {
             metrics,
             remote,
             peer_port,
+            tls,
             metainfo_signer,
             ready: Readiness::default(),
             queue_wake: Notify::new(),
@@ -215,7 +230,7 @@ impl Origin {
             app,
             state.config.shutdown_grace,
             state.config.server.clone(),
-            None,
+            https,
         );
         {
             let st = state.clone();
@@ -250,6 +265,7 @@ impl Origin {
             member = state.cluster.me().as_deref().unwrap_or("(finding itself)"),
             %peer_id,
             peer_port,
+            tls = state.tls.is_some(),
             replicas = state.config.replicas,
             backend = state.backend.name(),
             "origin started"

@@ -55,6 +55,11 @@ impl SeedSource {
         self.state.cluster.peer_id()
     }
 
+    /// The origin's TLS, for the peer protocol (`None`: plaintext).
+    pub fn tls(&self) -> Option<shoal_core::tls::Tls> {
+        self.state.tls.clone()
+    }
+
     /// The `peer` section of the config: caps on the peer protocol's bytes.
     pub fn peer_config(&self) -> &PeerConfig {
         &self.state.config.peer
@@ -108,8 +113,8 @@ impl PeerSeeder {
     }
 
     /// Starts from `node` instead of [`NodeConfig::origin`] (tests tune the engine's timers
-    /// this way). The origin's peer id, its `peer` caps and the metric prefix are set over
-    /// it, and it is always an origin that does not announce.
+    /// this way). The origin's peer id and TLS, its `peer` caps and the metric prefix are set
+    /// over it, and it is always an origin that does not announce.
     pub fn with_node_config(node: NodeConfig) -> Self {
         PeerSeeder { node: Some(node) }
     }
@@ -147,6 +152,7 @@ impl Seeder for PeerSeeder {
     ) -> Result<BoxFuture<'static, ()>> {
         let mut cfg = self.node.unwrap_or_else(NodeConfig::origin);
         cfg.peer_id = source.peer_id();
+        cfg.tls = source.tls();
         cfg.origin = true;
         cfg.announce_seeds = false;
         cfg.egress_rate = source.peer_config().egress.per_second();

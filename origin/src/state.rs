@@ -23,6 +23,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub remote: Remote,
     pub peer_port: u16,
+    /// This origin's TLS (`None`: plaintext), for the peer protocol's node.
+    pub tls: Option<shoal_core::tls::Tls>,
     /// Signs every metainfo this origin serves; `None` only when the config is insecure.
     pub metainfo_signer: Option<shoal_core::signature::MetainfoSigner>,
     pub ready: Readiness,

@@ -18,6 +18,11 @@
 //! [`TestCluster::write_token`] and [`TestCluster::read_token`] expose; [`TestCluster::client`]
 //! writes with the first and [`TestCluster::reader`] reads with the second.
 //!
+//! Every origin runs in plaintext (`tls.plaintext = true`) unless the cluster is built with
+//! [`ClusterBuilder::tls`]: then each origin `i` presents a certificate from the test CA
+//! naming it `origin-<i>.origin.shoal`, serves HTTPS, and its members are `https://` URLs;
+//! [`TestCluster::client_tls`] trusts that CA, as the other parts would.
+//!
 //! Helpers here panic with a message when the test itself is wrong (an index out of range,
 //! a port that cannot be bound): that is a test failure, not an input to handle.
 
@@ -34,7 +39,8 @@ use shoal_core::peer::PeerInfo;
 use shoal_core::reference::{RepoName, Tag};
 use shoal_core::ring::Ring;
 use shoal_core::signature::KeyPairPem;
-use shoal_core::testing::{registry_sum, wait_until};
+use shoal_core::testing::{TestPki, registry_sum, wait_until};
+use shoal_core::tls::{Tls, TlsConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +50,8 @@ use crate::{Error, Listeners, Origin};
 pub use shoal_core::testing::random_token;
 
 /// A config for tests: short timers so that failures are noticed within a fraction of a
-/// second, no backend, data in `data_dir`, a fresh random write token and no read token.
+/// second, no backend, data in `data_dir`, a fresh random write token and no read token,
+/// plaintext.
 pub fn test_config(data_dir: PathBuf) -> Config {
     let mut c = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -64,7 +71,18 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     c.repair.settle = Duration::from_millis(200);
     c.backend.kind = BackendKind::None;
     c.credentials.metainfo_key = shoal_core::auth::Secret::new(metainfo_keys().private_pem.clone());
+    c.tls = TlsConfig::plaintext();
     c
+}
+
+/// A `[tls]` table that trusts `pki`'s CA and presents nothing: what a client of the
+/// origins holds.
+pub fn client_tls(pki: &TestPki) -> Tls {
+    match Tls::from_config(&pki.client()) {
+        Ok(Some(t)) => t,
+        Ok(None) => panic!("the test CA's client table is plaintext"),
+        Err(e) => panic!("the test CA's client table: {e}"),
+    }
 }
 
 /// The metainfo key pair of this test run, made once per process: every origin from
@@ -144,9 +162,22 @@ pub struct ClusterBuilder {
     replicas: usize,
     shared_backend: bool,
     configure: Option<Configure>,
+    /// Each origin's `[tls]` and what clients trust, when the cluster runs over TLS.
+    tls: Option<(Vec<TlsConfig>, TlsConfig)>,
 }
 
 impl ClusterBuilder {
+    /// Runs every origin over TLS with a certificate from `pki` (`origin-<i>.origin.shoal`
+    /// and 127.0.0.1): HTTPS between them and to them, the peer protocol over mutual TLS.
+    /// `pki` must outlive the cluster (its files are read on every reload check).
+    pub fn tls(mut self, pki: &TestPki) -> Self {
+        let configs = (0..self.n)
+            .map(|i| pki.origin(&format!("origin-{i}")))
+            .collect();
+        self.tls = Some((configs, pki.client()));
+        self
+    }
+
     /// Replicas per blob and tag (default 3).
     pub fn replicas(mut self, r: usize) -> Self {
         self.replicas = r;
@@ -179,6 +210,7 @@ impl ClusterBuilder {
         let urls: Vec<String> = listeners
             .iter()
             .map(|l| match l.local_addr() {
+                Ok(a) if self.tls.is_some() => format!("https://{a}"),
                 Ok(a) => format!("http://{a}"),
                 Err(e) => panic!("test listener address: {e}"),
             })
@@ -193,6 +225,9 @@ impl ClusterBuilder {
             config.replicas = self.replicas;
             config.advertise_url = urls[i].clone();
             config.cluster.members = urls.clone();
+            if let Some((tls, _)) = &self.tls {
+                config.tls = tls[i].clone();
+            }
             if self.shared_backend {
                 config.backend.kind = BackendKind::Filesystem;
                 config.backend.path = dir.path().join("backend");
@@ -219,6 +254,14 @@ impl ClusterBuilder {
             nodes,
             write_token,
             read_token,
+            client_tls: self.tls.map(|(_, c)| {
+                let tls = match Tls::from_config(&c) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => panic!("the test CA's client table is plaintext"),
+                    Err(e) => panic!("the test CA's client table: {e}"),
+                };
+                (c, tls)
+            }),
         };
         cluster.wait_converged().await;
         cluster
@@ -241,6 +284,7 @@ pub struct TestCluster {
     nodes: Vec<Node>,
     write_token: String,
     read_token: String,
+    client_tls: Option<(TlsConfig, Tls)>,
 }
 
 impl TestCluster {
@@ -250,6 +294,21 @@ impl TestCluster {
             replicas: 3,
             shared_backend: false,
             configure: None,
+            tls: None,
+        }
+    }
+
+    /// What a client of these origins trusts: `None` when they run in plaintext.
+    pub fn client_tls(&self) -> Option<&Tls> {
+        self.client_tls.as_ref().map(|(_, t)| t)
+    }
+
+    /// The `[tls]` table of a client of these origins: the test CA and no certificate, or
+    /// plaintext.
+    pub fn client_tls_config(&self) -> TlsConfig {
+        match &self.client_tls {
+            Some((c, _)) => c.clone(),
+            None => TlsConfig::plaintext(),
         }
     }
 
@@ -354,23 +413,30 @@ impl TestCluster {
 
     /// A plain HTTP client that sends `Authorization: Bearer <token>` with every request.
     pub fn http_with_token(token: &str) -> reqwest::Client {
+        Self::http_over(None, token)
+    }
+
+    fn http_over(tls: Option<&Tls>, token: &str) -> reqwest::Client {
         let mut headers = http::HeaderMap::new();
         if let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        shoal_core::tls::plain_client_builder()
+        shoal_core::tls::client_builder(tls)
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
             .default_headers(headers)
             .build()
             .unwrap_or_else(|e| panic!("HTTP client: {e}"))
     }
 
-    /// A plain HTTP client that presents the write token with every request.
+    /// An HTTP client (HTTPS trusting the test CA when the cluster runs over TLS) that
+    /// presents the write token with every request.
     pub fn http(&self) -> reqwest::Client {
-        Self::http_with_token(&self.write_token)
+        Self::http_over(self.client_tls(), &self.write_token)
     }
 
     pub fn client_with_token(&self, token: Option<String>) -> OriginClient {
-        OriginClient::new(&self.urls(), token).unwrap_or_else(|e| panic!("origin client: {e}"))
+        OriginClient::new(&self.urls(), token, self.client_tls())
+            .unwrap_or_else(|e| panic!("origin client: {e}"))
     }
 
     /// The first `r` members for `key` on the ring of every member, as indexes.

@@ -67,6 +67,7 @@ async fn the_client_reads_ranges_and_stats_through_any_origin() {
     let only0 = OriginClient::new(
         &[cluster.url(0).to_owned()],
         Some(cluster.write_token().to_owned()),
+        cluster.client_tls(),
     )
     .unwrap();
     assert_eq!(
@@ -213,6 +214,7 @@ async fn a_tag_written_through_one_origin_is_read_through_another() {
         OriginClient::new(
             &[cluster.url(i).to_owned()],
             Some(cluster.write_token().to_owned()),
+            cluster.client_tls(),
         )
         .unwrap()
     };
@@ -312,6 +314,7 @@ async fn metainfo_of_a_100_mib_blob_matches_an_independent_computation() {
         let only = OriginClient::new(
             &[cluster.url(i).to_owned()],
             Some(cluster.write_token().to_owned()),
+            cluster.client_tls(),
         )
         .unwrap();
         let m: Metainfo = only.metainfo(&digest).await.unwrap();
@@ -454,6 +457,7 @@ async fn origins_without_an_advertised_url_find_themselves() {
         let info = OriginClient::new(
             &[cluster.url(i).to_owned()],
             Some(cluster.write_token().to_owned()),
+            cluster.client_tls(),
         )
         .unwrap()
         .info(cluster.url(i))

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::LazyLock;
 
 use shoal_core::config::{EX_CONFIG, Sources};
+use shoal_core::tls::TlsConfig;
 use shoal_origin::config::{Config, ENV_PREFIX};
 
 fn example() -> PathBuf {
@@ -32,36 +33,61 @@ static KEY: LazyLock<String> = LazyLock::new(|| {
         .private_pem
 });
 
+/// A certificate for an origin from a throwaway CA, and the environment that points the
+/// `[tls]` table at its files in place of the example's `/etc/shoal/tls/…`.
+fn tls_env(pki: &shoal_core::testing::TestPki) -> (TlsConfig, Vec<(String, String)>) {
+    let tls = pki.origin("origin-0");
+    let path = |p: &Option<PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_owned();
+    let env = vec![
+        ("SHOAL_ORIGIN_TLS__CERT".into(), path(&tls.cert)),
+        ("SHOAL_ORIGIN_TLS__KEY".into(), path(&tls.key)),
+        ("SHOAL_ORIGIN_TLS__CA".into(), path(&tls.ca)),
+    ];
+    (tls, env)
+}
+
 #[test]
 fn the_example_config_loads_and_shows_every_key_at_its_default() {
     // The example leaves the write token and the metainfo key to the environment, as it
-    // advises.
+    // advises; its certificate files are where a deployment mounts them, so the test points
+    // at files of its own there and nowhere else.
+    let text = std::fs::read_to_string(example()).unwrap();
+    let table: toml::Table = text.parse().unwrap();
+    let tls_in_file: TlsConfig = table["tls"].clone().try_into().unwrap();
+    assert_eq!(
+        tls_in_file,
+        TlsConfig::files(
+            "/etc/shoal/tls/tls.crt",
+            "/etc/shoal/tls/tls.key",
+            "/etc/shoal/tls/ca.crt"
+        )
+    );
+    let pki = shoal_core::testing::TestPki::new();
+    let (tls, mut env) = tls_env(&pki);
+    env.extend([
+        (
+            "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
+            TOKEN.as_str().into(),
+        ),
+        (
+            "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(),
+            KEY.as_str().into(),
+        ),
+    ]);
     let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-        .load_with_env(vec![
-            (
-                "SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN".into(),
-                TOKEN.as_str().into(),
-            ),
-            (
-                "SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY".into(),
-                KEY.as_str().into(),
-            ),
-        ])
+        .load_with_env(env)
         .unwrap();
     let mut want = Config::default();
     want.credentials.write_token = shoal_origin::config::Secret::new(TOKEN.as_str());
     want.credentials.metainfo_key = shoal_origin::config::Secret::new(KEY.as_str());
+    want.tls = tls;
     assert_eq!(loaded, want);
 
-    let text = std::fs::read_to_string(example()).unwrap();
     let mut in_file = Vec::new();
-    keys(&text.parse().unwrap(), "", &mut in_file);
+    keys(&table, "", &mut in_file);
+    // Every key at its default, and the certificate files, which have none.
     let mut all = Vec::new();
-    keys(
-        &toml::Table::try_from(Config::default()).unwrap(),
-        "",
-        &mut all,
-    );
+    keys(&toml::Table::try_from(want).unwrap(), "", &mut all);
     in_file.sort();
     all.sort();
     assert_eq!(
@@ -120,6 +146,8 @@ fn a_bad_config_exits_with_ex_config_and_names_every_problem() {
 
 #[test]
 fn check_config_prints_the_merged_config() {
+    let pki = shoal_core::testing::TestPki::new();
+    let (_, env) = tls_env(&pki);
     let out = bin()
         .args(["--config"])
         .arg(example())
@@ -128,10 +156,11 @@ fn check_config_prints_the_merged_config() {
             "--listen",
             "127.0.0.1:1234",
             "--member",
-            "http://a:1",
+            "https://a:1",
             "--member",
-            "http://b:2",
+            "b:2",
         ])
+        .envs(env)
         .env("SHOAL_ORIGIN_REPAIR__INTERVAL", "30m")
         .env("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str())
         .env("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY.as_str())
@@ -149,7 +178,8 @@ fn check_config_prints_the_merged_config() {
     );
     let printed: Config = toml::from_str(&text).unwrap();
     assert_eq!(printed.listen.to_string(), "127.0.0.1:1234");
-    assert_eq!(printed.cluster.members, ["http://a:1", "http://b:2"]);
+    assert_eq!(printed.cluster.members, ["https://a:1", "b:2"]);
+    assert_eq!(printed.static_members(), ["https://a:1", "https://b:2"]);
     assert_eq!(
         printed.repair.interval,
         std::time::Duration::from_secs(1800)
@@ -174,7 +204,13 @@ fn an_origin_without_a_write_token_refuses_to_start_unless_insecure() {
         "{err}"
     );
     let out = bin()
-        .args(["--check-config", "--set", "insecure=true"])
+        .args([
+            "--check-config",
+            "--set",
+            "insecure=true",
+            "--set",
+            "tls.plaintext=true",
+        ])
         .output()
         .unwrap();
     assert!(

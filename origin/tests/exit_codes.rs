@@ -68,6 +68,34 @@ fn a_metainfo_key_that_does_not_parse_exits_64() {
 }
 
 #[test]
+fn an_origin_without_tls_or_plaintext_exits_64() {
+    refused(
+        &[],
+        &[
+            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str()),
+            ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY.as_str()),
+        ],
+        "tls.cert and tls.key are not set: set them (PEM files), or set tls.plaintext = true",
+    );
+    // A certificate that names an agent, not an origin: refused at the check and the start.
+    let pki = shoal_core::testing::TestPki::new();
+    let agent = pki.agent("a0");
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_owned();
+    let (cert, key, ca) = (path(&agent.cert), path(&agent.key), path(&agent.ca));
+    refused(
+        &[],
+        &[
+            ("SHOAL_ORIGIN_CREDENTIALS__WRITE_TOKEN", TOKEN.as_str()),
+            ("SHOAL_ORIGIN_CREDENTIALS__METAINFO_KEY", KEY.as_str()),
+            ("SHOAL_ORIGIN_TLS__CERT", &cert),
+            ("SHOAL_ORIGIN_TLS__KEY", &key),
+            ("SHOAL_ORIGIN_TLS__CA", &ca),
+        ],
+        "not an origin",
+    );
+}
+
+#[test]
 fn bad_values_unreadable_files_and_bad_flags_exit_64() {
     refused(
         &["--set", "insecure=true", "--replicas", "0"],
@@ -106,6 +134,7 @@ fn typed_flags_win_over_the_environment_and_set() {
         ],
         &[
             ("SHOAL_ORIGIN_INSECURE", "true"),
+            ("SHOAL_ORIGIN_TLS__PLAINTEXT", "true"),
             ("SHOAL_ORIGIN_REPLICAS", "4"),
             ("SHOAL_ORIGIN_CLUSTER__MEMBERS", "[\"http://c:3\"]"),
         ],
@@ -127,6 +156,8 @@ fn a_port_in_use_is_no_config_problem_and_exits_1() {
         &[
             "--set",
             "insecure=true",
+            "--set",
+            "tls.plaintext=true",
             "--listen",
             &addr,
             "--peer-listen",

@@ -78,6 +78,9 @@ pub enum DiscoveryError {
     TooLong { max: usize },
     #[error("tracker's answer is not an announce answer: {0}")]
     Malformed(#[from] serde_json::Error),
+    /// The `[tls]` material cannot make a client.
+    #[error("tracker client TLS: {0}")]
+    Tls(String),
 }
 
 /// A way to find the peers of a blob.
@@ -113,9 +116,15 @@ impl std::fmt::Debug for TrackerDiscovery {
 const MAX_ERROR_BODY: usize = 512;
 
 impl TrackerDiscovery {
-    /// A client of the tracker at `base` (`http://tracker:7070`), with a request timeout.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, DiscoveryError> {
-        let client = shoal_core::tls::plain_client_builder()
+    /// A client of the tracker at `base` (`https://tracker:7070`), with a request timeout;
+    /// over HTTPS verified against `tls.ca` when `tls` is given, plain HTTP otherwise.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        tls: Option<&shoal_core::tls::Tls>,
+    ) -> Result<Self, DiscoveryError> {
+        let client = shoal_core::tls::client_builder(tls)
+            .map_err(|e| DiscoveryError::Tls(e.to_string()))?
             .timeout(timeout)
             .build()?;
         Ok(TrackerDiscovery {
@@ -308,7 +317,7 @@ mod tests {
         })
         .unwrap();
         let (base, server) = serve_once("200 OK", body).await;
-        let t = TrackerDiscovery::new(&format!("{base}/"), Duration::from_secs(5)).unwrap();
+        let t = TrackerDiscovery::new(&format!("{base}/"), Duration::from_secs(5), None).unwrap();
         let got = t.announce(announce()).await.unwrap();
         assert_eq!(got.peers, vec![peer]);
         assert_eq!(got.interval, Duration::from_secs(3));
@@ -328,7 +337,7 @@ mod tests {
             r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.into(),
         )
         .await;
-        let t = TrackerDiscovery::new(&base, Duration::from_secs(5)).unwrap();
+        let t = TrackerDiscovery::new(&base, Duration::from_secs(5), None).unwrap();
         match t.announce(announce()).await {
             Err(DiscoveryError::Status { status, body }) => {
                 assert_eq!(status.as_u16(), 429);
@@ -370,7 +379,7 @@ mod tests {
         .unwrap();
         assert!(body.len() < MAX_ANSWER_BYTES);
         let (base, server) = serve_once("200 OK", body).await;
-        let t = TrackerDiscovery::new(&base, Duration::from_secs(5))
+        let t = TrackerDiscovery::new(&base, Duration::from_secs(5), None)
             .unwrap()
             .with_token(Some("read-token-0123456789".into()));
         let got = t.announce(announce()).await.unwrap();
@@ -396,7 +405,7 @@ mod tests {
         })
         .unwrap();
         let (base, _server) = serve_once("200 OK", body).await;
-        let t = TrackerDiscovery::new(&base, Duration::from_secs(5)).unwrap();
+        let t = TrackerDiscovery::new(&base, Duration::from_secs(5), None).unwrap();
         assert_eq!(t.announce(announce()).await.unwrap().interval, MIN_INTERVAL);
     }
 
@@ -405,7 +414,7 @@ mod tests {
         let head = |len: &str| {
             format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n").into_bytes()
         };
-        let t = |base: &str| TrackerDiscovery::new(base, Duration::from_secs(5)).unwrap();
+        let t = |base: &str| TrackerDiscovery::new(base, Duration::from_secs(5), None).unwrap();
         // Far more than an answer can be, honestly declared.
         let huge = vec![b' '; MAX_ANSWER_BYTES + 1];
         let (base, _s) = serve_raw(head(&huge.len().to_string()), huge).await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 pub use shoal_core::auth::Secret;
 use shoal_core::config::Validate;
+use shoal_core::origin_client::{base_url, scheme_problem};
 use shoal_core::telemetry::ServerConfig;
+use shoal_core::tls::{Needs, TlsConfig};
 use shoal_core::units::{ByteSize, duration};
 
 /// The environment prefix of the proxy's config keys (`SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT`).
@@ -18,7 +20,8 @@ pub const ENV_PREFIX: &str = "SHOAL_PROXY_";
 pub struct Config {
     /// Where the registry API (and `/health`, `/ready`, `/metrics`) is served.
     pub listen: SocketAddr,
-    /// The origins' base URLs or `host:port`s, every one of them, in any order.
+    /// The origins' base URLs or `host:port`s, every one of them, in any order: `https://`
+    /// with TLS on, `http://` in plaintext.
     pub origins: Vec<String>,
     /// The cluster's credentials the proxy presents to the origins.
     pub credentials: Credentials,
@@ -35,6 +38,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
     pub server: ServerConfig,
+    /// The origins verified against `ca`; with `cert` and `key` the registry API is served
+    /// over HTTPS too (a registry behind no ingress), else plain HTTP.
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,7 +92,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            origins: vec!["http://127.0.0.1:9000".into()],
+            origins: vec!["https://127.0.0.1:9000".into()],
             credentials: Credentials::default(),
             allow_delete: true,
             max_manifest_size: ByteSize::mib(4),
@@ -95,6 +101,7 @@ impl Default for Config {
             uploads: UploadConfig::default(),
             auth: AuthConfig::default(),
             server: ServerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -126,6 +133,14 @@ impl Default for AuthConfig {
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.server.validate("server", problems);
+        self.tls.validate(
+            Needs {
+                cert: false,
+                ca: true,
+            },
+            problems,
+        );
+        let tls = self.tls.enabled();
         shoal_core::auth::check_token(
             "credentials.write_token",
             &self.credentials.write_token,
@@ -135,11 +150,13 @@ impl Validate for Config {
             problems.push("origins: name at least one origin".into());
         }
         for o in &self.origins {
-            let url = shoal_core::origin_client::base_url(o);
+            let url = base_url(o, tls);
             match reqwest::Url::parse(&url) {
-                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    problems.extend(scheme_problem("origins:", o, tls));
+                }
                 Ok(_) => problems.push(format!(
-                    "origins: {o:?} must be an http:// URL or host:port"
+                    "origins: {o:?} must be an https:// or http:// URL or host:port"
                 )),
                 Err(e) => problems.push(format!("origins: {o:?} is not an address: {e}")),
             }
@@ -191,12 +208,46 @@ mod tests {
     use super::*;
     use shoal_core::config::Sources;
 
+    fn plaintext() -> Vec<(String, String)> {
+        vec![
+            ("SHOAL_PROXY_TLS__PLAINTEXT".into(), "true".into()),
+            ("SHOAL_PROXY_ORIGINS".into(), r#"["o:9000"]"#.into()),
+        ]
+    }
+
     #[test]
-    fn defaults_are_valid() {
+    fn defaults_are_valid_but_for_tls() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(vec![])
+            .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+        assert!(err.problems[0].contains("tls.ca is not set"), "{err:?}");
+        let pki = shoal_core::testing::TestPki::new();
+        let ca = pki.ca_path().to_str().unwrap().to_owned();
         let c: Config = Sources::new(None, ENV_PREFIX)
-            .load_with_env(vec![])
+            .load_with_env(vec![("SHOAL_PROXY_TLS__CA".into(), ca)])
             .unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(
+            c,
+            Config {
+                tls: pki.client(),
+                ..Config::default()
+            }
+        );
+    }
+
+    #[test]
+    fn origins_take_the_scheme_of_the_tls_mode() {
+        let err = Sources::new(None, ENV_PREFIX)
+            .set("origins", Some("[\"https://a:1\"]"))
+            .load_with_env::<Config>(plaintext())
+            .unwrap_err();
+        assert!(
+            err.problems
+                .join("\n")
+                .contains("is https:// but tls.plaintext = true"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -207,7 +258,7 @@ mod tests {
             .set("uploads.max_sessions", Some(0))
             .set("auth.push_users", Some("[\"a\"]"))
             .set("credentials.write_token", Some("short"))
-            .load_with_env::<Config>(vec![])
+            .load_with_env::<Config>(plaintext())
             .unwrap_err();
         let all = err.problems.join("\n");
         for needle in [
@@ -225,6 +276,8 @@ mod tests {
     fn environment_overrides() {
         let c: Config = Sources::new(None, ENV_PREFIX)
             .load_with_env(vec![
+                plaintext()[0].clone(),
+                plaintext()[1].clone(),
                 ("SHOAL_PROXY_UPLOADS__IDLE_TIMEOUT".into(), "2m".into()),
                 (
                     "SHOAL_PROXY_CREDENTIALS__WRITE_TOKEN".into(),
@@ -249,12 +302,27 @@ mod tests {
     fn example_config_loads_with_the_real_loader() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/proxy.toml");
-        let c: Config = Sources::new(Some(path), "")
-            .load_with_env(vec![])
+        // The example's CA file is where a deployment mounts it: the test points at a file
+        // of its own instead, and at nothing else.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        let in_file: TlsConfig = table["tls"].clone().try_into().unwrap();
+        assert_eq!(
+            in_file,
+            TlsConfig {
+                ca: Some("/etc/shoal/tls/ca.crt".into()),
+                ..TlsConfig::default()
+            }
+        );
+        let pki = shoal_core::testing::TestPki::new();
+        let ca = pki.ca_path().to_str().unwrap().to_owned();
+        let c: Config = Sources::new(Some(path), ENV_PREFIX)
+            .load_with_env(vec![("SHOAL_PROXY_TLS__CA".into(), ca)])
             .unwrap_or_else(|e| panic!("{e}"));
         // The example spells out the defaults, apart from where it says otherwise.
         let expected = Config {
             origins: c.origins.clone(),
+            tls: pki.client(),
             ..Config::default()
         };
         assert_eq!(c, expected);

@@ -16,6 +16,8 @@ pub enum ProxyError {
     Metrics(#[from] prometheus::Error),
     #[error("origins: {0}")]
     Origins(#[from] shoal_core::origin_client::OriginError),
+    #[error("tls: {0}")]
+    Tls(#[from] shoal_core::tls::TlsError),
     #[error("serving: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -23,6 +25,9 @@ pub enum ProxyError {
 impl ProxyError {
     /// Whether the config is to blame (the process exits with `EX_CONFIG`).
     pub fn is_config(&self) -> bool {
-        matches!(self, ProxyError::Htpasswd(_) | ProxyError::Origins(_))
+        matches!(
+            self,
+            ProxyError::Htpasswd(_) | ProxyError::Origins(_) | ProxyError::Tls(_)
+        )
     }
 }

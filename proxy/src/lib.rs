@@ -66,6 +66,12 @@ impl Proxy {
         let limits = config.server.clone();
         let mut running = Running::new(&shutdown);
         let state = AppState::new(config, &registry, running.tasks().shutdown().clone()).await?;
+        // A certificate of its own: HTTPS for clients that reach the proxy directly.
+        let https = match &state.tls {
+            Some(t) if state.config.tls.cert.is_some() => Some(t.http_server()?),
+            _ => None,
+        };
+        let public = if https.is_some() { "https" } else { "http" };
         let ready = Readiness::default();
         let app = routes::app(state.clone(), registry, ready.clone());
         let addr = listener.local_addr().map_err(ProxyError::Serve)?;
@@ -75,10 +81,10 @@ impl Proxy {
             app,
             grace,
             limits,
-            None,
+            https,
         );
         running.tasks().unready_on_shutdown(ready.clone());
-        tracing::info!(%addr, "proxy serving");
+        tracing::info!(%addr, public, origins_tls = state.tls.is_some(), "proxy serving");
         ready.set(true);
         Ok(Proxy {
             state,

@@ -18,6 +18,9 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub config: Config,
+    /// The `[tls]` table made ready: the origins are verified with it, and the registry
+    /// API is served with its certificate when it has one. `None`: plaintext.
+    pub tls: Option<shoal_core::tls::Tls>,
     pub origins: OriginClient,
     pub sessions: Arc<Sessions>,
     pub auth: Option<Auth>,
@@ -45,9 +48,11 @@ impl AppState {
     ) -> Result<Self, ProxyError> {
         let metrics = Metrics::new(registry)?;
         let auth = Auth::from_config(&config.auth)?;
+        let tls = shoal_core::tls::Tls::from_config(&config.tls)?;
         let origins = OriginClient::new(
             &config.origins,
             config.credentials.write_token.get().map(str::to_owned),
+            tls.as_ref(),
         )?;
         let sessions = Sessions::open(
             &config.uploads.spool_dir,
@@ -65,6 +70,7 @@ impl AppState {
         let tasks = Tasks::new(&shutdown);
         sessions.spawn_reaper(&tasks);
         Ok(AppState(Arc::new(Inner {
+            tls,
             config,
             origins,
             sessions,

@@ -9,6 +9,10 @@
 //! # }
 //! ```
 //!
+//! The proxy speaks to its origins the way they run: HTTPS trusting the test CA when the
+//! cluster was built with `.tls(&pki)`, plain HTTP otherwise. [`TestProxy::start_tls`]
+//! also serves the registry API over HTTPS with a certificate of its own.
+//!
 //! Helpers here panic with a message when the test itself is wrong or a part fails to start:
 //! that is a test failure, not an input to handle.
 
@@ -17,7 +21,8 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shoal_core::Digest;
-use shoal_core::testing::{registry_sum, wait_until};
+use shoal_core::testing::{TestPki, registry_sum, wait_until};
+use shoal_core::tls::Tls;
 use shoal_origin::testing::TestCluster;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -26,11 +31,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Secret};
 
 /// A config for tests: the proxy of `origins`, with their write token, spooling uploads
-/// under `spool_dir`, draining for at most a second when it stops.
+/// under `spool_dir`, draining for at most a second when it stops; trusting the origins'
+/// CA if they run over TLS, and serving plain HTTP.
 pub fn test_config(origins: &TestCluster, spool_dir: &Path) -> Config {
     let mut config = Config {
         origins: origins.urls(),
         shutdown_grace: Duration::from_secs(1),
+        tls: origins.client_tls_config(),
         ..Config::default()
     };
     config.credentials.write_token = Secret::new(origins.write_token());
@@ -43,6 +50,8 @@ pub fn test_config(origins: &TestCluster, spool_dir: &Path) -> Config {
 pub struct TestProxy {
     /// `127.0.0.1:<port>` of the proxy.
     pub addr: String,
+    /// What a client of the registry API trusts: `None` when it is plain HTTP.
+    pub tls: Option<Tls>,
     pub registry: Registry,
     pub origins: TestCluster,
     pub spool: tempfile::TempDir,
@@ -69,6 +78,15 @@ impl TestProxy {
         Self::start_in_front_of(origins, configure).await
     }
 
+    /// A proxy in front of three origins over TLS, all with certificates from `pki`, that
+    /// serves the registry API over HTTPS with its own (`proxy`, 127.0.0.1). `pki` must
+    /// outlive the proxy.
+    pub async fn start_tls(pki: &TestPki) -> Self {
+        let origins = TestCluster::builder(3).replicas(2).tls(pki).start().await;
+        let public = pki.server("proxy");
+        Self::start_in_front_of(origins, |c| c.tls = public).await
+    }
+
     /// A proxy in front of `origins`, with `configure` adjusting its config first; ready
     /// when this returns.
     pub async fn start_in_front_of(
@@ -85,6 +103,12 @@ impl TestProxy {
             Ok(a) => a.to_string(),
             Err(e) => panic!("test listener address: {e}"),
         };
+        // Clients of an HTTPS proxy trust the CA it was given.
+        let tls = match (&config.tls.cert, Tls::from_config(&config.tls)) {
+            (Some(_), Ok(t)) => t,
+            (None, Ok(_)) => None,
+            (_, Err(e)) => panic!("the test proxy's [tls]: {e}"),
+        };
         let registry = Registry::new();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
@@ -97,13 +121,14 @@ impl TestProxy {
         });
         let proxy = TestProxy {
             addr,
+            tls,
             registry,
             origins,
             spool,
             shutdown,
             task,
         };
-        let http = shoal_core::tls::client();
+        let http = proxy.http();
         let ready = proxy.url("/ready");
         wait_until("the proxy is ready", Duration::from_secs(10), || {
             let answer = http.get(&ready).send();
@@ -113,9 +138,20 @@ impl TestProxy {
         proxy
     }
 
-    /// `http://<addr><path>`.
+    /// `http://<addr><path>`, or `https://` when the proxy serves HTTPS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://{}{path}", self.addr),
+            None => format!("http://{}{path}", self.addr),
+        }
+    }
+
+    /// A client of the registry API: trusting the proxy's CA when it serves HTTPS.
+    pub fn http(&self) -> reqwest::Client {
+        shoal_core::tls::client_builder(self.tls.as_ref())
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
     }
 
     /// The sum of `name`'s samples whose labels contain each of `labels` (written as they

@@ -7,11 +7,30 @@ use std::process::Output;
 use shoal_core::config::EX_CONFIG;
 use shoal_core::testing::{assert_config_refused, run_binary, stderr_text as stderr};
 
-/// The binary with no config from the environment but `env`, its origins on a port nothing
-/// answers.
+/// The binary in plaintext with no config from the environment but `env`, its origins on a
+/// port nothing answers.
 fn proxy(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let env = [env, &[("SHOAL_PROXY_TLS__PLAINTEXT", "true")]].concat();
     let args = [&["--origins", "http://127.0.0.1:9"], args].concat();
-    run_binary(env!("CARGO_BIN_EXE_shoal-proxy"), &args, env)
+    run_binary(env!("CARGO_BIN_EXE_shoal-proxy"), &args, &env)
+}
+
+#[test]
+fn a_proxy_without_tls_or_plaintext_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = format!("uploads.spool_dir={:?}", dir.path().display().to_string());
+    let run = |args: &[&str]| {
+        let args = [&["--origins", "https://127.0.0.1:9"], args].concat();
+        run_binary(env!("CARGO_BIN_EXE_shoal-proxy"), &args, &[])
+    };
+    let checked = run(&["--check-config"]);
+    let started = run(&["--listen", "127.0.0.1:0", "--set", &spool]);
+    assert_config_refused(
+        &[],
+        checked,
+        started,
+        "tls.ca is not set: set it (a PEM bundle of the cluster's CA), or set tls.plaintext = true",
+    );
 }
 
 /// Asserts that the check and a start both exit 64 and name `needle`.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_core::auth::{Secret, check_token};
 use shoal_core::config::Validate;
+use shoal_core::origin_client::{base_url, scheme_problem};
 use shoal_core::telemetry::ServerConfig;
+use shoal_core::tls::{Needs, TlsConfig};
 use shoal_core::units::{ByteSize, duration};
 
 /// The environment prefix of the tracker's config keys.
@@ -26,7 +28,7 @@ pub struct Config {
     /// Where the HTTP API (announce, metainfo, health, metrics) listens.
     pub listen: SocketAddr,
     /// The origins' base URLs, exactly as in every origin's own member list: placement on
-    /// the ring hashes these strings.
+    /// the ring hashes these strings. `https://` with TLS on, `http://` in plaintext.
     pub origins: Vec<String>,
     /// How many origins own each blob (the origins' `R`).
     pub replicas: usize,
@@ -57,6 +59,8 @@ pub struct Config {
     pub metainfo: MetainfoConfig,
     /// Bounds on the HTTP server's clients (`shoal_core::telemetry::ServerConfig`).
     pub server: ServerConfig,
+    /// HTTPS for the API (`cert`, `key`), and the origins verified against `ca`.
+    pub tls: TlsConfig,
 }
 
 /// The cluster's credentials as a tracker holds them (`shoal_core::auth`).
@@ -126,6 +130,7 @@ impl Default for Config {
             table: TableConfig::default(),
             metainfo: MetainfoConfig::default(),
             server: ServerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -162,23 +167,34 @@ impl Config {
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.server.validate("server", problems);
+        self.tls.validate(
+            Needs {
+                cert: true,
+                ca: true,
+            },
+            problems,
+        );
+        let tls = self.tls.enabled();
         if self.origins.is_empty() {
             problems.push("`origins`: at least one origin base URL is needed".into());
         }
         for (i, o) in self.origins.iter().enumerate() {
             if o.trim().is_empty() {
                 problems.push(format!("`origins[{i}]` is empty"));
-            } else if reqwest::Url::parse(&shoal_core::origin_client::base_url(o))
+            } else if reqwest::Url::parse(&base_url(o, tls))
                 .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .is_none()
             {
                 problems.push(format!("`origins[{i}]` = {o:?} is not a base URL"));
+            } else {
+                problems.extend(scheme_problem(&format!("`origins[{i}]`"), o, tls));
             }
         }
         let mut seen = std::collections::HashSet::new();
         for o in &self.origins {
-            if !seen.insert(shoal_core::origin_client::base_url(o)) {
+            if !seen.insert(base_url(o, tls)) {
                 problems.push(format!("`origins`: {o:?} is listed twice"));
             }
         }
@@ -252,34 +268,54 @@ mod tests {
     use shoal_core::config::Sources;
     use std::path::PathBuf;
 
-    fn example() -> PathBuf {
+    fn example_path() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/tracker.toml")
+    }
+
+    fn plaintext() -> (String, String) {
+        ("SHOAL_TRACKER_TLS__PLAINTEXT".into(), "true".into())
     }
 
     #[test]
     fn the_example_config_loads_and_shows_every_default() {
         // The example leaves the token empty (it belongs in the environment), which the
-        // checks refuse: give one the way a deployment would.
+        // checks refuse: give one the way a deployment would. Its certificate files are
+        // where a deployment mounts them: the test points at files of its own instead.
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let example: toml::Table = text.parse().unwrap();
+        let in_file: TlsConfig = example["tls"].clone().try_into().unwrap();
+        assert_eq!(
+            in_file,
+            TlsConfig::files(
+                "/etc/shoal/tls/tls.crt",
+                "/etc/shoal/tls/tls.key",
+                "/etc/shoal/tls/ca.crt"
+            )
+        );
+        let pki = shoal_core::testing::TestPki::new();
+        let tls = pki.server("tracker");
+        let path = |p: &Option<PathBuf>| p.as_ref().unwrap().to_str().unwrap().to_owned();
         let token = "0123456789abcdef0123456789abcdef";
-        let loaded: Config = Sources::new(Some(example()), ENV_PREFIX)
-            .load_with_env(vec![(
-                "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(),
-                token.into(),
-            )])
+        let loaded: Config = Sources::new(Some(example_path()), ENV_PREFIX)
+            .load_with_env(vec![
+                ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".into(), token.into()),
+                ("SHOAL_TRACKER_TLS__CERT".into(), path(&tls.cert)),
+                ("SHOAL_TRACKER_TLS__KEY".into(), path(&tls.key)),
+                ("SHOAL_TRACKER_TLS__CA".into(), path(&tls.ca)),
+            ])
             .unwrap();
         assert_eq!(loaded.credentials.read_token, Secret::new(token));
         let expected = Config {
             origins: loaded.origins.clone(),
             credentials: loaded.credentials.clone(),
+            tls,
             ..Config::default()
         };
         assert!(!loaded.origins.is_empty());
         assert_eq!(loaded, expected, "the example must show the defaults");
 
         // Every key the config knows is written in the example.
-        let text = std::fs::read_to_string(example()).unwrap();
-        let example: toml::Table = text.parse().unwrap();
-        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let defaults = toml::Table::try_from(expected).unwrap();
         fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
             for (k, v) in t {
                 match v {
@@ -294,6 +330,33 @@ mod tests {
         want.sort();
         have.sort();
         assert_eq!(have, want);
+    }
+
+    #[test]
+    fn without_tls_or_plaintext_the_tracker_is_refused_and_urls_follow_the_mode() {
+        let base = vec![
+            (
+                "SHOAL_TRACKER_CREDENTIALS__READ_TOKEN".to_string(),
+                "0123456789abcdef0123456789abcdef".to_string(),
+            ),
+            (
+                "SHOAL_TRACKER_ORIGINS".to_string(),
+                r#"["https://o:9000"]"#.to_string(),
+            ),
+        ];
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>(base.clone())
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(all.contains("tls.cert and tls.key are not set"), "{all}");
+        let err = Sources::new(None, ENV_PREFIX)
+            .load_with_env::<Config>([base, vec![plaintext()]].concat())
+            .unwrap_err();
+        let all = err.problems.join("\n");
+        assert!(
+            all.contains("`origins[0]`") && all.contains("is https:// but tls.plaintext = true"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -312,6 +375,7 @@ mod tests {
                     "SHOAL_TRACKER_ORIGINS".into(),
                     r#"["a:1", "http://a:1"]"#.into(),
                 ),
+                plaintext(),
             ])
             .unwrap_err();
         let all = err.problems.join("\n");
@@ -350,6 +414,7 @@ mod tests {
             .load_with_env(vec![
                 origins.clone(),
                 ("SHOAL_TRACKER_INSECURE".into(), "true".into()),
+                plaintext(),
             ])
             .unwrap();
         assert!(c.insecure && c.credentials.read_token.is_empty());

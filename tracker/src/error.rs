@@ -23,6 +23,9 @@ pub enum TrackerError {
     /// A shared peer store (not the in-memory one) failed.
     #[error("peer store failed: {0}")]
     Store(String),
+    /// The `[tls]` table's files cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] shoal_core::tls::TlsError),
     #[error("origin client: {0}")]
     Origin(#[from] shoal_core::origin_client::OriginError),
     #[error("metrics: {0}")]
@@ -34,7 +37,10 @@ pub enum TrackerError {
 impl TrackerError {
     /// Whether the config is to blame (the process exits with `EX_CONFIG`).
     pub fn is_config(&self) -> bool {
-        matches!(self, TrackerError::NoCredentials | TrackerError::Origin(_))
+        matches!(
+            self,
+            TrackerError::NoCredentials | TrackerError::Tls(_) | TrackerError::Origin(_)
+        )
     }
 }
 
@@ -51,9 +57,10 @@ impl From<TrackerError> for ApiError {
             }
             TrackerError::Store(_) => ApiError::unavailable(e),
             TrackerError::Origin(o) => o.into(),
-            TrackerError::Metrics(_) | TrackerError::Io(_) | TrackerError::NoCredentials => {
-                ApiError::internal(e)
-            }
+            TrackerError::Metrics(_)
+            | TrackerError::Io(_)
+            | TrackerError::Tls(_)
+            | TrackerError::NoCredentials => ApiError::internal(e),
         }
     }
 }

@@ -39,6 +39,7 @@ use shoal_core::lifecycle::{BindError, bind};
 use shoal_core::origin_client::OriginClient;
 use shoal_core::tasks::{Running, Tasks};
 use shoal_core::telemetry::{Readiness, ops_router};
+use shoal_core::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,8 @@ pub struct App {
     origin_refresh: Duration,
     grace: Duration,
     server: shoal_core::telemetry::ServerConfig,
+    /// What the API is served with and the origins are verified against; `None`: plaintext.
+    tls: Option<Tls>,
 }
 
 impl App {
@@ -123,7 +126,8 @@ impl App {
         }
         let metrics = Metrics::new(&registry)?;
         let token = config.credentials.read_token.get().map(str::to_owned);
-        let client = Arc::new(OriginClient::new(&config.origins, token)?);
+        let tls = Tls::from_config(&config.tls)?;
+        let client = Arc::new(OriginClient::new(&config.origins, token, tls.as_ref())?);
         let metainfo = Arc::new(MetainfoCache::new(
             Arc::clone(&client),
             &config.metainfo,
@@ -132,7 +136,11 @@ impl App {
         ));
         let state = Arc::new(Shared {
             table,
-            origins: Arc::new(Origins::new(&config.origins, config.replicas)),
+            origins: Arc::new(Origins::new(
+                &config.origins,
+                config.replicas,
+                tls.is_some(),
+            )),
             metainfo,
             metrics,
             handout_size: config.handout_size,
@@ -150,6 +158,7 @@ impl App {
             origin_refresh: config.origin_refresh,
             grace: config.shutdown_grace,
             server: config.server.clone(),
+            tls,
         })
     }
 
@@ -249,6 +258,7 @@ impl Tracker {
             memory_table(&config),
             Tasks::new(&shutdown),
         )?;
+        let https = app.tls.as_ref().map(Tls::http_server).transpose()?;
         let addr = listener.local_addr()?;
         let mut running = Running::with_tasks(app.tasks.clone());
         app.spawn_expiry(app.tasks.shutdown().clone());
@@ -261,9 +271,14 @@ impl Tracker {
             app.router(),
             app.grace,
             app.server.clone(),
-            None,
+            https,
         );
-        tracing::info!(%addr, origins = app.state.origins.members().len(), "tracker serving");
+        tracing::info!(
+            %addr,
+            origins = app.state.origins.members().len(),
+            tls = app.tls.is_some(),
+            "tracker serving"
+        );
         Ok(Tracker { app, running, addr })
     }
 

@@ -55,15 +55,19 @@ pub struct Owners {
 #[derive(Debug)]
 pub struct Origins {
     members: Vec<String>,
+    /// Whether a bare `host:port` means `https://`.
+    tls: bool,
     replicas: usize,
     view: RwLock<View>,
 }
 
 impl Origins {
-    /// `members` as configured (base URLs or `host:port`); `replicas` is the origins' `R`.
-    pub fn new(members: &[String], replicas: usize) -> Self {
+    /// `members` as configured (base URLs or `host:port`, which take `https://` when `tls`
+    /// is on); `replicas` is the origins' `R`.
+    pub fn new(members: &[String], replicas: usize, tls: bool) -> Self {
         Origins {
-            members: members.iter().map(|m| base_url(m)).collect(),
+            members: members.iter().map(|m| base_url(m, tls)).collect(),
+            tls,
             replicas,
             view: RwLock::new(View::default()),
         }
@@ -127,7 +131,7 @@ impl Origins {
     /// did.
     pub async fn refresh(&self, client: &OriginClient, timeout: Duration) -> usize {
         let asks = self.members.iter().map(|m| async move {
-            let seed = match tokio::time::timeout(timeout, learn(client, m)).await {
+            let seed = match tokio::time::timeout(timeout, learn(client, m, self.tls)).await {
                 Ok(Ok(seed)) => Some(seed),
                 Ok(Err(e)) => {
                     tracing::warn!(origin = %m, error = %e, "origin left out of placement");
@@ -152,9 +156,9 @@ impl Origins {
 }
 
 /// One origin's seed: its `/v1/info`, at the host of its base URL.
-async fn learn(client: &OriginClient, member: &str) -> Result<Seed, String> {
+async fn learn(client: &OriginClient, member: &str, tls: bool) -> Result<Seed, String> {
     let info = client.info(member).await.map_err(|e| e.to_string())?;
-    if base_url(&info.member) != member {
+    if base_url(&info.member, tls) != member {
         // Placement hashes member strings: a different spelling here means the tracker and
         // the origins disagree about which origins own which blob.
         tracing::warn!(configured = %member, advertised = %info.member, "origin advertises a different member URL; fix the tracker's `origins` to match the origins' member list");
@@ -190,7 +194,7 @@ mod tests {
     #[test]
     fn owners_follow_the_ring_over_the_origins_that_are_up() {
         let members: Vec<String> = (1..=5).map(|i| format!("http://10.0.0.{i}:9000")).collect();
-        let origins = Origins::new(&members, 3);
+        let origins = Origins::new(&members, 3, false);
         let d = Digest::sha256_of(b"blob");
         assert!(origins.owners(&d).peers.is_empty(), "nothing known yet");
 

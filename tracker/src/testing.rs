@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use shoal_core::auth::Secret;
-use shoal_core::testing::{registry_sum, wait_until};
+use shoal_core::testing::{TestPki, registry_sum, wait_until};
+use shoal_core::tls::{Tls, TlsConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,15 +30,26 @@ use crate::{Config, TrackerError};
 const START: Duration = Duration::from_secs(10);
 
 /// A config for tests: the tracker of `origins`, on port 0 of 127.0.0.1, asking announces
-/// and metainfo requests for `read_token`; every other key at its default.
+/// and metainfo requests for `read_token`, in plaintext; every other key at its default.
 pub fn test_config(origins: Vec<String>, read_token: &str) -> Config {
     let mut c = Config {
         origins,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: TlsConfig::plaintext(),
         ..Config::default()
     };
     c.credentials.read_token = Secret::new(read_token);
     c
+}
+
+/// [`test_config`] over TLS: HTTPS with a certificate from `pki` for 127.0.0.1, the
+/// origins verified against its CA (they run over TLS too: `https://` URLs). `pki` must
+/// outlive the tracker.
+pub fn tls_config(origins: Vec<String>, read_token: &str, pki: &TestPki) -> Config {
+    Config {
+        tls: pki.server("tracker"),
+        ..test_config(origins, read_token)
+    }
 }
 
 /// A tracker serving on a real socket until it is stopped or dropped, with its own
@@ -45,7 +57,7 @@ pub fn test_config(origins: Vec<String>, read_token: &str) -> Config {
 #[derive(Debug)]
 pub struct TestTracker {
     pub addr: SocketAddr,
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when the config has TLS on.
     pub url: String,
     pub registry: Registry,
     stop: CancellationToken,
@@ -67,11 +79,20 @@ impl TestTracker {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("test listener address: {e}"));
-        let url = format!("http://{addr}");
+        // The tracker's own CA verifies it, as its clients would.
+        let tls = Tls::from_config(&config.tls)
+            .unwrap_or_else(|e| panic!("the test tracker's [tls]: {e}"));
+        let url = match tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
+        let http = shoal_core::tls::client_builder(tls.as_ref())
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"))
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"));
         let registry = Registry::new();
         let stop = CancellationToken::new();
         let mut task = tokio::spawn(crate::run(config, listener, registry.clone(), stop.clone()));
-        let http = shoal_core::tls::client();
         let ready = format!("{url}/ready");
         let became_ready = wait_until("the tracker is ready", START, || {
             let answer = http.get(&ready).send();

@@ -34,6 +34,25 @@ fn a_missing_read_token_exits_64_at_the_check_and_at_the_start() {
 }
 
 #[test]
+fn a_tracker_without_tls_or_plaintext_exits_64() {
+    refused(
+        &["--origins", "https://127.0.0.1:9"],
+        &[("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str())],
+        "tls.cert and tls.key are not set: set them (PEM files), or set tls.plaintext = true",
+    );
+    refused(
+        &["--origins", "http://127.0.0.1:9"],
+        &[
+            ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str()),
+            ("SHOAL_TRACKER_TLS__CERT", "/nonexistent/tls.crt"),
+            ("SHOAL_TRACKER_TLS__KEY", "/nonexistent/tls.key"),
+            ("SHOAL_TRACKER_TLS__CA", "/nonexistent/ca.crt"),
+        ],
+        "is http:// but TLS is on",
+    );
+}
+
+#[test]
 fn bad_values_unreadable_files_and_bad_flags_exit_64() {
     let token = [("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str())];
     refused(
@@ -78,6 +97,7 @@ fn typed_flags_win_over_the_environment_and_set() {
             ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str()),
             ("SHOAL_TRACKER_ORIGINS", "[\"http://c:3\"]"),
             ("SHOAL_TRACKER_ANNOUNCE_INTERVAL", "4s"),
+            ("SHOAL_TRACKER_TLS__PLAINTEXT", "true"),
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -94,7 +114,10 @@ fn a_port_in_use_is_no_config_problem_and_exits_1() {
     let addr = busy.local_addr().unwrap().to_string();
     let out = tracker(
         &["--origins", "http://127.0.0.1:9", "--listen", &addr],
-        &[("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str())],
+        &[
+            ("SHOAL_TRACKER_CREDENTIALS__READ_TOKEN", TOKEN.as_str()),
+            ("SHOAL_TRACKER_TLS__PLAINTEXT", "true"),
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -36,6 +36,10 @@
 //! blames and shuns only what it can check ([`Blame`]): the address it dialled, the source
 //! address of a connection made to it, and an id only when the driver vouches for it
 //! ([`Remote::verified`]). A peer is an origin only if discovery said so for the address
+//! this node dialled; over TLS the driver also refuses such a dial unless the peer's
+//! certificate names an origin, and a connection made to this node is never an origin's.
+//! The driver vouches for an id when the peer protocol runs over TLS: the certificate names
+//! it, and a hello naming another is refused before the engine hears of it.
 //!
 //! Where each part lives:
 //! - [`Engine`] itself, adding and removing blobs, and feeding events and time: here;

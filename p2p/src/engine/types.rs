@@ -191,9 +191,9 @@ pub struct Remote {
     pub peer: PeerId,
     /// The address dialled, or the source address of a connection made to this node.
     pub addr: SocketAddr,
-    /// An id something vouches for (the certificate the peer presented, once the peer
-    /// protocol runs over TLS): blamed, and shunned, along with the address. `None`: only
-    /// the address is known for sure.
+    /// An id something vouches for (the certificate the peer presented, when the peer
+    /// protocol runs over TLS; it is then also `peer`): blamed, and shunned, along with the
+    /// address. `None`: only the address is known for sure.
     pub verified: Option<PeerId>,
 }
 

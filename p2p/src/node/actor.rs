@@ -192,7 +192,12 @@ impl Actor {
                 );
                 let _ = reply.send(Some(shared));
             }
-            Cmd::Inbound { hello, addr, reply } => {
+            Cmd::Inbound {
+                hello,
+                addr,
+                verified,
+                reply,
+            } => {
                 let Some(entry) = self.blobs.get(&hello.digest) else {
                     let _ = reply.send(InboundAnswer::Unknown);
                     return;
@@ -200,12 +205,12 @@ impl Actor {
                 let io = Arc::clone(&entry.io);
                 // The hello's origin flag is the peer's claim: a connection made to this node
                 // never counts as an origin's.
-                match self.engine.open(
-                    now(),
-                    &hello.digest,
-                    Remote::claimed(hello.peer_id, addr),
-                    false,
-                ) {
+                let remote = Remote {
+                    peer: hello.peer_id,
+                    addr,
+                    verified,
+                };
+                match self.engine.open(now(), &hello.digest, remote, false) {
                     Ok(conn) => {
                         let setup = self.register(conn, io, false);
                         let _ = reply.send(InboundAnswer::Accept(setup));
@@ -221,6 +226,7 @@ impl Actor {
                 peer,
                 first,
                 stream,
+                verified,
             } => {
                 let Some(io) = self.blobs.get(&blob).map(|e| Arc::clone(&e.io)) else {
                     // The blob retired while the dial was under way.
@@ -229,10 +235,12 @@ impl Actor {
                         .spawn(conn::goodbye(stream, ErrorCode::Shutdown));
                     return;
                 };
-                match self
-                    .engine
-                    .open(now(), &blob, Remote::claimed(peer.peer_id, peer.addr), true)
-                {
+                let remote = Remote {
+                    peer: peer.peer_id,
+                    addr: peer.addr,
+                    verified,
+                };
+                match self.engine.open(now(), &blob, remote, true) {
                     Ok(conn) => {
                         let setup = self.register(conn, io, peer.origin);
                         let ctx = Arc::clone(&self.ctx);

@@ -54,7 +54,9 @@ pub struct NodeConfig {
     pub metrics_prefix: String,
     /// The peer protocol over mutual TLS (`shoal_core::tls`): the node presents its
     /// certificate, and every peer must present one from the cluster's CA naming the id
-    /// it claims. `None`: plaintext, peers unauthenticated (`tls.plaintext = true`).
+    /// it claims. `peer_id` must then be the certificate's (`tls.identity()`), and
+    /// `origin` true exactly when the certificate names an origin: [`crate::Node::start`]
+    /// refuses otherwise. `None`: plaintext, peers unauthenticated (`tls.plaintext = true`).
     pub tls: Option<shoal_core::tls::Tls>,
 }
 

@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use shoal_core::Digest;
-use shoal_core::peer::PeerInfo;
+use shoal_core::peer::{PeerId, PeerInfo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::blob::{BlobIo, ReadError};
 use super::budget::ReadPacer;
+use super::secure::{Inbound, Refused, open_inbound, open_outbound, tls_cause};
+use super::stream::{PeerRead, PeerStream, PeerWrite};
 use super::{Cmd, Ctx, InboundAnswer, InboundSlot};
+use crate::bitfield::Bitfield;
 use crate::engine::{CloseReason, ConnId, Event};
 use crate::wire::{
     self, Decoder, ErrorCode, Hello, Layout, Message, Unpaced, WireError, piece_header,
@@ -62,29 +64,38 @@ fn hello(ctx: &Ctx, digest: Digest) -> Hello {
     }
 }
 
+/// How a dial ended without a connection.
+enum DialFailure {
+    /// No connection, or it broke before the handshake ended.
+    Unreachable,
+    /// The peer answered and said no.
+    Said(ErrorCode),
+    /// This node refused the peer (its certificate, mostly).
+    Refused(Refused),
+}
+
 /// Dials a peer for a blob and hands the connection to the node, or reports the failure.
 pub(crate) async fn dial(ctx: Arc<Ctx>, blob: Digest, peer: PeerInfo, layout: Layout) {
-    let code = match handshake_out(&ctx, blob, &peer, layout).await {
-        Ok((stream, first)) => {
+    let failure = match handshake_out(&ctx, blob, &peer, layout).await {
+        Ok((stream, first, verified)) => {
             let _ = ctx.cmd.send(Cmd::Dialed {
                 blob,
                 peer,
                 first,
                 stream,
+                verified,
             });
             return;
         }
-        Err(code) => code,
+        Err(f) => f,
     };
-    let reason = match code {
-        Some(ErrorCode::Busy) => "busy",
-        Some(_) => "refused",
-        None => "unreachable",
+    let (reason, code) = match failure {
+        DialFailure::Said(ErrorCode::Busy) => ("busy", Some(ErrorCode::Busy)),
+        DialFailure::Said(code) => ("refused", Some(code)),
+        DialFailure::Unreachable => ("unreachable", None),
+        DialFailure::Refused(r) => (r.label(), None),
     };
-    ctx.metrics
-        .connections_refused
-        .with_label_values(&[reason])
-        .inc();
+    refuse_metric(&ctx, reason);
     let _ = ctx.cmd.send(Cmd::Engine(Event::DialFailed {
         blob,
         peer: peer.peer_id,
@@ -92,83 +103,96 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, blob: Digest, peer: PeerInfo, layout: La
     }));
 }
 
-/// Connect, exchange hellos, read the peer's bitfield. `Err(Some(code))`: the peer said no.
+/// Connect, secure the connection (TLS), exchange hellos, read the peer's bitfield.
 async fn handshake_out(
     ctx: &Ctx,
     blob: Digest,
     peer: &PeerInfo,
     layout: Layout,
-) -> Result<(TcpStream, crate::bitfield::Bitfield), Option<ErrorCode>> {
+) -> Result<(PeerStream, Bitfield, Option<PeerId>), DialFailure> {
     let cfg = &ctx.cfg;
-    let mut stream = match timeout(cfg.connect_timeout, TcpStream::connect(peer.addr)).await {
+    let tcp = match timeout(cfg.connect_timeout, TcpStream::connect(peer.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(addr = %peer.addr, error = %e, "dial failed");
-            return Err(None);
+            return Err(DialFailure::Unreachable);
         }
         Err(_) => {
             tracing::debug!(addr = %peer.addr, "dial timed out");
-            return Err(None);
+            return Err(DialFailure::Unreachable);
         }
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let exchange = async {
-        wire::write_hello(&mut stream, &hello(ctx, blob)).await?;
-        let theirs = wire::read_hello(&mut stream).await?;
-        let first =
-            wire::read_message(&mut stream, &Decoder::new(layout), &Unpaced, |_| {}).await?;
-        Ok::<_, WireError>((theirs, first))
-    };
-    let (theirs, first) = match timeout(cfg.handshake_timeout, exchange).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            tracing::debug!(addr = %peer.addr, error = %e, "handshake failed");
-            return Err(None);
+        let (mut stream, verified) = open_outbound(ctx, tcp, peer)
+            .await
+            .map_err(DialFailure::Refused)?;
+        let hellos = async {
+            wire::write_hello(&mut stream, &hello(ctx, blob)).await?;
+            let theirs = wire::read_hello(&mut stream).await?;
+            let first =
+                wire::read_message(&mut stream, &Decoder::new(layout), &Unpaced, |_| {}).await?;
+            Ok::<_, WireError>((theirs, first))
+        };
+        match hellos.await {
+            Ok((theirs, first)) => Ok((stream, verified, theirs, first)),
+            Err(WireError::Io(e)) if tls_cause(&e).is_some() => {
+                // Under TLS 1.3 the dialler learns that its own certificate was refused
+                // only now, from the peer's alert.
+                tracing::info!(addr = %peer.addr, error = %e, "peer refused the TLS session");
+                Err(DialFailure::Refused(Refused::Tls))
+            }
+            Err(e) => {
+                tracing::debug!(addr = %peer.addr, error = %e, "handshake failed");
+                Err(DialFailure::Unreachable)
+            }
         }
+    };
+    let (stream, verified, theirs, first) = match timeout(cfg.handshake_timeout, exchange).await {
+        Ok(r) => r?,
         Err(_) => {
             tracing::debug!(addr = %peer.addr, "handshake timed out");
-            return Err(None);
+            return Err(DialFailure::Unreachable);
         }
     };
     if theirs.digest != blob || theirs.peer_id != peer.peer_id {
         // Someone else now listens at that address (a restarted peer, a stale handout).
         tracing::debug!(addr = %peer.addr, "peer answered for another blob or id");
-        return Err(None);
+        return Err(DialFailure::Unreachable);
     }
     match first {
-        Message::Bitfield(b) => Ok((stream, b)),
+        Message::Bitfield(b) => Ok((stream, b, verified)),
         Message::Error { code, message } => {
             tracing::debug!(addr = %peer.addr, ?code, %message, "peer refused the connection");
-            Err(Some(code))
+            Err(DialFailure::Said(code))
         }
         other => {
             tracing::debug!(addr = %peer.addr, ?other, "peer did not start with its bitfield");
-            Err(None)
+            Err(DialFailure::Unreachable)
         }
     }
 }
 
-/// Handles an incoming connection: reads the hello, asks the node to admit it (fetching the
-/// blob's metainfo first if the node does not know the blob yet), then runs it.
+/// Handles an incoming connection: secures it (TLS) and reads the hello, asks the node to
+/// admit it (fetching the blob's metainfo first if the node does not know the blob yet),
+/// then runs it.
 ///
 /// `_slot` counts the connection against its source address until it ends.
-pub(crate) async fn accept(
-    ctx: Arc<Ctx>,
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    _slot: InboundSlot,
-) {
-    let _ = stream.set_nodelay(true);
-    let theirs = match timeout(ctx.cfg.handshake_timeout, wire::read_hello(&mut stream)).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "bad hello");
-            refuse_metric(&ctx, "handshake");
+pub(crate) async fn accept(ctx: Arc<Ctx>, tcp: TcpStream, addr: SocketAddr, _slot: InboundSlot) {
+    let _ = tcp.set_nodelay(true);
+    let Inbound {
+        stream,
+        hello: theirs,
+        verified,
+    } = match timeout(ctx.cfg.handshake_timeout, open_inbound(&ctx, tcp, addr)).await {
+        Ok(Ok(i)) => i,
+        Ok(Err(r)) => {
+            refuse_metric(&ctx, r.label());
             return;
         }
         Err(_) => {
             tracing::debug!(%addr, "no hello in time");
-            refuse_metric(&ctx, "handshake");
+            refuse_metric(&ctx, Refused::Handshake.label());
             return;
         }
     };
@@ -180,6 +204,7 @@ pub(crate) async fn accept(
             .send(Cmd::Inbound {
                 hello: theirs.clone(),
                 addr,
+                verified,
                 reply,
             })
             .is_err()
@@ -241,16 +266,16 @@ pub(crate) async fn accept(
 /// it against this node; closed unanswered if the hello does not come at once.
 pub(crate) async fn refuse_busy(
     ctx: Arc<Ctx>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     _slot: InboundSlot,
 ) {
     refuse_metric(&ctx, "per_address");
     let wait = REFUSAL_HELLO_TIMEOUT.min(ctx.cfg.handshake_timeout);
-    match timeout(wait, wire::read_hello(&mut stream)).await {
-        Ok(Ok(h)) => {
+    match timeout(wait, open_inbound(&ctx, tcp, addr)).await {
+        Ok(Ok(i)) => {
             tracing::debug!(%addr, "too many connections from one address; busy");
-            answer_refusal(&ctx, stream, h.digest, ErrorCode::Busy).await;
+            answer_refusal(&ctx, i.stream, i.hello.digest, ErrorCode::Busy).await;
         }
         _ => tracing::debug!(%addr, "too many connections from one address; closed"),
     }
@@ -258,7 +283,7 @@ pub(crate) async fn refuse_busy(
 
 /// Answers a hello with a hello and the reason for the refusal, so that the dialler knows
 /// not to count it a fault, then closes.
-async fn answer_refusal(ctx: &Ctx, mut stream: TcpStream, digest: Digest, code: ErrorCode) {
+async fn answer_refusal(ctx: &Ctx, mut stream: PeerStream, digest: Digest, code: ErrorCode) {
     let mut out = hello(ctx, digest).encode();
     let mut frame = BytesMut::new();
     Message::Error {
@@ -284,7 +309,7 @@ pub(crate) fn refuse_metric(ctx: &Ctx, reason: &str) {
 /// Runs an admitted connection until either side closes it.
 pub(crate) async fn run(
     ctx: Arc<Ctx>,
-    stream: TcpStream,
+    stream: PeerStream,
     setup: ConnSetup,
     preamble: Option<Vec<u8>>,
 ) {
@@ -326,7 +351,7 @@ pub(crate) async fn run(
 async fn read_loop(
     ctx: &Ctx,
     conn: ConnId,
-    mut rd: OwnedReadHalf,
+    mut rd: PeerRead,
     io: &Arc<BlobIo>,
     origin: bool,
 ) -> CloseReason {
@@ -393,7 +418,7 @@ async fn read_loop(
 async fn write_loop(
     ctx: &Ctx,
     conn: ConnId,
-    mut wr: OwnedWriteHalf,
+    mut wr: PeerWrite,
     mut rx: mpsc::UnboundedReceiver<ConnCmd>,
     io: &Arc<BlobIo>,
     preamble: Option<Vec<u8>>,
@@ -446,6 +471,9 @@ async fn write_loop(
             send_piece(ctx, conn, &mut wr, io, index).await?;
             continue;
         }
+        // Nothing more to send for now: what a TLS session still holds goes out before the
+        // wait (a no-op on plain TCP, which holds nothing).
+        wr.flush().await?;
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(ConnCmd::Send(m)) => m.encode(&mut out),
@@ -474,7 +502,7 @@ async fn write_loop(
 async fn send_piece(
     ctx: &Ctx,
     conn: ConnId,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut PeerWrite,
     io: &Arc<BlobIo>,
     index: u32,
 ) -> Result<(), WireError> {
@@ -490,7 +518,7 @@ async fn send_piece(
 
 async fn send_chunks(
     ctx: &Ctx,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut PeerWrite,
     io: &Arc<BlobIo>,
     index: u32,
 ) -> Result<(), WireError> {
@@ -543,7 +571,7 @@ async fn send_chunks(
 pub(crate) const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Tells a dialled peer the engine would not have it, then closes.
-pub(crate) async fn goodbye(mut stream: TcpStream, code: ErrorCode) {
+pub(crate) async fn goodbye(mut stream: PeerStream, code: ErrorCode) {
     let mut frame = BytesMut::new();
     Message::Error {
         code,

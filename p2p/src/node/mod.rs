@@ -1,5 +1,6 @@
 //! The tokio driver: a [`Node`] runs the [`Engine`] for every blob a host downloads or seeds,
-//! over TCP, with the blobs in a [`BlobStore`].
+//! over TCP (with mutual TLS unless the node is set to plaintext), with the blobs in a
+//! [`BlobStore`].
 //!
 //! One task owns the engine and is the only one to touch it; it feeds it what connection
 //! tasks, timers and discovery report, and turns its actions into work for them. Bytes never
@@ -20,9 +21,10 @@
 //!
 //! The parts: the [`Node`] handle and what its tasks share (here); its settings
 //! ([`NodeConfig`], `config.rs`); the task that owns the engine (`actor.rs`); accepting
-//! connections (`accept.rs`); one connection's reader and writer (`conn.rs`); a blob's
-//! files and the download handle (`blob.rs`); the memory bounds on pieces in transit
-//! (`budget.rs`).
+//! connections (`accept.rs`); one connection's reader and writer (`conn.rs`); the TLS
+//! handshake and the checks that bind a peer's id to its certificate (`secure.rs`); a
+//! connection's stream, plain or TLS (`stream.rs`); a blob's files and the download handle
+//! (`blob.rs`); the memory bounds on pieces in transit (`budget.rs`).
 
 mod accept;
 mod actor;
@@ -30,6 +32,8 @@ mod blob;
 mod budget;
 mod config;
 mod conn;
+mod secure;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -42,7 +46,7 @@ use prometheus::Registry;
 use shoal_core::peer::{PeerId, PeerInfo};
 use shoal_core::store::{BlobInfo, BlobStore, StoreError};
 use shoal_core::{Digest, Metainfo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,6 +65,8 @@ use actor::Actor;
 use blob::DownloadShared;
 use budget::{Reservation, WriteBudget};
 use conn::ConnSetup;
+use secure::PeerTls;
+use stream::PeerStream;
 
 pub use blob::{DownloadError, DownloadHandle, Progress};
 pub use budget::{DEFAULT_MAX_UNSENT_BYTES, DEFAULT_MAX_UNWRITTEN_BYTES};
@@ -102,6 +108,8 @@ pub(crate) struct Ctx {
     inbound: InboundCounts,
     store: BlobStore,
     source: Option<Arc<dyn MetainfoSource>>,
+    /// The peer protocol's TLS; `None`: plaintext.
+    tls: Option<PeerTls>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -121,13 +129,17 @@ pub(crate) enum Cmd {
     Inbound {
         hello: Hello,
         addr: SocketAddr,
+        /// The id the peer's certificate vouches for (TLS only).
+        verified: Option<PeerId>,
         reply: oneshot::Sender<InboundAnswer>,
     },
     Dialed {
         blob: Digest,
         peer: PeerInfo,
         first: Bitfield,
-        stream: TcpStream,
+        stream: PeerStream,
+        /// The id the peer's certificate vouches for (TLS only).
+        verified: Option<PeerId>,
     },
     Engine(Event),
     PieceArrived {
@@ -183,6 +195,10 @@ impl Node {
         shutdown: CancellationToken,
     ) -> Result<Node, P2pError> {
         let local_addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            Some(t) => Some(PeerTls::new(t, &config)?),
+            None => None,
+        };
         let metrics = Metrics::register(registry, &config.metrics_prefix)?;
         let unwritten = WriteBudget::new(
             config.max_unwritten_bytes,
@@ -202,6 +218,7 @@ impl Node {
             unwritten,
             store,
             source: metainfo,
+            tls,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             cfg: config,
@@ -212,7 +229,13 @@ impl Node {
         tasks.spawn(actor.run(rx));
         tasks.spawn(accept_loop(Arc::clone(&ctx), listener));
         tasks.close();
-        tracing::info!(peer_id = %ctx.peer_id, addr = %local_addr, origin = ctx.cfg.origin, "p2p node started");
+        tracing::info!(
+            peer_id = %ctx.peer_id,
+            addr = %local_addr,
+            origin = ctx.cfg.origin,
+            tls = ctx.tls.is_some(),
+            "p2p node started"
+        );
         Ok(Node { ctx, local_addr })
     }
 

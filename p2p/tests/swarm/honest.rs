@@ -13,16 +13,23 @@ use crate::support::{TestNode, agent, assert_holds, blob_bytes, empty_list, orig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seeder_eight_leechers_share_32_mib() {
+    one_seeder_leechers_share(NodeConfig::origin(), (0..8).map(|_| agent()).collect()).await;
+}
+
+/// An origin seeds 32 MiB to the agents `leechers` configures, all at once: each gets the
+/// blob whole, and most bytes come from the other agents rather than the origin.
+pub async fn one_seeder_leechers_share(origin_cfg: NodeConfig, leechers: Vec<NodeConfig>) {
     let shutdown = CancellationToken::new();
     let discovery = empty_list();
     let data = blob_bytes(32 << 20, 1);
-    let (origin, meta) = origin_with(&data, &discovery, &shutdown, NodeConfig::origin()).await;
-    let mut leechers = Vec::new();
-    for _ in 0..8 {
-        let n = start(agent(), &discovery, &shutdown, false).await;
+    let (origin, meta) = origin_with(&data, &discovery, &shutdown, origin_cfg).await;
+    let mut nodes = Vec::new();
+    for cfg in leechers {
+        let n = start(cfg, &discovery, &shutdown, false).await;
         discovery.add(n.node.peer_info());
-        leechers.push(n);
+        nodes.push(n);
     }
+    let leechers = nodes;
     let handles: Vec<_> =
         futures::future::join_all(leechers.iter().map(|n| n.node.download(meta.clone())))
             .await
@@ -50,7 +57,7 @@ async fn one_seeder_eight_leechers_share_32_mib() {
             1.0
         );
     }
-    // A swarm, not eight clients of one server: most bytes came from other leechers.
+    // A swarm, not clients of one server: most bytes came from other leechers.
     let sent_by_origin = origin.metric("shoal_origin_peer_bytes_sent_total", &[]);
     assert!(
         sent_by_origin >= data.len() as f64,
@@ -60,6 +67,18 @@ async fn one_seeder_eight_leechers_share_32_mib() {
         from_peers > sent_by_origin,
         "peers sent {from_peers} bytes, the origin {sent_by_origin}"
     );
+    // Nobody's certificate or hello was refused (TLS), nor TLS and plaintext mixed.
+    for (n, prefix) in leechers
+        .iter()
+        .map(|n| (n, "shoal_agent"))
+        .chain([(&origin, "shoal_origin")])
+    {
+        for reason in ["tls", "identity", "plaintext", "tls_to_plaintext"] {
+            let label = format!("reason=\"{reason}\"");
+            let name = format!("{prefix}_peer_connections_refused_total");
+            assert_eq!(n.metric(&name, &[&label]), 0.0, "refused for {reason}");
+        }
+    }
     shutdown.cancel();
     for n in leechers.iter().chain([&origin]) {
         tokio::time::timeout(Duration::from_secs(10), n.node.closed())

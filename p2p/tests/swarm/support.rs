@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use prometheus::Registry;
 use shoal_core::store::BlobStore;
 use shoal_core::testing::registry_sum;
+use shoal_core::tls::{Tls, TlsConfig};
 use shoal_core::{Digest, Metainfo};
 use shoal_p2p::wire::Message;
 use shoal_p2p::{Discovery, MetainfoSource, Node, NodeConfig, StaticDiscovery};
@@ -121,6 +122,14 @@ pub async fn assert_holds(n: &TestNode, data: &[u8]) {
 
 pub fn agent() -> NodeConfig {
     NodeConfig::agent()
+}
+
+/// `cfg` over mutual TLS with the certificate of `table`, and the peer id it names.
+pub fn with_tls(mut cfg: NodeConfig, table: &TlsConfig) -> NodeConfig {
+    let tls = Tls::from_config(table).unwrap().unwrap();
+    cfg.peer_id = tls.identity().unwrap().id;
+    cfg.tls = Some(tls);
+    cfg
 }
 
 pub async fn send(s: &mut tokio::net::TcpStream, m: Message) {
