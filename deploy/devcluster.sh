@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A whole Shoal cluster on this machine, for trying it out and for the end-to-end tests.
 #
-#   deploy/devcluster.sh up [--agents N] [--rate BYTES_PER_S]   start it (default 3 agents)
+#   deploy/devcluster.sh up [--agents N] [--rate BYTES_PER_S] [--tls [--proxy-tls]]
+#                                                                start it (default 3 agents)
 #   deploy/devcluster.sh status                                  what runs, where, its logs
-#   deploy/devcluster.sh demo [--agents N] [--rate BYTES_PER_S] [--size MIB]
+#   deploy/devcluster.sh demo [--agents N] [--rate BYTES_PER_S] [--size MIB] [--tls [--proxy-tls]]
 #                                                                push an image, pull it on every agent
 #   deploy/devcluster.sh down [--wipe]                           stop it (--wipe: delete its data too)
 #
@@ -27,6 +28,15 @@
 #   docker login localhost:5000 -u shoal --password-stdin < $SHOAL_DEVCLUSTER_DIR/secrets/proxy-password
 #
 # Pulls from the proxy and from the agents need no login.
+#
+# With --tls the parts speak TLS to each other: HTTPS to the origins and the tracker, the
+# peer protocol over mutually authenticated TLS 1.3. The first `up --tls` makes a CA for the
+# cluster and a certificate for each part from it, kept across `up`s and deleted by
+# `down --wipe`: tls/ca.crt (what to trust: curl --cacert), tls/NAME.crt and tls/NAME.key,
+# tls/trust/ca.crt (the CA alone, for skopeo --dest-cert-dir), and the CA's key in
+# secrets/ca.key. The agents' registries (what docker and containerd pull from) and the
+# proxy's stay plain HTTP on loopback; --proxy-tls serves the proxy's over HTTPS too.
+# Without --tls every config says `[tls] plaintext = true`.
 #
 # This script builds the binaries and runs the cluster launcher, shoal-cluster (the crate in
 # cluster/), which does all of the above; the end-to-end tests and the benchmarks use the

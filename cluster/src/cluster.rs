@@ -14,8 +14,10 @@ use crate::bins::Bins;
 use crate::credentials::Credentials;
 use crate::dir::{ClusterDir, State};
 use crate::error::{LaunchError, Result};
+use crate::http::Target;
 use crate::process::{Process, open_log, stop_pids};
 use crate::spec::{Backend, Member, Plan, Role, Spec};
+use crate::tls::Pki;
 
 /// How long a process may take to exit after SIGTERM before it is killed. The parts are
 /// configured to finish requests in flight within 2s, so this is only for one that hangs.
@@ -31,6 +33,10 @@ pub struct Cluster {
     spec: Spec,
     plan: Plan,
     credentials: Credentials,
+    /// The TLS files, when the cluster runs over TLS.
+    pki: Option<Pki>,
+    /// How to reach an HTTPS member.
+    https: Option<std::sync::Arc<shoal_core::tls::rustls::ClientConfig>>,
     /// The processes started, each with its member's index in the plan.
     procs: Vec<(usize, Process)>,
 }
@@ -45,7 +51,8 @@ impl Cluster {
     }
 
     /// Everything but the processes: the ports, `root` and its directories, the
-    /// credentials (kept if `root` has them), each process's config, and `cluster.env`.
+    /// credentials and TLS files (kept if `root` has them), each process's config, and
+    /// `cluster.env`.
     pub fn prepare(bins: &Bins, root: &Path, spec: Spec) -> Result<Cluster> {
         bins.check(spec.binaries())?;
         let plan = Plan::new(&spec)?;
@@ -58,14 +65,21 @@ impl Cluster {
         if spec.backend == Backend::Shared {
             dir.make("data/backend")?;
         }
+        let pki = match spec.tls {
+            true => Some(Pki::ensure(&dir, &plan.members)?),
+            false => None,
+        };
+        let https = pki.as_ref().map(Pki::client_config).transpose()?;
         for m in &plan.members {
             crate::dir::make_private_dir(&dir.data(&m.name))?;
-            let text = crate::config::render(&spec, &plan, m, &dir, &credentials);
+            let text = crate::config::render(&spec, &plan, m, &dir, &credentials, pki.as_ref());
             crate::dir::write_private(&dir.config(&m.name), text.as_bytes())?;
         }
         dir.write_state(&State {
             agents: spec.agents,
             rate: spec.rate.clone(),
+            tls: spec.tls,
+            proxy_tls: spec.proxy_tls,
         })?;
         Ok(Cluster {
             bins: bins.clone(),
@@ -73,6 +87,8 @@ impl Cluster {
             spec,
             plan,
             credentials,
+            pki,
+            https,
             procs: Vec::new(),
         })
     }
@@ -144,7 +160,8 @@ impl Cluster {
                 if let Some((_, p)) = self.procs.iter_mut().find(|(j, _)| *j == i) {
                     p.check_alive("starting", TAIL)?;
                 }
-                if !crate::http::ready(&self.plan.members[i].addr, Duration::from_secs(2)) {
+                let target = self.target(&self.plan.members[i]);
+                if !crate::http::ready(target, Duration::from_secs(2)) {
                     still.push(i);
                 }
             }
@@ -179,6 +196,29 @@ impl Cluster {
 
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// The cluster's TLS files, when it runs over TLS.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// How a blocking request reaches `m` ([`crate::http`]): HTTPS trusting the cluster's
+    /// CA if `m` serves HTTPS.
+    pub fn target(&self, m: &Member) -> Target {
+        match (&self.https, m.https) {
+            (Some(cfg), true) => Target::https(&m.addr, cfg.clone()),
+            _ => Target::plain(&m.addr),
+        }
+    }
+
+    /// A reqwest client for the cluster's parts: one that trusts its CA when it runs over
+    /// TLS.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        match &self.pki {
+            Some(p) => p.reqwest(),
+            None => crate::registry::client(),
+        }
     }
 
     pub fn members(&self) -> &[Member] {

@@ -2,7 +2,7 @@
 //! credentials, and the recorded shape of the cluster.
 //!
 //! ```text
-//! config/NAME.toml   data/NAME/   logs/NAME.log   run/NAME.pid   secrets/   cluster.env
+//! config/NAME.toml   data/NAME/   logs/NAME.log   run/NAME.pid   secrets/   tls/   cluster.env
 //! ```
 //!
 //! A pid file holds the pid of a process that was started from its config file; a process
@@ -22,6 +22,10 @@ use crate::spec::Rate;
 pub struct State {
     pub agents: usize,
     pub rate: Rate,
+    /// The parts speak TLS to each other ([`crate::tls`]).
+    pub tls: bool,
+    /// The proxy's registry is served over HTTPS too.
+    pub proxy_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +66,11 @@ impl ClusterDir {
     /// `metainfo-pub.pem`, `proxy-password`, `htpasswd`).
     pub fn secret(&self, file: &str) -> PathBuf {
         self.secrets().join(file)
+    }
+
+    /// The cluster's TLS files ([`crate::tls`]).
+    pub fn tls(&self) -> PathBuf {
+        self.root.join("tls")
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -135,16 +144,21 @@ impl ClusterDir {
         let text = std::fs::read_to_string(self.state_file()).ok()?;
         let mut agents = None;
         let mut rate = Rate::unlimited();
+        let (mut tls, mut proxy_tls) = (false, false);
         for line in text.lines() {
             match line.split_once('=') {
                 Some(("AGENTS", v)) => agents = v.trim().parse().ok(),
                 Some(("RATE", v)) => rate = Rate::parse(&unquote(v.trim()))?,
+                Some(("TLS", v)) => tls = v.trim() == "1",
+                Some(("PROXY_TLS", v)) => proxy_tls = v.trim() == "1",
                 _ => {}
             }
         }
         Some(State {
             agents: agents?,
             rate,
+            tls,
+            proxy_tls,
         })
     }
 
@@ -157,7 +171,13 @@ impl ClusterDir {
         };
         write_private(
             &self.state_file(),
-            format!("AGENTS={}\nRATE={rate}\n", state.agents).as_bytes(),
+            format!(
+                "AGENTS={}\nRATE={rate}\nTLS={}\nPROXY_TLS={}\n",
+                state.agents,
+                u8::from(state.tls),
+                u8::from(state.proxy_tls)
+            )
+            .as_bytes(),
         )
     }
 
@@ -224,10 +244,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let dir = ClusterDir::new(tmp.path());
         assert_eq!(dir.read_state(), None);
-        for rate in ["0", "20MiB", "1.5 MiB"] {
+        for (rate, tls) in [("0", false), ("20MiB", true), ("1.5 MiB", true)] {
             let state = State {
                 agents: 4,
                 rate: Rate::parse(rate).unwrap_or_else(|| panic!("{rate}")),
+                tls,
+                proxy_tls: rate == "0",
             };
             dir.write_state(&state).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(dir.read_state(), Some(state));

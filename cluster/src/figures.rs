@@ -4,12 +4,14 @@
 
 use shoal_core::telemetry::scrape::metric_sum;
 
+use crate::http::Target;
+
 pub const AGENT_RECEIVED: &str = "shoal_agent_peer_bytes_received_total";
 pub const ORIGIN_SENT: &str = "shoal_origin_sent_bytes_total";
 
-/// The sum of `addr`'s samples of `name` whose labels contain each of `labels`.
-pub fn sum_at(addr: &str, name: &str, labels: &[&str]) -> f64 {
-    crate::http::metrics(addr).map_or(0.0, |text| metric_sum(&text, name, labels))
+/// The sum of `at`'s samples of `name` whose labels contain each of `labels`.
+pub fn sum_at(at: impl Into<Target>, name: &str, labels: &[&str]) -> f64 {
+    crate::http::metrics(at).map_or(0.0, |text| metric_sum(&text, name, labels))
 }
 
 /// Piece bytes the agent at `addr` has received since it started: (from peers, from origins).
@@ -23,9 +25,9 @@ pub fn agent_piece_bytes(addr: &str) -> (f64, f64) {
     )
 }
 
-/// Bytes the origins at `addrs` have sent over the peer protocol, together.
-pub fn origins_peer_sent<'a>(addrs: impl IntoIterator<Item = &'a str>) -> f64 {
-    addrs
+/// Bytes the origins at `origins` have sent over the peer protocol, together.
+pub fn origins_peer_sent<T: Into<Target>>(origins: impl IntoIterator<Item = T>) -> f64 {
+    origins
         .into_iter()
         .map(|a| sum_at(a, ORIGIN_SENT, &["proto=\"peer\""]))
         .sum()

@@ -7,10 +7,11 @@
 //! - [`spec`]: what to start and on which ports ([`Spec`], [`Plan`], [`spec::local`]).
 //! - [`dir`]: a cluster's directory: configs, data, logs, pid files, the recorded shape.
 //! - [`credentials`]: the tokens, the metainfo key pair and the proxy's login, made once.
+//! - [`tls`]: a cluster's own CA and a certificate per part, when it runs over TLS.
 //! - [`config`]: each part's config file.
 //! - [`cluster`]: [`Cluster`]: start in order, wait for `/ready`, stop by pid, or detach.
 //! - [`process`]: background processes with a log, stopped by pid.
-//! - [`http`]: a blocking client for `/ready`, `/metrics` and small requests.
+//! - [`http`]: a blocking client for `/ready`, `/metrics` and small requests, HTTP or HTTPS.
 //! - [`registry`]: pushes and verified pulls through the registry API.
 //! - [`image`]: tar layers and the demo's OCI image layout.
 //! - [`figures`]: where the agents' piece bytes came from, from `/metrics`.
@@ -28,6 +29,7 @@ pub mod image;
 pub mod process;
 pub mod registry;
 pub mod spec;
+pub mod tls;
 
 pub use bins::Bins;
 pub use cluster::Cluster;

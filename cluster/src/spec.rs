@@ -139,6 +139,12 @@ pub struct Spec {
     /// Each agent's `swarm.stall_timeout`; `None`: its default.
     pub stall_timeout: Option<Duration>,
     pub backend: Backend,
+    /// The parts speak TLS to each other: HTTPS between them, the peer protocol over
+    /// mutually authenticated TLS, every certificate from the cluster's own CA
+    /// ([`crate::tls`]). The agents' registry API stays plain HTTP on loopback.
+    pub tls: bool,
+    /// The proxy serves its registry over HTTPS too (needs `tls`).
+    pub proxy_tls: bool,
     pub ports: Ports,
     /// The processes' log filter (`--log`).
     pub log: String,
@@ -167,6 +173,8 @@ impl Spec {
             cache_size: ByteSize::gib(4),
             stall_timeout: None,
             backend: Backend::Shared,
+            tls: false,
+            proxy_tls: false,
             ports: Ports::Fixed,
             log: "info".into(),
             ready_timeout: Duration::from_secs(60),
@@ -190,6 +198,8 @@ impl Spec {
             cache_size: ByteSize::gib(4),
             stall_timeout: None,
             backend: Backend::None,
+            tls: false,
+            proxy_tls: false,
             ports: Ports::Free,
             log: "info".into(),
             ready_timeout: Duration::from_secs(60),
@@ -252,11 +262,15 @@ pub struct Member {
     pub addr: String,
     /// `127.0.0.1:<port>` of its peer protocol (origins and agents).
     pub peer: Option<String>,
+    /// It serves `addr` over HTTPS.
+    pub https: bool,
 }
 
 impl Member {
+    /// `http://` or `https://` and its address.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every port it listens on.
@@ -288,6 +302,11 @@ impl Plan {
     }
 
     pub fn new(spec: &Spec) -> Result<Plan> {
+        if spec.proxy_tls && !spec.tls {
+            return Err(LaunchError::Check(
+                "the proxy serves HTTPS only in a cluster that runs over TLS".into(),
+            ));
+        }
         let needed = spec.origins * 2
             + usize::from(spec.tracker)
             + usize::from(spec.proxy)
@@ -313,6 +332,7 @@ impl Plan {
                 role: Role::Origin,
                 addr: addr(next(usize::from(local::ORIGIN_HTTP_BASE) + i)?),
                 peer: Some(addr(next(usize::from(local::ORIGIN_PEER_BASE) + i)?)),
+                https: spec.tls,
             });
         }
         if spec.tracker {
@@ -321,6 +341,7 @@ impl Plan {
                 role: Role::Tracker,
                 addr: addr(next(usize::from(local::TRACKER_PORT))?),
                 peer: None,
+                https: spec.tls,
             });
         }
         if spec.proxy {
@@ -329,6 +350,7 @@ impl Plan {
                 role: Role::Proxy,
                 addr: addr(next(usize::from(local::PROXY_PORT))?),
                 peer: None,
+                https: spec.proxy_tls,
             });
         }
         for i in 1..=spec.agents {
@@ -337,6 +359,8 @@ impl Plan {
                 role: Role::Agent,
                 addr: addr(next(usize::from(local::AGENT_HTTP_BASE) + i)?),
                 peer: Some(addr(next(usize::from(local::AGENT_PEER_BASE) + i)?)),
+                // Its registry API: docker and containerd reach it on loopback.
+                https: false,
             });
         }
         Ok(Plan { members })

@@ -1,7 +1,8 @@
 //! The cluster launcher as the benchmarks and tests use it, with nothing but the parts'
-//! binaries: a cluster on free ports comes up, carries a blob from the proxy to every agent
-//! (the figures saying where its pieces came from), and is stopped by pid; one left running
-//! on purpose is stopped later from its directory alone, as `down` does.
+//! binaries: a cluster on free ports comes up over TLS, carries a blob from the proxy to
+//! every agent (the figures saying where its pieces came from, read from the origins over
+//! HTTPS), and is stopped by pid; one left running in plain on purpose is stopped later
+//! from its directory alone, as `down` does.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -16,7 +17,8 @@ use shoal_core::Digest;
 async fn a_cluster_on_free_ports_carries_a_blob_to_every_agent_and_stops_by_pid() {
     let dir = tempfile::tempdir().unwrap();
     let bins = shoal_tests::bins();
-    let spec = Spec::on_free_ports(2, 2);
+    let mut spec = Spec::on_free_ports(2, 2);
+    spec.tls = true;
     let mut cluster =
         tokio::task::block_in_place(|| Cluster::start(&bins, dir.path(), spec)).unwrap();
     let pids: Vec<u32> = cluster.processes().map(|(_, pid)| pid).collect();
@@ -41,7 +43,12 @@ async fn a_cluster_on_free_ports_carries_a_blob_to_every_agent_and_stops_by_pid(
         assert_eq!(got, blob.len() as u64, "{} served the whole blob", a.name);
     }
     let addrs: Vec<String> = cluster.agents().iter().map(|a| a.addr.clone()).collect();
-    let origins: Vec<String> = cluster.origins().iter().map(|o| o.addr.clone()).collect();
+    let origins: Vec<_> = cluster
+        .origins()
+        .iter()
+        .map(|o| cluster.target(o))
+        .collect();
+    assert!(origins.iter().all(|o| o.is_https()));
     let (peers, from_origins) = tokio::task::block_in_place(|| {
         addrs
             .iter()
@@ -52,8 +59,7 @@ async fn a_cluster_on_free_ports_carries_a_blob_to_every_agent_and_stops_by_pid(
         peers + from_origins >= 2.0 * blob.len() as f64,
         "the agents took {peers} bytes from peers and {from_origins} from origins"
     );
-    let sent =
-        tokio::task::block_in_place(|| origins_peer_sent(origins.iter().map(String::as_str)));
+    let sent = tokio::task::block_in_place(|| origins_peer_sent(&origins));
     assert!(
         sent >= from_origins,
         "the origins sent {sent} over the peer protocol"

@@ -1,5 +1,5 @@
-//! `demo [--agents N] [--rate R] [--size MIB]`: starts the local cluster if it is not
-//! running, writes a two-layer image of random bytes here (no registry is asked for
+//! `demo [--agents N] [--rate R] [--size MIB] [--tls [--proxy-tls]]`: starts the local
+//! cluster (over TLS with `--tls`) if it is not running, writes a two-layer image of random bytes here (no registry is asked for
 //! anything), pushes it through the proxy, pulls it through every agent at once, and prints
 //! how long each pull took and where its bytes came from, read from the agents' `/metrics`.
 //!
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use shoal_cluster::PROXY_USER;
 use shoal_cluster::figures::{agent_piece_bytes, origins_peer_sent};
+use shoal_cluster::http::Target;
 use shoal_cluster::image::{DemoImage, OCI_MANIFEST, write_demo_image};
 use shoal_cluster::registry::{Registry, client};
 use shoal_cluster::spec::local::{ORIGIN_ADDRS, PROXY, agent};
+use shoal_cluster::tls::Pki;
 use shoal_core::Digest;
 
 use super::{Ctx, Exit, Outcome, env_secs, fail, local, say};
@@ -84,13 +86,14 @@ pub fn demo(ctx: &Ctx, args: &[String]) -> Outcome {
                 Some(n) if n >= 2 => size = n,
                 _ => return fail("--size takes a whole number of MiB, at least 2"),
             },
+            "--tls" | "--proxy-tls" => up_args.push(a.clone()),
             "--agents" | "--rate" => match it.next() {
                 Some(v) => up_args.extend([a.clone(), v.clone()]),
                 None => return fail(format!("{a} needs a value")),
             },
             other => {
                 return fail(format!(
-                    "demo: unknown argument '{other}' (demo [--agents N] [--rate BYTES_PER_S] [--size MIB])"
+                    "demo: unknown argument '{other}' (demo [--agents N] [--rate BYTES_PER_S] [--size MIB] [--tls [--proxy-tls]])"
                 ));
             }
         }
@@ -108,6 +111,23 @@ pub fn demo(ctx: &Ctx, args: &[String]) -> Outcome {
         return fail(format!("no cluster state in {}", dir.path().display()));
     };
     let agents = state.agents;
+    let pki = match state.tls {
+        true => Some(Pki::open(dir)?),
+        false => None,
+    };
+    let tls = Tls {
+        origins: match &pki {
+            Some(p) => {
+                let cfg = p.client_config()?;
+                ORIGIN_ADDRS
+                    .iter()
+                    .map(|a| Target::https(a, cfg.clone()))
+                    .collect()
+            }
+            None => ORIGIN_ADDRS.iter().map(|a| Target::plain(a)).collect(),
+        },
+        proxy: pki.filter(|_| state.proxy_tls),
+    };
     if agents == 0 {
         return fail("the cluster has no agents to pull through (up --agents N)");
     }
@@ -139,11 +159,18 @@ pub fn demo(ctx: &Ctx, args: &[String]) -> Outcome {
     let image = write_demo_image(&tmp.path().join("image"), size, TAG)?;
     let run = async {
         tokio::select! {
-            r = push_and_pull(ctx, &image, tmp.path(), client, agents, timeout) => r,
+            r = push_and_pull(ctx, &image, tmp.path(), client, agents, &tls, timeout) => r,
             () = interrupt.wait() => Err(Exit::Interrupted),
         }
     };
     ctx.runtime.block_on(run)
+}
+
+/// How the demo reaches what speaks TLS: the origins (for their figures), and the proxy
+/// when it serves HTTPS.
+struct Tls {
+    origins: Vec<Target>,
+    proxy: Option<Pki>,
 }
 
 async fn push_and_pull(
@@ -152,6 +179,7 @@ async fn push_and_pull(
     tmp: &Path,
     client: Client,
     agents: usize,
+    tls: &Tls,
     timeout: Duration,
 ) -> Outcome {
     let reference = format!("{REPO}:{TAG}");
@@ -168,12 +196,17 @@ async fn push_and_pull(
         Client::Skopeo => {
             let creds = format!("{PROXY_USER}:{password}");
             let log = tmp.join("push.log");
+            // skopeo trusts the cluster's CA from a directory that holds it alone.
+            let verify = match &tls.proxy {
+                Some(pki) => format!("--dest-cert-dir={}", pki.trust_dir().display()),
+                None => "--dest-tls-verify=false".to_owned(),
+            };
             let ok = skopeo(
                 &[
                     "copy",
                     "--quiet",
                     "--preserve-digests",
-                    "--dest-tls-verify=false",
+                    &verify,
                     "--dest-creds",
                     &creds,
                     &format!("oci:{}:{TAG}", image.layout.display()),
@@ -190,7 +223,7 @@ async fn push_and_pull(
                 ));
             }
         }
-        Client::Http => push_http(image, (PROXY_USER.to_owned(), password)).await?,
+        Client::Http => push_http(image, (PROXY_USER.to_owned(), password), tls).await?,
     }
     say(format!(
         "pushed {} in {:.2} s",
@@ -200,7 +233,7 @@ async fn push_and_pull(
 
     let addrs: Vec<String> = (1..=agents).map(agent).collect();
     let before: Vec<(f64, f64)> = addrs.iter().map(|a| agent_piece_bytes(a)).collect();
-    let seeded0 = origins_peer_sent(ORIGIN_ADDRS);
+    let seeded0 = origins_peer_sent(&tls.origins);
     say(format!(
         "pulling {reference} through all {agents} agents at once"
     ));
@@ -275,7 +308,7 @@ async fn push_and_pull(
         mib(total_origin),
         pct(total_origin, total)
     );
-    let seeded = origins_peer_sent(ORIGIN_ADDRS) - seeded0;
+    let seeded = origins_peer_sent(&tls.origins) - seeded0;
     println!(
         "  the origins sent {} over the peer protocol: {:.2} times the image",
         mib(seeded),
@@ -320,8 +353,11 @@ async fn skopeo(args: &[&str], log: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-async fn push_http(image: &DemoImage, login: (String, String)) -> Outcome {
-    let registry = Registry::new(client()?, &format!("http://{PROXY}"), Some(login));
+async fn push_http(image: &DemoImage, login: (String, String), tls: &Tls) -> Outcome {
+    let registry = match &tls.proxy {
+        Some(pki) => Registry::new(pki.reqwest()?, &format!("https://{PROXY}"), Some(login)),
+        None => Registry::new(client()?, &format!("http://{PROXY}"), Some(login)),
+    };
     for b in &image.blobs {
         registry
             .push_blob(REPO, &image.blob_path(&b.digest), &b.digest, b.size)

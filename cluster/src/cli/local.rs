@@ -3,20 +3,37 @@
 
 use std::path::Path;
 
+use shoal_cluster::http::Target;
 use shoal_cluster::spec::local::{
     AGENT_HTTP_BASE, AGENT_PEER_BASE, DEFAULT_AGENTS, MAX_AGENTS, ORIGIN_ADDRS, PROXY_PORT, TRACKER,
 };
+use shoal_cluster::tls::Pki;
 use shoal_cluster::{Bins, Cluster, ClusterDir, LaunchError, PROXY_USER, Plan, Rate, Spec};
 
 use super::{Ctx, Exit, Outcome, env_secs, fail, say};
 
-/// `up [--agents N] [--rate R]`: starts the cluster and returns with it running.
+/// What `up` starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shape {
+    agents: usize,
+    rate: Rate,
+    tls: bool,
+    proxy_tls: bool,
+}
+
+const UP_USAGE: &str = "up [--agents N] [--rate BYTES_PER_S] [--tls [--proxy-tls]]";
+
+/// `up [--agents N] [--rate R] [--tls [--proxy-tls]]`: starts the cluster and returns with
+/// it running.
 pub fn up(ctx: &Ctx, args: &[String]) -> Outcome {
     let mut agents = DEFAULT_AGENTS.to_string();
     let mut rate = Rate::unlimited();
+    let (mut tls, mut proxy_tls) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--tls" => tls = true,
+            "--proxy-tls" => proxy_tls = true,
             "--agents" => match it.next() {
                 Some(n) => agents = n.clone(),
                 None => return fail("--agents needs a number"),
@@ -32,11 +49,7 @@ pub fn up(ctx: &Ctx, args: &[String]) -> Outcome {
                 },
                 None => return fail("--rate needs a number of bytes per second"),
             },
-            other => {
-                return fail(format!(
-                    "up: unknown argument '{other}' (up [--agents N] [--rate BYTES_PER_S])"
-                ));
-            }
+            other => return fail(format!("up: unknown argument '{other}' ({UP_USAGE})")),
         }
     }
     let agents = match agents.parse::<usize>() {
@@ -47,20 +60,38 @@ pub fn up(ctx: &Ctx, args: &[String]) -> Outcome {
             ));
         }
     };
-    start(ctx, agents, rate)
+    if proxy_tls && !tls {
+        return fail(
+            "--proxy-tls serves the proxy over HTTPS in a cluster that runs over TLS: add --tls",
+        );
+    }
+    start(
+        ctx,
+        Shape {
+            agents,
+            rate,
+            tls,
+            proxy_tls,
+        },
+    )
 }
 
-fn start(ctx: &Ctx, agents: usize, rate: Rate) -> Outcome {
+fn start(ctx: &Ctx, shape: Shape) -> Outcome {
     let dir = &ctx.dir;
+    let agents = shape.agents;
     let running = dir.running_names();
     if !running.is_empty() {
-        let same = dir
-            .read_state()
-            .is_some_and(|s| s.agents == agents && s.rate == rate)
-            && sorted(running.clone()) == sorted(Plan::local_names(agents));
+        let same = dir.read_state().is_some_and(|s| {
+            Shape {
+                agents: s.agents,
+                rate: s.rate,
+                tls: s.tls,
+                proxy_tls: s.proxy_tls,
+            } == shape
+        }) && sorted(running.clone()) == sorted(Plan::local_names(agents));
         if same {
             say(format!("already running in {}", dir.path().display()));
-            print_endpoints(ctx, agents);
+            print_endpoints(ctx, &shape);
             return Ok(());
         }
         return fail(format!(
@@ -71,7 +102,9 @@ fn start(ctx: &Ctx, agents: usize, rate: Rate) -> Outcome {
         ));
     }
 
-    let mut spec = Spec::local(agents, rate);
+    let mut spec = Spec::local(agents, shape.rate.clone());
+    spec.tls = shape.tls;
+    spec.proxy_tls = shape.proxy_tls;
     spec.log = std::env::var("SHOAL_DEVCLUSTER_LOG").unwrap_or_else(|_| "info".into());
     spec.ready_timeout = env_secs("SHOAL_DEVCLUSTER_TIMEOUT", 60)?;
     let busy = Plan::new(&spec)?.busy_ports();
@@ -105,10 +138,11 @@ fn start(ctx: &Ctx, agents: usize, rate: Rate) -> Outcome {
 
     let interrupt = ctx.interrupt()?;
     say(format!(
-        "starting {} origins, the tracker, the proxy and {agents} agent{} in {}",
+        "starting {} origins, the tracker, the proxy and {agents} agent{} in {}{}",
         ORIGIN_ADDRS.len(),
         if agents == 1 { "" } else { "s" },
-        dir.path().display()
+        dir.path().display(),
+        if shape.tls { ", over TLS" } else { "" }
     ));
     if let Err(e) = cluster.start_all(interrupt.flag()) {
         let exit = match e {
@@ -137,7 +171,7 @@ fn start(ctx: &Ctx, agents: usize, rate: Rate) -> Outcome {
     }
     cluster.detach();
     say("ready");
-    print_endpoints(ctx, agents);
+    print_endpoints(ctx, &shape);
     Ok(())
 }
 
@@ -159,15 +193,18 @@ fn secret(ctx: &Ctx, file: &str) -> String {
     ctx.dir.secret(file).display().to_string()
 }
 
-pub fn print_endpoints(ctx: &Ctx, agents: usize) {
+fn print_endpoints(ctx: &Ctx, shape: &Shape) {
     let dir = ctx.dir.path().display();
+    let agents = shape.agents;
+    let scheme = if shape.tls { "https" } else { "http" };
+    let proxy_scheme = if shape.proxy_tls { "https" } else { "http" };
     println!();
     println!(
         "  login:   docker login localhost:{PROXY_PORT} -u {PROXY_USER} --password-stdin < {}",
         secret(ctx, "proxy-password")
     );
     println!(
-        "  push:    docker push localhost:{PROXY_PORT}/app:tag        (proxy, http://127.0.0.1:{PROXY_PORT})"
+        "  push:    docker push localhost:{PROXY_PORT}/app:tag        (proxy, {proxy_scheme}://127.0.0.1:{PROXY_PORT})"
     );
     for i in 1..=agents {
         println!(
@@ -176,10 +213,23 @@ pub fn print_endpoints(ctx: &Ctx, agents: usize) {
             usize::from(AGENT_PEER_BASE) + i
         );
     }
-    let origins: Vec<String> = ORIGIN_ADDRS.iter().map(|a| format!("http://{a}")).collect();
+    let origins: Vec<String> = ORIGIN_ADDRS
+        .iter()
+        .map(|a| format!("{scheme}://{a}"))
+        .collect();
     println!("  origins: {}", origins.join(", "));
-    println!("  tracker: http://{TRACKER}");
+    println!("  tracker: {scheme}://{TRACKER}");
     println!("  every part serves /health, /ready and /metrics on its HTTP port");
+    if shape.tls {
+        println!(
+            "  tls:     every part over TLS from the CA in {dir}/tls/ca.crt (curl --cacert); the agents' registries stay plain HTTP on loopback"
+        );
+    }
+    if shape.proxy_tls {
+        println!(
+            "           the proxy too: skopeo --dest-cert-dir {dir}/tls/trust, or that ca.crt in /etc/docker/certs.d/localhost:{PROXY_PORT}/"
+        );
+    }
     println!(
         "  secrets: {dir}/secrets/ (write-token, read-token, metainfo-key.pem, proxy-password; mode 0600)"
     );
@@ -188,6 +238,24 @@ pub fn print_endpoints(ctx: &Ctx, agents: usize) {
         ctx.me
     );
     println!();
+}
+
+/// How to ask the process `name` of a local cluster whether it can serve: its address, over
+/// HTTPS when it serves that.
+fn local_target(
+    name: &str,
+    state: Option<&shoal_cluster::dir::State>,
+    pki: Option<&Pki>,
+) -> Target {
+    let addr = local_addr(name);
+    let https = state.is_some_and(|s| {
+        (s.tls && (name.starts_with("origin-") || name == "tracker"))
+            || (s.proxy_tls && name == "proxy")
+    });
+    match pki.and_then(|p| p.client_config().ok()) {
+        Some(cfg) if https => Target::https(&addr, cfg),
+        _ => Target::plain(&addr),
+    }
 }
 
 /// The address whose `/ready` tells whether the process `name` of a local cluster can serve.
@@ -224,14 +292,17 @@ pub fn status(ctx: &Ctx, args: &[String]) -> Outcome {
         say(format!("no cluster in {}", dir.path().display()));
         return Ok(());
     }
+    let tls = state.as_ref().is_some_and(|s| s.tls);
+    let pki = if tls { Pki::open(dir).ok() } else { None };
     println!(
         "{:<10} {:<8} {:<8} {:<22} LOG",
         "NAME", "PID", "STATE", "HTTP"
     );
     for name in &names {
-        let addr = local_addr(name);
+        let target = local_target(name, state.as_ref(), pki.as_ref());
+        let addr = target.addr.clone();
         let (pid, state) = match dir.live_pid(name) {
-            Some(pid) if shoal_cluster::http::ready(&addr, std::time::Duration::from_secs(2)) => {
+            Some(pid) if shoal_cluster::http::ready(target, std::time::Duration::from_secs(2)) => {
                 (pid.to_string(), "ready")
             }
             Some(pid) => (pid.to_string(), "starting"),
@@ -241,6 +312,19 @@ pub fn status(ctx: &Ctx, args: &[String]) -> Outcome {
             "{name:<10} {pid:<8} {state:<8} {addr:<22} {}",
             dir.log(name).display()
         );
+    }
+    match &state {
+        Some(s) if s.tls => println!(
+            "the parts speak TLS to each other (CA {}){}",
+            dir.tls().join("ca.crt").display(),
+            if s.proxy_tls {
+                "; the proxy serves HTTPS"
+            } else {
+                "; the proxy's and the agents' registries are plain HTTP on loopback"
+            }
+        ),
+        Some(_) => println!("the parts speak plain HTTP to each other: no TLS (up --tls)"),
+        None => {}
     }
     if let Some(s) = state.filter(|s| !s.rate.is_unlimited()) {
         println!(

@@ -19,11 +19,16 @@ use shoal_cluster::ClusterDir;
 const USAGE: &str = "\
 shoal-cluster: a whole Shoal cluster on this machine (deploy/devcluster.sh runs it)
 
-  shoal-cluster [OPTIONS] up [--agents N] [--rate BYTES_PER_S]   start it (default 3 agents)
+  shoal-cluster [OPTIONS] up [--agents N] [--rate BYTES_PER_S] [--tls [--proxy-tls]]
+                                                                  start it (default 3 agents)
   shoal-cluster [OPTIONS] status                                  what runs, where, its logs
-  shoal-cluster [OPTIONS] demo [--agents N] [--rate BYTES_PER_S] [--size MIB]
+  shoal-cluster [OPTIONS] demo [--agents N] [--rate BYTES_PER_S] [--size MIB] [--tls [--proxy-tls]]
                                                                   push an image, pull it on every agent
   shoal-cluster [OPTIONS] down [--wipe]                           stop it (--wipe: delete its data too)
+
+--tls: the parts speak TLS to each other, every certificate from a CA made for the
+cluster (its files in DIR/tls/, kept across ups); --proxy-tls: the proxy's registry is
+HTTPS too. The agents' registries stay plain HTTP on loopback.
 
 Options:
   --dir DIR          the cluster's directory (default $SHOAL_DEVCLUSTER_DIR, else ./.devcluster)

@@ -85,6 +85,17 @@ fn tempfile_in(dir: &Path, private: bool) -> std::io::Result<(PathBuf, std::fs::
     Ok((path, f))
 }
 
+/// What a CA called `name` is, but its validity.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
 /// A certificate authority that lives as long as the value (and in the files it writes).
 pub struct Ca {
     cert_pem: String,
@@ -102,12 +113,7 @@ impl Ca {
     /// A new self-signed CA called `name`, valid for ten years.
     pub fn new(name: &str) -> Result<Ca, Error> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut params = ca_params(name);
         let v = Validity::days(3650);
         params.not_before = time(v.not_before);
         params.not_after = time(v.not_after);
@@ -116,6 +122,18 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA called `name` again, from the certificate and key [`Ca::cert_pem`] and
+    /// [`Ca::key_pem`] gave (a launcher that keeps its CA across runs). `name` must be the one
+    /// it was made with: what it signs names it as their issuer.
+    pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<Ca, Error> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer: Issuer::new(ca_params(name), key),
         })
     }
 

@@ -2,7 +2,8 @@
 //! against the physical bound, on real processes.
 //!
 //! ```text
-//! swarm-bench [--agents 16] [--size 128MiB] [--rate 16MiB/s] [--json]
+//! swarm-bench [--agents 16] [--size 128MiB] [--rate 16MiB/s] [--tls] [--json]
+//! swarm-bench --compare-tls [--rounds 3] [--agents 16] [--size 128MiB] [--rate 16MiB/s]
 //! ```
 //!
 //! Two runs, each on a fresh cluster of release binaries on 127.0.0.1, every host capped at
@@ -20,6 +21,12 @@
 //! the pull times against the bound, the origins' egress, CPU and peak memory by kind of
 //! process, and when all agents together had 10/50/90/100 % of their bytes. With `--json`
 //! the last line of output is one JSON object with the figures.
+//!
+//! `--tls` runs the parts over TLS (HTTPS between them, the peer protocol over mutually
+//! authenticated TLS 1.3, certificates from a CA made for the run). `--compare-tls` runs
+//! only the swarm, in plain and over TLS one after the other (`--rounds` times, alternating),
+//! and prints for each mode the completion p50 and max and the agents' CPU seconds per GiB
+//! of pieces they received, with what TLS adds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,6 +67,15 @@ struct Args {
     /// Skip the one-server baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Run the parts over TLS.
+    #[arg(long)]
+    tls: bool,
+    /// Run the swarm alone, in plain and over TLS, and compare completion and agent CPU.
+    #[arg(long, conflicts_with = "tls")]
+    compare_tls: bool,
+    /// With --compare-tls: how many times to run each mode (alternating plain and TLS).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where the parts' release binaries are (default: $SHOAL_BIN_DIR, this program's
     /// directory if it is a release build, or $CARGO_TARGET_DIR/release).
     #[arg(long, value_name = "DIR")]
@@ -160,7 +176,165 @@ fn main() -> ExitCode {
         eprintln!("swarm-bench: --origins must be at least 1");
         return ExitCode::from(64);
     }
+    if args.compare_tls {
+        if args.rounds == 0 {
+            eprintln!("swarm-bench: --rounds must be at least 1");
+            return ExitCode::from(64);
+        }
+        return shoal_tests::bench::main_until_signal("swarm-bench", compare_tls(&args));
+    }
     shoal_tests::bench::main_until_signal("swarm-bench", bench(&args))
+}
+
+/// The swarm's spec for `args`, on free ports.
+fn swarm_spec(args: &Args, limit: Duration) -> Spec {
+    let f = args.size.bytes();
+    Spec {
+        replicas: args.origins,
+        proxy: false,
+        rate: Rate::per_second(args.rate.per_second().unwrap_or(1)),
+        cache_size: ByteSize(f.saturating_mul(2).max(1 << 30)),
+        // A starved pull is a figure here, not a failure: it may wait as long as the run.
+        stall_timeout: Some(Duration::from_secs(limit.as_secs().max(120))),
+        log: args.log.clone(),
+        tls: args.tls,
+        ..Spec::on_free_ports(args.origins, args.agents)
+    }
+}
+
+/// The swarm in plain and over TLS, `--rounds` times each, alternating.
+async fn compare_tls(args: &Args) -> anyhow::Result<()> {
+    let machine = Machine::read();
+    let bins = Bins::find(args.bin_dir.clone(), true)?;
+    let mut work = WorkDir::new(args.dir.clone(), "swarm-bench", args.keep)?;
+    let (n, f) = (args.agents, args.size.bytes());
+    let r = args.rate.per_second().unwrap_or(1) as f64;
+    println!(
+        "swarm-bench --compare-tls: {n} agents, {} blob, {} per host, {} round(s)",
+        args.size, args.rate, args.rounds
+    );
+    println!("machine: {machine}");
+    println!("binaries: {}", bins.dir().display());
+    let blob = random_blob(&work.path().join("blob.bin"), f, fresh_seed())?;
+    let limit = Duration::from_secs_f64(
+        args.timeout
+            .unwrap_or(3.0 * n as f64 * f as f64 / r + 120.0),
+    );
+    let mut figures: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=args.rounds {
+        for (i, tls) in [false, true].into_iter().enumerate() {
+            let mode = if tls { "tls" } else { "plain" };
+            let spec = Spec {
+                tls,
+                ..swarm_spec(args, limit)
+            };
+            println!(
+                "\n== round {round}, {mode}: {} origins, a tracker, {n} agents",
+                args.origins
+            );
+            let dir = work.path().join(format!("{mode}-{round}"));
+            let run = run(&bins, &dir, &spec, &blob, limit, args.sample_every).await?;
+            report(mode, &run, n as f64 * f as f64);
+            let fig = Figures::of(&run);
+            println!("{mode}: {fig}");
+            figures[i].push(fig);
+        }
+    }
+    let [plain, tls] = figures.map(|runs| Figures::median(&runs));
+    println!(
+        "\n== plain against TLS (median of {} round(s))",
+        args.rounds
+    );
+    println!("plain: {plain}");
+    println!("tls:   {tls}");
+    let more = |a: f64, b: f64| if a > 0.0 { 100.0 * (b / a - 1.0) } else { 0.0 };
+    let (cpu, p50, max) = (
+        more(plain.cpu_per_gib, tls.cpu_per_gib),
+        more(plain.p50, tls.p50),
+        more(plain.max, tls.max),
+    );
+    println!(
+        "TLS adds {cpu:+.1}% agent CPU per GiB, {p50:+.1}% to the p50 completion, {max:+.1}% to the max"
+    );
+    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("  agent CPU <= +10%: {}", mark(cpu <= 10.0));
+    println!("  completion (max) within 3%: {}", mark(max <= 3.0));
+    if args.json {
+        let out = json!({
+            "agents": n,
+            "size_bytes": f,
+            "rate_bytes_per_s": r as u64,
+            "rounds": args.rounds,
+            "plain": plain.json(),
+            "tls": tls.json(),
+            "tls_agent_cpu_more_pct": round(cpu),
+            "tls_p50_more_pct": round(p50),
+            "tls_max_more_pct": round(max),
+            "machine": machine.to_json(),
+        });
+        println!("{out}");
+    }
+    work.succeeded();
+    Ok(())
+}
+
+/// What the TLS comparison looks at in one run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    p50: f64,
+    max: f64,
+    /// CPU seconds of all agents together during the pulls, per GiB of piece bytes they
+    /// received (from peers and origins).
+    cpu_per_gib: f64,
+    agent_cpu: f64,
+    gib: f64,
+}
+
+impl Figures {
+    fn of(run: &Run) -> Figures {
+        let t = run.times();
+        let gib = (run.peer_bytes + run.from_origins) / (1u64 << 30) as f64;
+        let agent_cpu = run.cpu.get("agent").copied().unwrap_or(0.0);
+        Figures {
+            p50: percentile(&t, 50.0),
+            max: percentile(&t, 100.0),
+            cpu_per_gib: if gib > 0.0 { agent_cpu / gib } else { 0.0 },
+            agent_cpu,
+            gib,
+        }
+    }
+
+    /// Each figure's median over `runs`.
+    fn median(runs: &[Figures]) -> Figures {
+        let m = |f: fn(&Figures) -> f64| percentile(&runs.iter().map(f).collect::<Vec<_>>(), 50.0);
+        Figures {
+            p50: m(|f| f.p50),
+            max: m(|f| f.max),
+            cpu_per_gib: m(|f| f.cpu_per_gib),
+            agent_cpu: m(|f| f.agent_cpu),
+            gib: m(|f| f.gib),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "p50_s": round(self.p50),
+            "max_s": round(self.max),
+            "agent_cpu_seconds_per_gib": round(self.cpu_per_gib),
+            "agent_cpu_seconds": round(self.agent_cpu),
+            "agent_gib_received": round(self.gib),
+        })
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "completion p50 {:.2}s max {:.2}s; agents {:.1} CPU-s for {:.2} GiB received: {:.2} CPU-s/GiB",
+            self.p50, self.max, self.agent_cpu, self.gib, self.cpu_per_gib
+        )
+    }
 }
 
 async fn bench(args: &Args) -> anyhow::Result<()> {
@@ -171,8 +345,10 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let f = args.size.bytes();
     let r = args.rate.per_second().unwrap_or(1) as f64;
     println!(
-        "swarm-bench: {n} agents, {} blob, {} per host",
-        args.size, args.rate
+        "swarm-bench: {n} agents, {} blob, {} per host{}",
+        args.size,
+        args.rate,
+        if args.tls { ", over TLS" } else { "" }
     );
     println!("machine: {machine}");
     println!("binaries: {}", bins.dir().display());
@@ -182,16 +358,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
     let one_server_s = n as f64 * f as f64 / r;
     let limit = Duration::from_secs_f64(args.timeout.unwrap_or(3.0 * one_server_s + 120.0));
 
-    let swarm_spec = Spec {
-        replicas: args.origins,
-        proxy: false,
-        rate: Rate::per_second(r as u64),
-        cache_size: ByteSize(f.saturating_mul(2).max(1 << 30)),
-        // A starved pull is a figure here, not a failure: it may wait as long as the run.
-        stall_timeout: Some(Duration::from_secs(limit.as_secs().max(120))),
-        log: args.log.clone(),
-        ..Spec::on_free_ports(args.origins, n)
-    };
+    let swarm_spec = swarm_spec(args, limit);
     println!(
         "\n== swarm: {} origins, a tracker, {n} agents",
         args.origins
@@ -272,6 +439,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             "size_bytes": f,
             "rate_bytes_per_s": r as u64,
             "origins": args.origins,
+            "tls": args.tls,
             "bound_s": round(bound),
             "one_server_bound_s": round(one_server_s),
             "p50_s": round(p50),
@@ -362,9 +530,10 @@ async fn run(
     limit: Duration,
     sample_every: f64,
 ) -> anyhow::Result<Run> {
-    let client = http::client()?;
     let started = Instant::now();
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(bins, dir, spec.clone()))?;
+    // One that trusts the cluster's CA when it runs over TLS.
+    let client = cluster.client()?;
     let origins: Vec<String> = cluster.origins().into_iter().map(Member::url).collect();
     let (write_token, read_token) = (
         cluster.credentials().write_token.clone(),
@@ -506,7 +675,7 @@ fn scrape(cluster: &Cluster) -> anyhow::Result<[Vec<String>; 2]> {
         members
             .iter()
             .map(|m| {
-                shoal_cluster::http::metrics(&m.addr)
+                shoal_cluster::http::metrics(cluster.target(m))
                     .map_err(|e| anyhow::anyhow!("scraping {}/metrics: {e}", m.addr))
             })
             .collect::<anyhow::Result<Vec<String>>>()

@@ -1,6 +1,9 @@
 //! End to end: the local cluster (three origins, a tracker, the proxy on 127.0.0.1:5000,
 //! three agents on 127.0.0.1:8081-8083, started by the cluster launcher exactly as
-//! `deploy/devcluster.sh up` starts it), and the real clients users run against it.
+//! `deploy/devcluster.sh up --tls` starts it), and the real clients users run against it.
+//! Every test runs the parts over TLS, their certificates from the cluster's own CA, but one
+//! ([`script::a_plaintext_cluster_still_carries_an_image`]) that keeps the plaintext switch
+//! covered; the agents' registries, where the clients pull, are plain HTTP on loopback.
 //!
 //! - [`docker`]: a sandboxed dockerd (vfs, no iptables, no bridge, its own root, exec root,
 //!   pidfile and socket) pushes an image made with `docker import` (a static program and a
@@ -10,6 +13,9 @@
 //!   pulls through an agent; containerd (its own config, root, state and socket) pulls with
 //!   `ctr --hosts-dir` and a `hosts.toml` that mirrors a registry name that does not exist
 //!   to an agent: the `ns=` path.
+//! - [`proxy_https`]: the proxy serves its registry over HTTPS (`--proxy-tls`): skopeo pushes
+//!   through it trusting the cluster's CA (`--dest-cert-dir`), and one that does not trust
+//!   it is refused.
 //! - [`script`]: `devcluster.sh demo` pushes its own image and pulls it through every
 //!   agent; the script itself: `up` is idempotent, refuses busy ports, `status` tells,
 //!   `down` stops exactly what it started and `--wipe` deletes the data; credentials: `up`
@@ -26,6 +32,7 @@
 
 mod clients;
 mod docker;
+mod proxy_https;
 mod script;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +40,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use shoal_cluster::figures::agent_piece_bytes;
+use shoal_cluster::http::Target;
 use shoal_cluster::spec::local::agent;
 use shoal_cluster::{Cluster, ClusterDir, PROXY_USER, Rate, Spec};
 use shoal_tests::process::{Cmd, cmd};
@@ -56,9 +64,9 @@ fn script(dir: &Path, args: &[&str]) -> Cmd {
         .timeout(Duration::from_secs(180))
 }
 
-/// `addr`'s `/metrics`; fails the test if it does not answer.
-fn metrics(addr: &str) -> String {
-    shoal_cluster::http::metrics(addr).unwrap_or_else(|e| panic!("{e}"))
+/// `at`'s `/metrics`; fails the test if it does not answer.
+fn metrics(at: impl Into<Target>) -> String {
+    shoal_cluster::http::metrics(at).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The local cluster, started through the launcher in a directory of its own and stopped
@@ -70,14 +78,22 @@ pub struct Local {
 }
 
 impl Local {
-    /// Fails the test, with the end of every log, unless the whole cluster comes up.
+    /// Fails the test, with the end of every log, unless the whole cluster comes up over
+    /// TLS.
     fn up(agents: usize) -> Local {
+        Local::up_with(agents, |_| {})
+    }
+
+    /// [`Local::up`] with the spec changed by `change`.
+    fn up_with(agents: usize, change: impl FnOnce(&mut Spec)) -> Local {
         let dir = tempfile::Builder::new()
             .prefix("shoal-devcluster.")
             .tempdir()
             .unwrap();
         let mut spec = Spec::local(agents, Rate::unlimited());
         spec.own_process_groups = false;
+        spec.tls = true;
+        change(&mut spec);
         let cluster = Cluster::start(&shoal_tests::bins(), dir.path(), spec).unwrap_or_else(|e| {
             panic!(
                 "the local cluster did not come up: {e}\n{}",

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use shoal_cluster::ClusterDir;
-use shoal_cluster::http::request;
+use shoal_cluster::http::{Target, request};
 use shoal_cluster::spec::local::{ORIGIN_ADDRS as ORIGINS, PROXY, agent};
+use shoal_cluster::tls::Pki;
 use shoal_core::Digest;
 use shoal_core::telemetry::scrape::metric_sum;
 use shoal_tests::process::{Output, pid_running, require};
@@ -13,6 +14,8 @@ use super::{Local, exclusive, metrics, script};
 
 pub fn demo(cluster: &Local) {
     require("skopeo", "skopeo");
+    let status = cluster.script(&["status"]).ok();
+    assert!(status.contains("the parts speak TLS"), "{status}");
     let o = cluster.script(&["demo", "--size", "48"]).ok();
     eprintln!("{o}");
     assert!(o.contains("with skopeo"), "{o}");
@@ -86,22 +89,26 @@ impl Scripted {
         script(self.dir.path(), args).ok()
     }
 
-    /// `up --agents N`; fails the test, with the end of every log, unless it succeeds.
-    fn up(agents: usize) -> Scripted {
+    /// `up` with `args`; fails the test, with the end of every log, unless it succeeds.
+    fn up(args: &[&str]) -> Scripted {
         let mut s = Scripted::new();
-        s.up = true;
-        let n = agents.to_string();
-        let o = s.run(&["up", "--agents", &n]);
+        s.start(args);
+        s
+    }
+
+    fn start(&mut self, args: &[&str]) {
+        self.up = true;
+        let s = self;
+        let o = s.run(&[&["up"], args].concat());
         if !o.success() {
             panic!(
-                "devcluster.sh up --agents {n} failed ({}):\n{}\n{}\n{}",
+                "devcluster.sh up {args:?} failed ({}):\n{}\n{}\n{}",
                 o.status,
                 o.stdout,
                 o.stderr,
                 s.dir().log_tails(15)
             );
         }
-        s
     }
 
     fn down(&mut self, wipe: bool) -> Output {
@@ -147,8 +154,10 @@ fn port_open(port: u16) -> bool {
 #[test]
 fn the_script_starts_reports_and_stops_exactly_what_it_started() {
     let _turn = exclusive();
-    let mut cluster = Scripted::up(1);
+    let mut cluster = Scripted::up(&["--agents", "1", "--tls"]);
     let dir = cluster.dir();
+    let https = Pki::open(&dir).unwrap().client_config().unwrap();
+    let tls = |addr: &str| Target::https(addr, https.clone());
     let started = cluster.pids();
     let names: Vec<&str> = started.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -161,13 +170,14 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
 
     let status = cluster.ok(&["status"]);
     assert_eq!(status.matches(" ready ").count(), 6, "{status}");
+    assert!(status.contains("the parts speak TLS"), "{status}");
     assert!(
         status.contains(&dir.log("proxy").display().to_string()),
         "{status}"
     );
 
     // A second `up` of the same shape finds it running and starts nothing.
-    let again = cluster.ok(&["up", "--agents", "1"]);
+    let again = cluster.ok(&["up", "--agents", "1", "--tls"]);
     assert!(again.contains("already running"), "{again}");
     assert_eq!(cluster.pids(), started);
 
@@ -185,13 +195,23 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
         "the refused cluster started something"
     );
 
-    // Every part answers on its fixed port and exposes its metrics.
-    for addr in [PROXY, "127.0.0.1:7070", "127.0.0.1:9000", &agent(1)] {
-        let m = metrics(addr);
-        assert!(m.contains("shoal_"), "{addr}/metrics: {m}");
+    // Every part answers on its fixed port and exposes its metrics: the origins and the
+    // tracker over HTTPS only, the registries of the proxy and the agents in plain HTTP.
+    for at in [
+        Target::plain(PROXY),
+        tls("127.0.0.1:7070"),
+        tls("127.0.0.1:9000"),
+        Target::plain(&agent(1)),
+    ] {
+        let m = metrics(&at);
+        assert!(m.contains("shoal_"), "{}/metrics: {m}", at.addr);
+    }
+    for addr in ["127.0.0.1:7070", ORIGINS[2]] {
+        let plain = request(addr, "GET", "/ready", &[], b"");
+        assert!(plain.is_err(), "{addr} answered plain HTTP: {plain:?}");
     }
 
-    credentials_are_generated_private_and_required(&dir);
+    credentials_are_generated_private_and_required(&dir, &tls);
 
     let down = cluster.down(false);
     assert!(down.success(), "{}", down.stderr);
@@ -211,25 +231,80 @@ fn the_script_starts_reports_and_stops_exactly_what_it_started() {
         "down without --wipe keeps data"
     );
 
+    // The CA and the certificates are kept across ups, as the credentials are: a client
+    // told to trust the cluster goes on trusting it.
+    let ca = std::fs::read(dir.tls().join("ca.crt")).unwrap();
+    let origin_cert = std::fs::read(dir.tls().join("origin-0.crt")).unwrap();
+    cluster.start(&["--agents", "1", "--tls"]);
+    assert_eq!(std::fs::read(dir.tls().join("ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read(dir.tls().join("origin-0.crt")).unwrap(),
+        origin_cert
+    );
+    let (status, _) = request(tls(ORIGINS[0]), "GET", "/ready", &[], b"").unwrap();
+    assert_eq!(status, 200);
+
     let wiped = cluster.down(true);
     assert!(wiped.success(), "{}", wiped.stderr);
     assert!(!dir.path().join("data").exists());
+    assert!(
+        !dir.tls().exists(),
+        "down --wipe deletes the CA and the keys"
+    );
+}
+
+/// The plaintext switch, end to end: `demo` without `--tls` brings up a cluster whose
+/// configs say `plaintext = true`, and the image arrives at the agent.
+#[test]
+fn a_plaintext_cluster_still_carries_an_image() {
+    let _turn = exclusive();
+    let mut cluster = Scripted::new();
+    cluster.up = true;
+    let o = script(
+        cluster.dir.path(),
+        &["demo", "--agents", "1", "--size", "4"],
+    )
+    .env("SHOAL_DEMO_CLIENT", "http")
+    .ok();
+    assert!(o.contains("every agent has demo/app:v1"), "{o}");
+    let status = cluster.ok(&["status"]);
+    assert!(status.contains("plain HTTP to each other"), "{status}");
+    let dir = cluster.dir();
+    for name in ["origin-0", "tracker", "proxy", "agent-1"] {
+        let config = std::fs::read_to_string(dir.config(name)).unwrap();
+        let table: toml::Table = config.parse().unwrap();
+        assert_eq!(
+            table["tls"]["plaintext"].as_bool(),
+            Some(true),
+            "{name}: {config}"
+        );
+        assert!(!config.contains("https://"), "{name}: {config}");
+    }
+    assert!(!dir.tls().exists(), "a plaintext cluster makes no CA");
+    let (status, _) = request(ORIGINS[0], "GET", "/ready", &[], b"").unwrap();
+    assert_eq!(status, 200);
 }
 
 /// What `up` did about credentials, as a user would check it: every file holding a secret is
 /// the owner's alone, the origins run with a write token (no insecure warning), refuse a
 /// write without it or with a wrong one and a read without the read token, and a push to
 /// the proxy without its login is refused.
-fn credentials_are_generated_private_and_required(dir: &ClusterDir) {
+fn credentials_are_generated_private_and_required(dir: &ClusterDir, tls: &dyn Fn(&str) -> Target) {
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.secrets()), 0o700);
-    for sub in ["secrets", "config"] {
+    assert_eq!(mode(&dir.tls()), 0o700);
+    assert!(dir.secret("ca.key").is_file(), "the CA's key is a secret");
+    for sub in ["secrets", "config", "tls"] {
         for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
             let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "crt") || path.is_dir() {
+                continue;
+            }
             assert_eq!(mode(&path), 0o600, "{} is not 0600", path.display());
         }
     }
+    assert!(dir.tls().join("origin-0.key").is_file());
     let write_token = first_line(&dir.secret("write-token"));
     let read_token = first_line(&dir.secret("read-token"));
     assert_eq!(write_token.len(), 64);
@@ -240,7 +315,7 @@ fn credentials_are_generated_private_and_required(dir: &ClusterDir) {
     assert!(agent_config.contains(&read_token) && !agent_config.contains(&write_token));
     assert!(agent_config.contains("BEGIN PUBLIC KEY"));
 
-    let (status, body) = request(ORIGINS[0], "GET", "/ready", &[], b"").unwrap();
+    let (status, body) = request(tls(ORIGINS[0]), "GET", "/ready", &[], b"").unwrap();
     assert_eq!(status, 200);
     assert!(!body.contains("insecure"), "{body}");
 
@@ -255,7 +330,7 @@ fn credentials_are_generated_private_and_required(dir: &ClusterDir) {
     ] {
         for origin in ORIGINS {
             let (status, body) = request(
-                origin,
+                tls(origin),
                 "PUT",
                 "/v1/tags/library/nginx:latest",
                 &headers,
@@ -269,10 +344,10 @@ fn credentials_are_generated_private_and_required(dir: &ClusterDir) {
             assert!(body.contains("UNAUTHORIZED"), "{body}");
         }
     }
-    let (status, _) = request(ORIGINS[1], "GET", "/v1/repositories", &[], b"").unwrap();
+    let (status, _) = request(tls(ORIGINS[1]), "GET", "/v1/repositories", &[], b"").unwrap();
     assert_eq!(status, 401, "a read without the read token");
     let (status, body) = request(
-        ORIGINS[1],
+        tls(ORIGINS[1]),
         "GET",
         "/v1/repositories",
         &[("Authorization", read.as_str())],
