@@ -485,6 +485,8 @@ pub struct Tls {
     roots: Option<Arc<RootCertStore>>,
     /// `tls.ca` and `tls.agent_ca`: what a peer's chain may lead to.
     peer_roots: Option<Arc<RootCertStore>>,
+    /// `tls.agent_ca` is trusted too: a chain naming an origin must lead to `tls.ca` alone.
+    agents_apart: bool,
 }
 
 impl Tls {
@@ -516,6 +518,7 @@ impl Tls {
             key,
             roots,
             peer_roots,
+            agents_apart: config.agent_ca.is_some(),
         }))
     }
 
@@ -596,12 +599,7 @@ impl Tls {
     ) -> Result<PeerIdentity, IdentityError> {
         let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
         let identity = PeerIdentity::of(leaf)?;
-        if identity.origin
-            && !Arc::ptr_eq(
-                self.roots.as_ref().ok_or(IdentityError::NotAnOrigin)?,
-                self.peer_roots.as_ref().ok_or(IdentityError::NotAnOrigin)?,
-            )
-        {
+        if identity.origin && self.agents_apart {
             let roots = self.roots.as_ref().ok_or(IdentityError::NotAnOrigin)?;
             let parsed = ParsedCertificate::try_from(leaf)
                 .map_err(|e| IdentityError::Parse(e.to_string()))?;
